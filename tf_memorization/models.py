@@ -1,0 +1,160 @@
+"""Keras ResNets, gin-configurable.
+
+Bind the architecture in gin with a reference, e.g.
+
+    TrialTrainer.model_fn = @resnet50
+    resnet50.weight_decay = 5e-4
+
+Every builder takes `input_shape` and `num_classes` from the dataset and returns
+an uncompiled `keras.Model` whose output is float32 logits (also under mixed
+precision). Weight decay is an L2 penalty on convolution and dense kernels.
+
+* `resnet_cifar`: He et al.'s CIFAR ResNets with basic blocks, depth 6n+2
+  (ResNet-20, -32, -44, -56, -110), stage widths (16, 32, 64) x width.
+* `resnet18`: ResNet-18 (basic blocks [2, 2, 2, 2], widths 64..512) with the
+  CIFAR stem (3x3 conv, no max-pool) or the ImageNet stem.
+* `resnet50`: ResNet-50 (bottleneck blocks [3, 4, 6, 3]), the paper's model for
+  CIFAR-100 and ImageNet, with either stem.
+* `small_resnet`: two stages of one basic block each; trains in seconds on the
+  8x8 digits.
+"""
+
+import gin
+import keras
+from keras import layers
+
+
+def _conv(filters, kernel_size, strides, weight_decay, name):
+  return layers.Conv2D(
+      filters, kernel_size, strides=strides, padding='same', use_bias=False,
+      kernel_initializer='he_normal',
+      kernel_regularizer=(keras.regularizers.L2(weight_decay)
+                          if weight_decay else None),
+      name=name)
+
+
+def _bn(name):
+  return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def basic_block(x, filters, strides, weight_decay, name):
+  """Two 3x3 convolutions with a projection shortcut when the shape changes."""
+  shortcut = x
+  y = _conv(filters, 3, strides, weight_decay, f'{name}_conv1')(x)
+  y = layers.ReLU(name=f'{name}_relu1')(_bn(f'{name}_bn1')(y))
+  y = _conv(filters, 3, 1, weight_decay, f'{name}_conv2')(y)
+  y = _bn(f'{name}_bn2')(y)
+  if strides != 1 or x.shape[-1] != filters:
+    shortcut = _conv(filters, 1, strides, weight_decay, f'{name}_proj')(x)
+    shortcut = _bn(f'{name}_proj_bn')(shortcut)
+  return layers.ReLU(name=f'{name}_out')(layers.Add(name=f'{name}_add')(
+      [y, shortcut]))
+
+
+def bottleneck_block(x, filters, strides, weight_decay, name, expansion=4):
+  """1x1 reduce, 3x3 (strided), 1x1 expand (x4), projection when needed."""
+  shortcut = x
+  out_filters = filters * expansion
+  y = _conv(filters, 1, 1, weight_decay, f'{name}_conv1')(x)
+  y = layers.ReLU(name=f'{name}_relu1')(_bn(f'{name}_bn1')(y))
+  y = _conv(filters, 3, strides, weight_decay, f'{name}_conv2')(y)
+  y = layers.ReLU(name=f'{name}_relu2')(_bn(f'{name}_bn2')(y))
+  y = _conv(out_filters, 1, 1, weight_decay, f'{name}_conv3')(y)
+  y = _bn(f'{name}_bn3')(y)
+  if strides != 1 or x.shape[-1] != out_filters:
+    shortcut = _conv(out_filters, 1, strides, weight_decay, f'{name}_proj')(x)
+    shortcut = _bn(f'{name}_proj_bn')(shortcut)
+  return layers.ReLU(name=f'{name}_out')(layers.Add(name=f'{name}_add')(
+      [y, shortcut]))
+
+
+_BLOCKS = {'basic': basic_block, 'bottleneck': bottleneck_block}
+STEMS = ('cifar', 'imagenet')
+
+
+@gin.configurable
+def resnet(input_shape, num_classes, block='basic', stage_blocks=(2, 2, 2, 2),
+           stage_widths=(64, 128, 256, 512), stem='cifar', stem_width=None,
+           weight_decay=5e-4, name='resnet'):
+  """A ResNet: stem, stages of residual blocks, global pooling, linear head.
+
+  Args:
+    input_shape: (H, W, C).
+    num_classes: number of logits.
+    block: 'basic' (two 3x3 convs) or 'bottleneck' (1x1-3x3-1x1, x4 out).
+    stage_blocks: blocks per stage; every stage after the first halves H, W.
+    stage_widths: base filters per stage.
+    stem: 'cifar' (one 3x3 conv, stride 1) or 'imagenet' (7x7/2 + max-pool).
+    stem_width: filters of the stem conv (default: the first stage's width).
+    weight_decay: L2 coefficient on kernels (the loss adds wd * sum(w^2)).
+    name: model name.
+  """
+  if block not in _BLOCKS:
+    raise ValueError(f'resnet.block must be one of {sorted(_BLOCKS)}, got '
+                     f'{block!r}.')
+  if stem not in STEMS:
+    raise ValueError(f'resnet.stem must be one of {STEMS}, got {stem!r}.')
+  if len(stage_blocks) != len(stage_widths):
+    raise ValueError('resnet.stage_blocks and resnet.stage_widths must have '
+                     'the same length.')
+  block_fn = _BLOCKS[block]
+  stem_width = stem_width or stage_widths[0]
+  inputs = keras.Input(shape=tuple(input_shape), name='image')
+  if stem == 'cifar':
+    x = _conv(stem_width, 3, 1, weight_decay, 'stem_conv')(inputs)
+    x = layers.ReLU(name='stem_relu')(_bn('stem_bn')(x))
+  else:
+    x = _conv(stem_width, 7, 2, weight_decay, 'stem_conv')(inputs)
+    x = layers.ReLU(name='stem_relu')(_bn('stem_bn')(x))
+    x = layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')(x)
+  for stage, (num_blocks, width) in enumerate(zip(stage_blocks, stage_widths)):
+    for b in range(num_blocks):
+      strides = 2 if (stage > 0 and b == 0) else 1
+      x = block_fn(x, width, strides, weight_decay, f'stage{stage + 1}_block{b + 1}')
+  x = layers.GlobalAveragePooling2D(name='pool')(x)
+  logits = layers.Dense(
+      num_classes, dtype='float32', name='logits',
+      kernel_regularizer=(keras.regularizers.L2(weight_decay)
+                          if weight_decay else None))(x)
+  return keras.Model(inputs, logits, name=name)
+
+
+@gin.configurable
+def resnet_cifar(input_shape, num_classes, depth=20, width=16,
+                 weight_decay=1e-4):
+  """CIFAR ResNet-(6n+2) with basic blocks: 20, 32, 44, 56, 110."""
+  if (depth - 2) % 6:
+    raise ValueError(f'resnet_cifar.depth must be 6n+2 (20, 32, 56, ...), got '
+                     f'{depth}.')
+  n = (depth - 2) // 6
+  return resnet(input_shape, num_classes, block='basic', stage_blocks=(n,) * 3,
+                stage_widths=(width, 2 * width, 4 * width), stem='cifar',
+                weight_decay=weight_decay, name=f'resnet{depth}')
+
+
+@gin.configurable
+def resnet18(input_shape, num_classes, width=64, stem='cifar',
+             weight_decay=5e-4):
+  """ResNet-18: basic blocks [2, 2, 2, 2]."""
+  return resnet(input_shape, num_classes, block='basic',
+                stage_blocks=(2, 2, 2, 2),
+                stage_widths=(width, 2 * width, 4 * width, 8 * width),
+                stem=stem, weight_decay=weight_decay, name='resnet18')
+
+
+@gin.configurable
+def resnet50(input_shape, num_classes, width=64, stem='cifar',
+             weight_decay=5e-4):
+  """ResNet-50: bottleneck blocks [3, 4, 6, 3] (the paper's model)."""
+  return resnet(input_shape, num_classes, block='bottleneck',
+                stage_blocks=(3, 4, 6, 3),
+                stage_widths=(width, 2 * width, 4 * width, 8 * width),
+                stem=stem, weight_decay=weight_decay, name='resnet50')
+
+
+@gin.configurable
+def small_resnet(input_shape, num_classes, width=32, weight_decay=1e-4):
+  """A two-stage ResNet for 8x8 digits: trains in seconds on a CPU."""
+  return resnet(input_shape, num_classes, block='basic', stage_blocks=(1, 1),
+                stage_widths=(width, 2 * width), stem='cifar',
+                weight_decay=weight_decay, name='small_resnet')

@@ -1,0 +1,369 @@
+"""Trial records: the contract between the train and estimate binaries.
+
+Layout of a workdir W (local path or any tf.io.gfile URL, e.g. gs://):
+
+    W/dataset.npz                 labels and ids of both splits (written once)
+    W/operative_config.gin        the gin config the trials ran with
+    W/trials/trial_000042.npz     one record per trial, written atomically
+
+A record is an .npz (read with allow_pickle=False: nothing in a workdir is ever
+executed) holding
+
+    mask          uint8, np.packbits of the bool [n] training subset
+    train_pred    int16/int32 [n]   predicted class of every training example
+    train_prob    float16 [n]       softmax probability of the true class
+    train_margin  float16 [n]       true-class logit minus the largest other
+    test_pred, test_prob, test_margin   the same on the n_test test examples
+    metadata      a JSON string: trial_index, seed, fingerprint, dataset,
+                  metrics, library versions, time, host, and a sha256 of the
+                  arrays above (so a truncated or altered record is detected).
+
+Records are written to a temporary name and renamed, so a reader never sees a
+partial record and a killed writer leaves at most a `*.tmp-*` file behind.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import socket
+import time
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+FORMAT_VERSION = 1
+TRIALS_DIR = 'trials'
+DATASET_FILE = 'dataset.npz'
+CONFIG_FILE = 'operative_config.gin'
+_RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
+_ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
+                 'test_pred', 'test_prob', 'test_margin')
+
+
+class RecordError(ValueError):
+  """A workdir's records are missing, corrupt, or do not belong together."""
+
+
+def record_path(workdir, trial_index):
+  return os.path.join(workdir, TRIALS_DIR, f'trial_{trial_index:06d}.npz')
+
+
+def record_exists(workdir, trial_index):
+  return tf.io.gfile.exists(record_path(workdir, trial_index))
+
+
+def fingerprint(config):
+  """A short stable hash of a JSON-serialisable config."""
+  text = json.dumps(config, sort_keys=True, separators=(',', ':'))
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _checksum(arrays):
+  digest = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    digest.update(f'{name}:{a.dtype.str}:{a.shape};'.encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()
+
+
+def atomic_write(path, payload):
+  """Writes bytes to `path` via a unique temporary name and a rename.
+
+  Returns False (and writes nothing) when `path` already exists, e.g. when
+  another worker finished the same trial first.
+  """
+  directory = os.path.dirname(path)
+  tf.io.gfile.makedirs(directory)
+  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(payload)
+    try:
+      tf.io.gfile.rename(tmp, path, overwrite=False)
+    except tf.errors.AlreadyExistsError:
+      tf.io.gfile.remove(tmp)
+      return False
+  except BaseException:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise
+  return True
+
+
+def atomic_write_text(path, text):
+  """Writes (or replaces) a small text file atomically."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(text)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _npz_bytes(arrays):
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def _load_npz(path):
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      payload = f.read()
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+      return {name: npz[name] for name in npz.files}
+  except (OSError, ValueError, EOFError, KeyError) as e:
+    raise RecordError(
+        f'{path} is truncated or not a valid record ({type(e).__name__}: '
+        f'{e}). Delete it; the train binary will redo that trial.') from e
+
+
+def _library_versions():
+  import keras  # pylint: disable=g-import-not-at-top
+  return {'tensorflow': tf.__version__, 'keras': keras.__version__,
+          'numpy': np.__version__, 'python': platform.python_version()}
+
+
+def _pred_dtype(num_classes):
+  return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+
+
+def write_record(workdir, trial_index, mask, result, metadata):
+  """Writes trial `trial_index`'s record atomically; False if one exists.
+
+  Args:
+    workdir: the run's workdir.
+    trial_index: t.
+    mask: bool [n] training subset of the trial.
+    result: a training.TrialResult.
+    metadata: JSON-serialisable dict; must hold 'fingerprint', 'seed',
+      'dataset' (with num_classes). Versions, time and host are added.
+  """
+  pred_dtype = _pred_dtype(metadata['dataset']['num_classes'])
+  arrays = {
+      'mask': np.packbits(np.asarray(mask, bool)),
+      'train_pred': result.train_pred.astype(pred_dtype),
+      'train_prob': result.train_prob.astype(np.float16),
+      'train_margin': result.train_margin.astype(np.float16),
+      'test_pred': result.test_pred.astype(pred_dtype),
+      'test_prob': result.test_prob.astype(np.float16),
+      'test_margin': result.test_margin.astype(np.float16),
+  }
+  metadata = dict(metadata)
+  metadata.update({
+      'format_version': FORMAT_VERSION,
+      'trial_index': int(trial_index),
+      'num_train': int(len(mask)),
+      'num_test': int(len(result.test_pred)),
+      'metrics': result.metrics,
+      'versions': _library_versions(),
+      'written_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+      'host': socket.gethostname(),
+      'checksum': _checksum(arrays),
+  })
+  arrays['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
+  return atomic_write(record_path(workdir, trial_index), _npz_bytes(arrays))
+
+
+def read_record(path):
+  """Reads and verifies one record: (arrays dict, metadata dict)."""
+  arrays = _load_npz(path)
+  missing = [f for f in _ARRAY_FIELDS + ('metadata',) if f not in arrays]
+  if missing:
+    raise RecordError(f'{path} lacks {missing}: not a trial record of this '
+                      'format. Delete it; the train binary will redo it.')
+  metadata = json.loads(str(arrays.pop('metadata')))
+  if metadata.get('checksum') != _checksum(arrays):
+    raise RecordError(f'{path} fails its checksum: it was altered or '
+                      'corrupted after it was written. Delete it; the train '
+                      'binary will redo that trial.')
+  return arrays, metadata
+
+
+def read_metadata(path):
+  """Only the metadata of a record (cheap; no checksum verification)."""
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
+        return json.loads(str(npz['metadata']))
+  except (OSError, ValueError, EOFError, KeyError) as e:
+    raise RecordError(f'{path} is truncated or not a valid record: {e}. '
+                      'Delete it; the train binary will redo it.') from e
+
+
+def list_records(workdir):
+  """{trial_index: path} of the finished records in `workdir`."""
+  directory = os.path.join(workdir, TRIALS_DIR)
+  if not tf.io.gfile.isdir(directory):
+    return {}
+  found = {}
+  for name in tf.io.gfile.listdir(directory):
+    match = _RECORD_RE.match(name)
+    if match:
+      found[int(match.group(1))] = os.path.join(directory, name)
+  return dict(sorted(found.items()))
+
+
+def write_dataset_file(workdir, dataset, train_labels=None):
+  """Writes W/dataset.npz once; afterwards checks the workdir's data matches.
+
+  Args:
+    workdir: the run's workdir.
+    dataset: a data.Dataset.
+    train_labels: the labels the trials train on (default: the dataset's).
+  """
+  train_labels = dataset.train.labels if train_labels is None else train_labels
+  arrays = {'train_labels': np.asarray(train_labels, np.int64),
+            'test_labels': np.asarray(dataset.test.labels, np.int64),
+            'train_ids': np.asarray(dataset.train.ids).astype(str),
+            'test_ids': np.asarray(dataset.test.ids).astype(str),
+            'original_train_labels': np.asarray(dataset.train.labels, np.int64)}
+  info = dict(dataset.describe(), checksum=_checksum(arrays))
+  path = os.path.join(workdir, DATASET_FILE)
+  if tf.io.gfile.exists(path):
+    existing = json.loads(str(_load_npz(path)['info']))
+    if existing.get('checksum') != info['checksum']:
+      raise RecordError(
+          f'{path} describes other data ({existing.get("name")}, '
+          f'{existing.get("num_train")} train examples) than this run '
+          f'({info["name"]}, {info["num_train"]}). Use a new --workdir.')
+    return info
+  arrays['info'] = np.array(json.dumps(info, sort_keys=True))
+  atomic_write(path, _npz_bytes(arrays))
+  return info
+
+
+def read_dataset_file(workdir):
+  path = os.path.join(workdir, DATASET_FILE)
+  if not tf.io.gfile.exists(path):
+    raise RecordError(f'{path} is missing: {workdir} is not a workdir of the '
+                      'train binary (run python -m tf_memorization.train '
+                      f'--workdir={workdir} first).')
+  arrays = _load_npz(path)
+  info = json.loads(str(arrays.pop('info')))
+  if info.get('checksum') != _checksum(arrays):
+    raise RecordError(f'{path} fails its checksum. Delete the workdir\'s '
+                      'dataset.npz and run the train binary again.')
+  return arrays, info
+
+
+@dataclasses.dataclass
+class Records:
+  """All trials of a workdir, ordered by trial index (k trials).
+
+  Attributes:
+    masks: bool [k, n], True where the example was in the trial's subset.
+    train_correct: bool [k, n], trial t's model classifies x_i correctly.
+    test_correct: bool [k, n_test].
+    train_prob, test_prob: float16, softmax probability of the true class.
+    train_margin, test_margin: float16, true logit minus the largest other.
+    train_labels, test_labels: int64 [n], [n_test] (the labels trained on).
+    train_ids, test_ids: str, each example's tfds id.
+    trial_indices: int [k].
+    metadata: list of k dicts (each record's metadata).
+    dataset_info: dict describing the data.
+    fingerprint: the config fingerprint shared by all records.
+    paths: list of k record paths.
+    train_pred, test_pred: predicted classes (only with predictions=True).
+  """
+  masks: np.ndarray
+  train_correct: np.ndarray
+  test_correct: np.ndarray
+  train_prob: np.ndarray
+  test_prob: np.ndarray
+  train_margin: np.ndarray
+  test_margin: np.ndarray
+  train_labels: np.ndarray
+  test_labels: np.ndarray
+  train_ids: np.ndarray
+  test_ids: np.ndarray
+  trial_indices: np.ndarray
+  metadata: list
+  dataset_info: dict
+  fingerprint: str
+  paths: list
+  train_pred: np.ndarray = None
+  test_pred: np.ndarray = None
+
+  @property
+  def num_trials(self):
+    return len(self.trial_indices)
+
+
+def load(workdir, predictions=False, trial_indices=None):
+  """Loads and validates every trial record of `workdir`.
+
+  Args:
+    workdir: the train binary's --workdir.
+    predictions: also return the predicted classes.
+    trial_indices: load only these trials (default: all found).
+
+  Returns:
+    A `Records`.
+
+  Raises:
+    RecordError: no records, a corrupt record, records of different configs
+      or data, or shapes that do not match the dataset (the message names the
+      files and says what to do).
+  """
+  dataset_arrays, dataset_info = read_dataset_file(workdir)
+  n, n_test = len(dataset_arrays['train_labels']), len(dataset_arrays['test_labels'])
+  found = list_records(workdir)
+  if trial_indices is not None:
+    absent = sorted(set(trial_indices) - set(found))
+    if absent:
+      raise RecordError(f'{workdir} has no records for trials {absent[:10]}.')
+    found = {t: found[t] for t in sorted(trial_indices)}
+  if not found:
+    raise RecordError(f'{workdir}/{TRIALS_DIR} holds no trial records: run the '
+                      'train binary with this --workdir first.')
+  k = len(found)
+  masks = np.zeros((k, n), bool)
+  fields = {f: [] for f in _ARRAY_FIELDS[1:]}
+  metadata, paths, by_fingerprint = [], [], {}
+  for row, (t, path) in enumerate(found.items()):
+    arrays, meta = read_record(path)
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    if meta.get('trial_index') != t:
+      raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
+                        f'{t}: it was renamed. Move it back or delete it.')
+    if (meta.get('num_train') != n or meta.get('num_test') != n_test or
+        len(arrays['train_pred']) != n or len(arrays['test_pred']) != n_test):
+      raise RecordError(
+          f'{path} has {len(arrays["train_pred"])} train / '
+          f'{len(arrays["test_pred"])} test predictions but '
+          f'{workdir}/{DATASET_FILE} has {n} / {n_test} examples: the record '
+          'belongs to another dataset. Move it to its own workdir.')
+    masks[row] = np.unpackbits(arrays['mask'], count=n).astype(bool)
+    for f in fields:
+      fields[f].append(arrays[f])
+    metadata.append(meta)
+    paths.append(path)
+  if len(by_fingerprint) > 1:
+    groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
+                       for fp, p in by_fingerprint.items())
+    raise RecordError(
+        f'{workdir} mixes records of {len(by_fingerprint)} different training '
+        f'configs or datasets ({groups}). Move each config\'s records to its '
+        'own workdir.')
+  stack = {f: np.stack(v) for f, v in fields.items()}
+  train_labels = dataset_arrays['train_labels']
+  test_labels = dataset_arrays['test_labels']
+  return Records(
+      masks=masks,
+      train_correct=stack['train_pred'] == train_labels[None, :],
+      test_correct=stack['test_pred'] == test_labels[None, :],
+      train_prob=stack['train_prob'], test_prob=stack['test_prob'],
+      train_margin=stack['train_margin'], test_margin=stack['test_margin'],
+      train_labels=train_labels, test_labels=test_labels,
+      train_ids=dataset_arrays['train_ids'], test_ids=dataset_arrays['test_ids'],
+      trial_indices=np.array(list(found), np.int64), metadata=metadata,
+      dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
+      paths=paths,
+      train_pred=stack['train_pred'] if predictions else None,
+      test_pred=stack['test_pred'] if predictions else None)
