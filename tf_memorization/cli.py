@@ -52,7 +52,8 @@ def user_error_types():
 
 def exit_on_user_error(error):
   """Prints `error` as one line and exits with status 2."""
-  print(f'error: {error}', file=sys.stderr, flush=True)
+  message = ' '.join(str(error).split())  # one line, also for gin's notes
+  print(f'error: {message}', file=sys.stderr, flush=True)
   sys.exit(EXIT_USER_ERROR)
 
 

@@ -5,8 +5,8 @@ each example's tfds id, in tfds's deterministic order). A trial's training
 pipeline gathers the subset's indices batch by batch, so selecting a subset
 costs nothing per epoch (a `Dataset.filter` over the whole set would read and
 drop 30% of it every epoch). ImageNet does not fit in memory: it streams from
-its tfrecords with the subset chosen by a hash-table lookup on the example
-index before any JPEG is decoded (`StreamingDataset`).
+its tfrecords with the subset chosen by a lookup of each record's tfds id
+before any JPEG is decoded (`StreamingPipeline`).
 """
 
 import dataclasses
@@ -48,10 +48,11 @@ _MANUAL_DOWNLOAD = ('imagenet2012',)
 
 @dataclasses.dataclass
 class Split:
-  """One split in memory, in tfds's deterministic order."""
-  images: np.ndarray  # uint8 [N, H, W, C]
+  """One split in tfds's deterministic order (images None when streaming)."""
+  images: np.ndarray  # uint8 [N, H, W, C], or None for a streaming dataset
   labels: np.ndarray  # int64 [N]
   ids: np.ndarray     # unicode [N]: tfds id (or original index) of each example
+  tfds_split: str = None  # the tfds split name it was read from
 
   def __len__(self):
     return len(self.labels)
@@ -65,9 +66,17 @@ class Dataset:
   num_classes: int
   train: Split
   test: Split
+  builder: object = None  # the tfds builder, for streaming datasets
+
+  @property
+  def streaming(self):
+    return self.train.images is None
 
   @property
   def image_shape(self):
+    """Stored image shape ((None, None, C) for a streaming dataset)."""
+    if self.streaming:
+      return tuple(self.builder.info.features['image'].shape)
     return tuple(self.train.images.shape[1:])
 
   def describe(self):
@@ -129,43 +138,55 @@ def prepare_builder(name, data_dir=None, download=True):
   return builder
 
 
-def _read_split(builder, split):
-  ds = builder.as_dataset(split=split, shuffle_files=False,
+def _read_split(builder, split, with_images=True):
+  """Reads a split in tfds's deterministic order (images only if asked)."""
+  decoders = None if with_images else {'image': tfds.decode.SkipDecoding()}
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                           read_config=tfds.ReadConfig(add_tfds_id=True))
+  if not with_images:
+    ds = ds.map(lambda ex: {'label': ex['label'], 'tfds_id': ex['tfds_id']},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   images, labels, ids = [], [], []
   for batch in tfds.as_numpy(ds.batch(8192)):
-    images.append(batch['image'])
+    if with_images:
+      images.append(batch['image'])
     labels.append(batch['label'])
     ids.append(batch['tfds_id'])
   if not labels:
     raise DataNotPreparedError(f'Split {split!r} of {builder.name} is empty.')
-  return Split(images=np.concatenate(images).astype(np.uint8),
+  return Split(images=(np.concatenate(images).astype(np.uint8)
+                       if with_images else None),
                labels=np.concatenate(labels).astype(np.int64),
-               ids=np.concatenate(ids).astype(str))
+               ids=np.concatenate(ids).astype(str), tfds_split=split)
 
 
 @gin.configurable
 def load_dataset(name=gin.REQUIRED, data_dir=None, download=True,
-                 train_split='train', test_split='test'):
-  """Loads a tfds dataset into memory.
+                 train_split='train', test_split='test', streaming='auto'):
+  """Loads a tfds dataset: in memory, or labels and ids only when streaming.
 
   Args:
     name: tfds name: cifar10, cifar100, mnist, sklearn_digits (offline) or
-      imagenet2012 (streams; see `StreamingDataset`).
+      imagenet2012.
     data_dir: tfds data dir (None: tfds's default).
     download: whether to download when the data is not prepared.
     train_split: tfds split of the training set S.
     test_split: tfds split the influence is measured on.
+    streaming: True to stream images from the tfrecords (`StreamingPipeline`)
+      instead of holding them in memory; 'auto': only for STREAMING_DATASETS.
 
   Returns:
     A `Dataset`.
   """
   builder = prepare_builder(name, data_dir, download)
+  if streaming == 'auto':
+    streaming = name in STREAMING_DATASETS
   features = builder.info.features
   return Dataset(name=name, version=str(builder.info.version),
                  num_classes=int(features['label'].num_classes),
-                 train=_read_split(builder, train_split),
-                 test=_read_split(builder, test_split))
+                 train=_read_split(builder, train_split, not streaming),
+                 test=_read_split(builder, test_split, not streaming),
+                 builder=builder)
 
 
 @gin.configurable
@@ -178,10 +199,13 @@ class Preprocessing:
       (random crop with 4-pixel padding + horizontal flip for CIFAR).
     crop_padding: pixels of zero padding before the random crop.
     image_size: side of the model's input for streaming datasets (ImageNet).
+    center_crop_fraction: for streaming datasets, evaluation images are the
+      central square of this fraction of the shorter side, resized.
   """
   augment: str = 'auto'
   crop_padding: int = 4
   image_size: int = 224
+  center_crop_fraction: float = 0.875
 
   def resolve(self, dataset_name):
     mean, std, default_augment = DATASET_DEFAULTS.get(
@@ -240,6 +264,7 @@ class InMemoryPipeline:
     self.dataset = dataset
     self.mean, self.std, self.augment = preprocessing.resolve(dataset.name)
     self.crop_padding = preprocessing.crop_padding
+    self.image_shape = dataset.image_shape
     with tf.device('/cpu:0'):
       self._train_images = tf.constant(dataset.train.images)
       self._train_labels = tf.constant(dataset.train.labels, tf.int32)
@@ -292,3 +317,134 @@ class InMemoryPipeline:
     ds = tf.data.Dataset.range(n).batch(batch_size)
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _image_shape(image_bytes, jpeg):
+  if jpeg:
+    return tf.io.extract_jpeg_shape(image_bytes)
+  return tf.shape(tf.io.decode_image(image_bytes, expand_animations=False))
+
+
+def _decode_window(image_bytes, window, jpeg, channels):
+  """Decodes only the window [y, x, height, width] (JPEG) or decodes and crops."""
+  if jpeg:
+    return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=channels)
+  image = tf.io.decode_image(image_bytes, channels=channels,
+                             expand_animations=False)
+  return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2],
+                                       window[3])
+
+
+def _inception_crop(image_bytes, seed, size, jpeg, channels):
+  """Random-resized crop (8%-100% area, 3/4-4/3 aspect), then resize."""
+  shape = _image_shape(image_bytes, jpeg)
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.zeros([0, 0, 4], tf.float32), seed=seed,
+      area_range=(0.08, 1.0), aspect_ratio_range=(0.75, 1.33),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+  return tf.image.resize(_decode_window(image_bytes, window, jpeg, channels),
+                         [size, size])
+
+
+def _center_crop(image_bytes, size, crop_fraction, jpeg, channels):
+  """The central square of `crop_fraction` of the shorter side, resized."""
+  shape = _image_shape(image_bytes, jpeg)
+  height, width = shape[0], shape[1]
+  side = tf.cast(crop_fraction * tf.cast(tf.minimum(height, width),
+                                         tf.float32), tf.int32)
+  window = tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+  return tf.image.resize(_decode_window(image_bytes, window, jpeg, channels),
+                         [size, size])
+
+
+class StreamingPipeline:
+  """tf.data pipelines that stream JPEGs from a prepared tfds dataset.
+
+  A trial's subset is chosen by looking up each record's tfds id in a table
+  of the trial's ids before the image is decoded, so skipped examples cost
+  only their read. Shapes come out as (image_size, image_size, 3).
+  """
+
+  def __init__(self, dataset, preprocessing=None):
+    preprocessing = preprocessing or Preprocessing()
+    self.dataset = dataset
+    self.mean, self.std, self.augment = preprocessing.resolve(dataset.name)
+    self.image_size = preprocessing.image_size
+    self.crop_fraction = preprocessing.center_crop_fraction
+    feature = dataset.builder.info.features['image']
+    self._channels = int(feature.shape[-1] or 3)
+    self.image_shape = (self.image_size, self.image_size, self._channels)
+    self._jpeg = getattr(feature, 'encoding_format', None) == 'jpeg'
+    ids = tf.constant(dataset.train.ids)
+    self._train_index = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            ids, tf.range(len(dataset.train), dtype=tf.int64)), -1)
+
+  def _one_hot(self, labels):
+    return tf.one_hot(labels, self.dataset.num_classes)
+
+  def _records(self, split, shuffle_seed=None):
+    read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed,
+                                  interleave_cycle_length=16)
+    return self.dataset.builder.as_dataset(
+        split=split, shuffle_files=shuffle_seed is not None,
+        read_config=read_config,
+        decoders={'image': tfds.decode.SkipDecoding()})
+
+  def train(self, indices, batch_size, seed):
+    """The subset's endless training stream (shuffled, augmented)."""
+    in_subset = np.zeros(len(self.dataset.train), bool)
+    in_subset[np.asarray(indices)] = True
+    in_subset = tf.constant(in_subset)
+    table, size, jpeg = self._train_index, self.image_size, self._jpeg
+    mean, std, augment = self.mean, self.std, self.augment
+    crop_fraction, channels = self.crop_fraction, self._channels
+
+    def keep(example):
+      index = table.lookup(example['tfds_id'])
+      return tf.logical_and(index >= 0,
+                            tf.gather(in_subset, tf.maximum(index, 0)))
+
+    def load(example, example_seed):
+      seeds = tf.random.experimental.stateless_split(example_seed, 2)
+      if augment == 'random_resized_crop':
+        image = _inception_crop(example['image'], seeds[0], size, jpeg,
+                                channels)
+      else:
+        image = _center_crop(example['image'], size, crop_fraction, jpeg,
+                             channels)
+      if augment in ('random_resized_crop', 'flip', 'crop_flip'):
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+      image = (image - mean) / std
+      return image, self._one_hot(example['label'])
+
+    ds = self._records(self.dataset.train.tfds_split, shuffle_seed=seed)
+    ds = ds.filter(keep).repeat()
+    ds = ds.shuffle(16 * batch_size, seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(2))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  def evaluation(self, split, batch_size):
+    """The whole split in tfds's order (the order of its labels), no augment."""
+    tfds_split = (self.dataset.train if split == 'train'
+                  else self.dataset.test).tfds_split
+    size, mean, std, jpeg = self.image_size, self.mean, self.std, self._jpeg
+    crop_fraction, channels = self.crop_fraction, self._channels
+
+    def load(example):
+      image = (_center_crop(example['image'], size, crop_fraction, jpeg,
+                            channels) - mean) / std
+      return image, self._one_hot(example['label'])
+
+    ds = self._records(tfds_split).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_pipeline(dataset, preprocessing=None):
+  """The pipeline for `dataset`: in memory, or streaming from tfrecords."""
+  if dataset.streaming:
+    return StreamingPipeline(dataset, preprocessing)
+  return InMemoryPipeline(dataset, preprocessing)

@@ -150,8 +150,6 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
     strategy = strategy_lib.get_strategy()
     dataset = data_lib.load_dataset()
     trainer = training.TrialTrainer(dataset, strategy)
-  except gin.config.ParseError as e:  # pragma: no cover - parse errors above
-    raise cli.UserError(str(e)) from e
   except (ValueError, TypeError) as e:
     if isinstance(e, cli.user_error_types()):
       raise

@@ -126,7 +126,7 @@ class TrialTrainer:
     self.epochs = int(epochs)
     self.batch_size = int(batch_size)
     self.eval_batch_size = int(eval_batch_size)
-    self.pipeline = data_lib.InMemoryPipeline(
+    self.pipeline = data_lib.make_pipeline(
         dataset, preprocessing or data_lib.Preprocessing())
     if mixed_precision:
       on_gpu = bool(tf.config.list_logical_devices('GPU'))
@@ -135,7 +135,7 @@ class TrialTrainer:
     else:
       keras.mixed_precision.set_global_policy('float32')
     with strategy.scope():
-      self.model = model_fn(input_shape=dataset.image_shape,
+      self.model = model_fn(input_shape=self.pipeline.image_shape,
                             num_classes=dataset.num_classes)
       self._total_steps = tf.Variable(1, trainable=False, dtype=tf.int64,
                                       name='total_steps')
@@ -159,7 +159,7 @@ class TrialTrainer:
 
   def _build_inference_model(self):
     """image, label -> predicted class, true-class probability and margin."""
-    image = keras.Input(self.dataset.image_shape, name='image')
+    image = keras.Input(self.pipeline.image_shape, name='image')
     label = keras.Input((), dtype='int32', name='label')
     logits = keras.ops.cast(self.model(image, training=False), 'float32')
     one_hot = keras.ops.one_hot(label, self.dataset.num_classes)

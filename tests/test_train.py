@@ -1,0 +1,155 @@
+"""End-to-end tests of the train binary (in process and as a subprocess)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tf_memorization import cli
+from tf_memorization import masks
+from tf_memorization import records
+from tf_memorization import train
+
+from conftest import GIN_DIR, REPO
+
+# Shrinks the paper's CIFAR-100 config to seconds; the dataset path, the
+# strategy helper, the model family and the record writing stay the real ones.
+TINY_CIFAR = [
+    'SubsetDesign.num_trials = 2',
+    'TrialTrainer.model_fn = @resnet_cifar',
+    'resnet_cifar.depth = 8',
+    'resnet_cifar.width = 4',
+    'TrialTrainer.epochs = 1',
+    'TrialTrainer.batch_size = 16',
+    'TrialTrainer.eval_batch_size = 64',
+    'TrialTrainer.warmup_epochs = 0',
+    "get_strategy.kind = 'mirrored'",
+]
+
+
+def test_cifar100_end_to_end_under_mirrored_strategy(tmp_path):
+  workdir = str(tmp_path / 'w')
+  lines = []
+  with tfds.testing.mock_data(num_examples=48):
+    summary = train.run(workdir, [os.path.join(GIN_DIR, 'cifar100.gin')],
+                        TINY_CIFAR, log=lines.append)
+    assert summary.trained == [0, 1]
+    assert '2 replica(s)' in lines[0]  # MirroredStrategy over 2 CPU devices
+    assert any('ETA' in line for line in lines)
+
+    loaded = records.load(workdir, predictions=True)
+    k, n = loaded.masks.shape
+    assert (k, n) == (2, 48)
+    assert loaded.test_correct.shape == (2, 48)
+    assert loaded.dataset_info['name'] == 'cifar100'
+    assert loaded.dataset_info['num_classes'] == 100
+    np.testing.assert_array_equal(loaded.trial_indices, [0, 1])
+    design = masks.SubsetDesign(num_trials=2, subset_ratio=0.7)
+    for row, t in enumerate(loaded.trial_indices):
+      np.testing.assert_array_equal(loaded.masks[row], design.mask(n, t))
+      assert loaded.masks[row].sum() == masks.round_half_up(0.7 * n)
+      meta = loaded.metadata[row]
+      # The accuracies logged at training time agree with the stored arrays.
+      in_subset = loaded.train_correct[row][loaded.masks[row]]
+      assert meta['metrics']['train_accuracy'] == pytest.approx(in_subset.mean())
+      assert meta['metrics']['test_accuracy'] == pytest.approx(
+          loaded.test_correct[row].mean())
+      assert meta['seed'] == design.trial_seed(t)
+    np.testing.assert_array_equal(
+        loaded.train_correct, loaded.train_pred == loaded.train_labels)
+    assert np.all((loaded.train_prob >= 0) & (loaded.train_prob <= 1))
+    # argmax class has the largest probability: margin > 0 exactly when correct
+    # (up to float16 rounding of tiny margins)
+    clear = np.abs(loaded.train_margin.astype(np.float32)) > 1e-3
+    np.testing.assert_array_equal((loaded.train_margin > 0)[clear],
+                                  loaded.train_correct[clear])
+    assert os.path.exists(os.path.join(workdir, records.CONFIG_FILE))
+    assert not [f for f in os.listdir(os.path.join(workdir, 'trials'))
+                if '.tmp-' in f]
+
+    again = train.run(workdir, [os.path.join(GIN_DIR, 'cifar100.gin')],
+                      TINY_CIFAR, log=lines.append)
+    assert again.trained == [] and again.skipped == [0, 1]
+    assert again.fingerprint == summary.fingerprint
+
+
+def test_shards_and_ranges_resume_and_extend(tmp_path, digits_data_dir):
+  workdir = str(tmp_path / 'w')
+  gin_file = [os.path.join(GIN_DIR, 'tiny.gin')]
+  bindings = ["SubsetDesign.design = 'independent'", 'TrialTrainer.epochs = 1',
+              "get_strategy.kind = 'one_device'"]
+  first = train.run(workdir, gin_file, bindings, shard_index=1, num_shards=2,
+                    data_dir=digits_data_dir, log=lambda _: None)
+  assert first.trained == [1, 3]
+  second = train.run(workdir, gin_file, bindings, trials='0:3',
+                     data_dir=digits_data_dir, log=lambda _: None)
+  assert second.trained == [0, 2] and second.skipped == [1]
+  # The independent design does not depend on num_trials: a run may grow.
+  grown = train.run(workdir, gin_file,
+                    bindings + ['SubsetDesign.num_trials = 5'],
+                    data_dir=digits_data_dir, log=lambda _: None)
+  assert grown.trained == [4] and grown.fingerprint == first.fingerprint
+  assert list(records.list_records(workdir)) == [0, 1, 2, 3, 4]
+
+
+def test_another_config_in_the_same_workdir_is_refused(tmp_path,
+                                                       digits_data_dir):
+  workdir = str(tmp_path / 'w')
+  gin_file = [os.path.join(GIN_DIR, 'tiny.gin')]
+  base = ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
+  train.run(workdir, gin_file, base, trials='0:1', data_dir=digits_data_dir,
+            log=lambda _: None)
+  with pytest.raises(cli.UserError, match='another config'):
+    train.run(workdir, gin_file, base + ['small_resnet.width = 4'],
+              trials='1:2', data_dir=digits_data_dir, log=lambda _: None)
+  assert list(records.list_records(workdir)) == [0]
+
+
+@pytest.mark.parametrize('trials, shard, message', [
+    ('0:9', None, 'outside the run'),
+    ('3', None, 'START:END'),
+    (None, (2, 2), 'shard_index'),
+])
+def test_bad_trial_selection(trials, shard, message):
+  shard_index, num_shards = shard or (None, None)
+  with pytest.raises(cli.UserError, match=message):
+    train.select_trials(4, trials, shard_index, num_shards)
+
+
+def _run_binary(args, cwd):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run(
+      [sys.executable, '-m', 'tf_memorization.train', *args], cwd=cwd,
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--gin_file=gin_configs/missing.gin'], 'missing.gin does not exist'),
+    (['--gin_file=gin_configs/tiny.gin',
+      '--gin_bindings=TrialTrainer.epoch = 3'], 'epoch'),
+    (['--gin_file=gin_configs/tiny.gin',
+      '--gin_bindings=SubsetDesign.subset_ratio = 1.5'], 'subset_ratio'),
+    (['--gin_file=gin_configs/tiny.gin',
+      "--gin_bindings=load_dataset.name = 'no_such_dataset'"],
+     'no_such_dataset'),
+])
+def test_binary_bad_input_exits_2_with_one_line(tmp_path, args, message):
+  workdir = tmp_path / 'w'
+  result = _run_binary(args + [f'--workdir={workdir}'], cwd=REPO)
+  assert result.returncode == 2, result.stderr[-2000:]
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(error_lines) == 1 and message in error_lines[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not (workdir / 'trials').exists()
+
+
+def test_binary_unwritable_workdir_exits_2(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  result = _run_binary(['--gin_file=gin_configs/tiny.gin',
+                        f'--workdir={blocker}/w'], cwd=REPO)
+  assert result.returncode == 2
+  assert 'Cannot write to --workdir' in result.stderr
