@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -15,12 +14,6 @@ from tf_memorization.training import TrialResult
 N_TRAIN = 13  # not a multiple of 8: the packed mask has padding bits
 N_TEST = 5
 NUM_CLASSES = 3
-
-TRUNCATION_BUG = ('records._load_npz (and read_metadata) catch only OSError/'
-                  'ValueError/EOFError/KeyError, but np.load raises '
-                  'zipfile.BadZipFile for a truncated .npz, so it escapes '
-                  'instead of becoming a RecordError')
-
 
 def make_dataset(train_labels=None):
   """A tiny in-memory Dataset of 13 train and 5 test 2x2 grey images."""
@@ -218,8 +211,6 @@ def test_truncated_to_zero_bytes_is_a_record_error(workdir):
     records.load(workdir)
 
 
-@pytest.mark.xfail(strict=True, raises=zipfile.BadZipFile,
-                   reason=TRUNCATION_BUG)
 @pytest.mark.parametrize('keep', ['half', 'all_but_10'])
 def test_truncated_record_is_a_record_error(workdir, keep):
   """A record cut short (a killed copy) is reported, naming the file."""
@@ -234,8 +225,6 @@ def test_truncated_record_is_a_record_error(workdir, keep):
     records.load(workdir)
 
 
-@pytest.mark.xfail(strict=True, raises=zipfile.BadZipFile,
-                   reason=TRUNCATION_BUG)
 def test_read_metadata_of_truncated_record_is_a_record_error(workdir):
   """read_metadata reports a truncated record as a RecordError too."""
   write_trial(workdir, 0)

@@ -32,6 +32,7 @@ import re
 import socket
 import time
 import uuid
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -117,7 +118,7 @@ def _load_npz(path):
       payload = f.read()
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
       return {name: npz[name] for name in npz.files}
-  except (OSError, ValueError, EOFError, KeyError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise RecordError(
         f'{path} is truncated or not a valid record ({type(e).__name__}: '
         f'{e}). Delete it; the train binary will redo that trial.') from e
@@ -191,7 +192,7 @@ def read_metadata(path):
     with tf.io.gfile.GFile(path, 'rb') as f:
       with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
         return json.loads(str(npz['metadata']))
-  except (OSError, ValueError, EOFError, KeyError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise RecordError(f'{path} is truncated or not a valid record: {e}. '
                       'Delete it; the train binary will redo it.') from e
 

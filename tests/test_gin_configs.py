@@ -1,0 +1,70 @@
+"""Every shipped .gin file parses strictly and builds what it configures."""
+
+import glob
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tf_memorization import cli
+from tf_memorization import data
+from tf_memorization import masks
+from tf_memorization import strategy
+from tf_memorization import training
+
+from conftest import GIN_DIR
+
+GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, '*.gin')))
+# Stored image shape of each dataset (ImageNet: the model's crop size).
+IMAGE_SHAPES = {'cifar10': (32, 32, 3), 'cifar100': (32, 32, 3),
+                'mnist': (28, 28, 1), 'sklearn_digits': (8, 8, 1),
+                'imagenet2012': (224, 224, 3)}
+NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'mnist': 10,
+               'sklearn_digits': 10, 'imagenet2012': 1000}
+# Shrinks every model so building and one forward pass take little time.
+SMALL = ['resnet50.width = 4', 'resnet18.width = 4', 'resnet_cifar.width = 4',
+         'small_resnet.width = 4']
+
+
+def test_the_expected_configs_ship():
+  names = {os.path.basename(p) for p in GIN_FILES}
+  assert {'demo.gin', 'cifar100.gin', 'cifar10.gin', 'mnist.gin',
+          'imagenet.gin', 'tiny.gin'} <= names
+
+
+@pytest.mark.parametrize('path', GIN_FILES, ids=os.path.basename)
+def test_config_starts_with_the_command_and_expectations(path):
+  with open(path) as f:
+    header = f.read().split('\n\n')[0]
+  assert header.startswith('# ')
+  assert 'tf_memorization.train' in header or './run.sh' in header
+  assert 'Expect' in header
+
+
+@pytest.mark.parametrize('path', GIN_FILES, ids=os.path.basename)
+def test_config_parses_and_builds_its_model(path):
+  cli.parse_gin([path], SMALL)
+  design = masks.SubsetDesign()
+  assert design.num_trials >= 2 and 0 < design.subset_ratio < 1
+  name = gin.query_parameter('load_dataset.name')
+  augment = data.Preprocessing().resolve(name)[2]
+  assert augment in data.AUGMENTATIONS
+  model_fn = gin.query_parameter('TrialTrainer.model_fn').scoped_configurable_fn
+  model = model_fn(input_shape=IMAGE_SHAPES[name],
+                   num_classes=NUM_CLASSES[name])
+  logits = model(np.zeros((2,) + IMAGE_SHAPES[name], np.float32))
+  assert logits.shape == (2, NUM_CLASSES[name])
+  assert gin.query_parameter('TrialTrainer.epochs') >= 1
+
+
+@pytest.mark.parametrize('config', ['cifar100.gin', 'cifar10.gin', 'mnist.gin'])
+def test_config_builds_its_trainer_on_mock_data(config, tmp_path):
+  cli.parse_gin([os.path.join(GIN_DIR, config)],
+                SMALL + [f"load_dataset.data_dir = '{tmp_path}'"])
+  with tfds.testing.mock_data(num_examples=8):
+    dataset = data.load_dataset()
+    trainer = training.TrialTrainer(dataset, strategy.get_strategy())
+  assert trainer.model.output_shape[-1] == dataset.num_classes
+  assert trainer.epochs == gin.query_parameter('TrialTrainer.epochs')
