@@ -262,7 +262,8 @@ class Records:
     train_correct: bool [k, n], trial t's model classifies x_i correctly.
     test_correct: bool [k, n_test].
     train_prob, test_prob: float16, softmax probability of the true class.
-    train_margin, test_margin: float16, true logit minus the largest other.
+    train_margin, test_margin: float16, true logit minus the largest other
+      (None with margins=False).
     train_labels, test_labels: int64 [n], [n_test] (the labels trained on).
     train_ids, test_ids: str, each example's tfds id.
     trial_indices: int [k].
@@ -277,8 +278,6 @@ class Records:
   test_correct: np.ndarray
   train_prob: np.ndarray
   test_prob: np.ndarray
-  train_margin: np.ndarray
-  test_margin: np.ndarray
   train_labels: np.ndarray
   test_labels: np.ndarray
   train_ids: np.ndarray
@@ -288,7 +287,9 @@ class Records:
   dataset_info: dict
   fingerprint: str
   paths: list
-  train_pred: np.ndarray = None
+  train_margin: np.ndarray = None  # None when loaded with margins=False
+  test_margin: np.ndarray = None
+  train_pred: np.ndarray = None    # only with predictions=True
   test_pred: np.ndarray = None
 
   @property
@@ -296,12 +297,16 @@ class Records:
     return len(self.trial_indices)
 
 
-def load(workdir, predictions=False, trial_indices=None):
+def load(workdir, predictions=False, margins=True, trial_indices=None):
   """Loads and validates every trial record of `workdir`.
+
+  Arrays are filled in place, one record at a time, so the peak memory is
+  that of the result (k x n bytes per bool array) plus one record.
 
   Args:
     workdir: the train binary's --workdir.
     predictions: also return the predicted classes.
+    margins: also return the logit margins (float16 [k, n] and [k, n_test]).
     trial_indices: load only these trials (default: all found).
 
   Returns:
@@ -313,7 +318,9 @@ def load(workdir, predictions=False, trial_indices=None):
       files and says what to do).
   """
   dataset_arrays, dataset_info = read_dataset_file(workdir)
-  n, n_test = len(dataset_arrays['train_labels']), len(dataset_arrays['test_labels'])
+  train_labels = dataset_arrays['train_labels']
+  test_labels = dataset_arrays['test_labels']
+  n, n_test = len(train_labels), len(test_labels)
   found = list_records(workdir)
   if trial_indices is not None:
     absent = sorted(set(trial_indices) - set(found))
@@ -324,8 +331,18 @@ def load(workdir, predictions=False, trial_indices=None):
     raise RecordError(f'{workdir}/{TRIALS_DIR} holds no trial records: run the '
                       'train binary with this --workdir first.')
   k = len(found)
-  masks = np.zeros((k, n), bool)
-  fields = {f: [] for f in _ARRAY_FIELDS[1:]}
+  out = {'masks': np.zeros((k, n), bool),
+         'train_correct': np.zeros((k, n), bool),
+         'test_correct': np.zeros((k, n_test), bool),
+         'train_prob': np.zeros((k, n), np.float16),
+         'test_prob': np.zeros((k, n_test), np.float16)}
+  if margins:
+    out['train_margin'] = np.zeros((k, n), np.float16)
+    out['test_margin'] = np.zeros((k, n_test), np.float16)
+  if predictions:
+    num_classes = int(dataset_info.get('num_classes') or 2**15)
+    out['train_pred'] = np.zeros((k, n), _pred_dtype(num_classes))
+    out['test_pred'] = np.zeros((k, n_test), _pred_dtype(num_classes))
   metadata, paths, by_fingerprint = [], [], {}
   for row, (t, path) in enumerate(found.items()):
     arrays, meta = read_record(path)
@@ -340,9 +357,13 @@ def load(workdir, predictions=False, trial_indices=None):
           f'{len(arrays["test_pred"])} test predictions but '
           f'{workdir}/{DATASET_FILE} has {n} / {n_test} examples: the record '
           'belongs to another dataset. Move it to its own workdir.')
-    masks[row] = np.unpackbits(arrays['mask'], count=n).astype(bool)
-    for f in fields:
-      fields[f].append(arrays[f])
+    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).astype(bool)
+    out['train_correct'][row] = arrays['train_pred'] == train_labels
+    out['test_correct'][row] = arrays['test_pred'] == test_labels
+    for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
+                  'train_pred', 'test_pred'):
+      if field in out:
+        out[field][row] = arrays[field]
     metadata.append(meta)
     paths.append(path)
   if len(by_fingerprint) > 1:
@@ -352,19 +373,10 @@ def load(workdir, predictions=False, trial_indices=None):
         f'{workdir} mixes records of {len(by_fingerprint)} different training '
         f'configs or datasets ({groups}). Move each config\'s records to its '
         'own workdir.')
-  stack = {f: np.stack(v) for f, v in fields.items()}
-  train_labels = dataset_arrays['train_labels']
-  test_labels = dataset_arrays['test_labels']
   return Records(
-      masks=masks,
-      train_correct=stack['train_pred'] == train_labels[None, :],
-      test_correct=stack['test_pred'] == test_labels[None, :],
-      train_prob=stack['train_prob'], test_prob=stack['test_prob'],
-      train_margin=stack['train_margin'], test_margin=stack['test_margin'],
       train_labels=train_labels, test_labels=test_labels,
       train_ids=dataset_arrays['train_ids'], test_ids=dataset_arrays['test_ids'],
       trial_indices=np.array(list(found), np.int64), metadata=metadata,
       dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
-      paths=paths,
-      train_pred=stack['train_pred'] if predictions else None,
-      test_pred=stack['test_pred'] if predictions else None)
+      paths=paths, train_margin=out.pop('train_margin', None),
+      test_margin=out.pop('test_margin', None), **out)

@@ -1,0 +1,336 @@
+r"""The estimate binary: scores from the trial records of a workdir.
+
+    python -m tf_memorization.estimate --workdir=W [--gin_file=F.gin]
+        [--gin_bindings='Estimator.topk = 20']
+
+Loads W/trials (records.load), computes memorization (with standard errors,
+in/out counts, the soft variant and the consistency score), the influence of
+every training example on every test example (blocked: top-k per test example
+and the pairs over the paper's thresholds, with standard errors), how
+trustworthy the numbers are (Lemma 2.1 bound, median standard error,
+split-half consistency), and writes W/estimates/:
+
+    memorization.csv       index,id,label,memorization,memorization_stderr,
+                           memorization_soft,k_in,k_out,consistency
+    influence_pairs.csv    train_index,test_index,train_id,test_id,label,
+                           influence,influence_stderr,memorization
+    influence_topk.npz     train_indices [n_test, topk], influence [n_test, topk]
+    summary.json           run figures (see README)
+    influence_dense.npy    float16 [n, n_test], only with
+                           Estimator.dense_influence = True
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+import gin  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import records as records_lib  # pylint: disable=g-import-not-at-top
+from tf_memorization import scores  # pylint: disable=g-import-not-at-top
+
+_GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'gin config files.')
+_GIN_BINDINGS = flags.DEFINE_multi_string(
+    'gin_bindings', [], 'gin bindings, e.g. "Estimator.topk = 20".')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The train binary\'s workdir.')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Where the estimates go (default: WORKDIR/estimates).')
+
+ESTIMATES_DIR = 'estimates'
+MEMORIZATION_CSV = 'memorization.csv'
+PAIRS_CSV = 'influence_pairs.csv'
+TOPK_NPZ = 'influence_topk.npz'
+SUMMARY_JSON = 'summary.json'
+DENSE_NPY = 'influence_dense.npy'
+
+
+@gin.configurable
+class Estimator:
+  """Which scores to compute and how (a gin configurable).
+
+  Args:
+    topk: training examples kept per test example.
+    influence_threshold: pairs need influence >= this (paper: 0.15).
+    memorization_threshold: pairs need the training example's memorization
+      >= this (paper: 0.25).
+    same_label: pairs need the same label (paper: yes).
+    memorization_thresholds: the summary counts examples over each.
+    block_size: training examples per influence matrix product.
+    dense_influence: also write the dense float16 influence matrix.
+    split_half: estimate from two disjoint halves of the trials and report
+      their agreement (costs one more influence pass).
+    influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
+  """
+
+  def __init__(self, topk=10, influence_threshold=0.15,
+               memorization_threshold=0.25, same_label=True,
+               memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
+               block_size=2048, dense_influence=False, split_half=True,
+               influence_scores='correct'):
+    if influence_scores not in ('correct', 'prob'):
+      raise ValueError('Estimator.influence_scores must be "correct" or '
+                       f'"prob", got {influence_scores!r}.')
+    if block_size < 1 or topk < 0:
+      raise ValueError('Estimator.block_size must be >= 1 and '
+                       'Estimator.topk >= 0.')
+    self.topk = int(topk)
+    self.influence_threshold = float(influence_threshold)
+    self.memorization_threshold = float(memorization_threshold)
+    self.same_label = bool(same_label)
+    self.memorization_thresholds = tuple(float(t) for t in
+                                         memorization_thresholds)
+    self.block_size = int(block_size)
+    self.dense_influence = bool(dense_influence)
+    self.split_half = bool(split_half)
+    self.influence_scores = influence_scores
+
+  def _test_values(self, loaded, rows=slice(None)):
+    if self.influence_scores == 'prob':
+      return loaded.test_prob[rows].astype(np.float32)
+    return loaded.test_correct[rows]
+
+  def _influence(self, loaded, mem_values, rows=slice(None), topk=None,
+                 dense_path=None, progress=None):
+    return scores.influence(
+        loaded.masks[rows], self._test_values(loaded, rows),
+        loaded.train_labels, loaded.test_labels, mem_values,
+        topk=self.topk if topk is None else topk,
+        influence_threshold=self.influence_threshold,
+        memorization_threshold=self.memorization_threshold,
+        same_label=self.same_label, block_size=self.block_size,
+        dense_path=dense_path, progress=progress)
+
+  def split_half_agreement(self, loaded):
+    """Memorization and pair sets from even vs odd trials, and agreement."""
+    halves = []
+    for rows in (slice(0, None, 2), slice(1, None, 2)):
+      mem = scores.memorization(loaded.masks[rows], loaded.train_correct[rows])
+      infl = self._influence(loaded, mem.memorization, rows, topk=0)
+      halves.append((mem.memorization,
+                     set(zip(infl.pair_train.tolist(), infl.pair_test.tolist()))))
+    pearson, spearman = scores.rank_correlations(halves[0][0], halves[1][0])
+    k = loaded.num_trials
+    return {'trials_per_half': [len(range(0, k, 2)), len(range(1, k, 2))],
+            'memorization_pearson': pearson,
+            'memorization_spearman': spearman,
+            'pairs_per_half': [len(halves[0][1]), len(halves[1][1])],
+            'pairs_jaccard': scores.jaccard(halves[0][1], halves[1][1])}
+
+
+def _check_estimable(loaded, mem):
+  if loaded.num_trials < 2:
+    raise cli.UserError(
+        f'{loaded.num_trials} trial record(s) in the workdir: estimates need '
+        'trials that include and trials that exclude each example. Train '
+        'more trials (python -m tf_memorization.train ... with the same '
+        '--workdir).')
+  if np.all(mem.k_in == 0) or np.all(mem.k_out == 0):
+    raise cli.UserError(
+        f'No training example is both in and out of the {loaded.num_trials} '
+        'trials found, so nothing can be estimated. Train more trials.')
+
+
+def _csv_bytes(header, columns):
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  writer.writerow(header)
+  formatted = []
+  for column in columns:
+    column = np.asarray(column)
+    if column.dtype.kind == 'f':
+      formatted.append(['' if not np.isfinite(v) else f'{v:.6g}'
+                        for v in column.tolist()])
+    else:
+      formatted.append(column.tolist())
+  writer.writerows(zip(*formatted))
+  return buffer.getvalue().encode()
+
+
+def _replace(path, payload):
+  """Writes bytes atomically, replacing an older estimate."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
+  records_lib.atomic_write(path, payload)
+
+
+def _npz_bytes(**arrays):
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def _mean_metric(loaded, key):
+  values = [m.get('metrics', {}).get(key, np.nan) for m in loaded.metadata]
+  return float(np.nanmean(values)) if values else float('nan')
+
+
+def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
+  """Computes every score for `workdir` and writes the outputs."""
+  if not workdir:
+    raise cli.UserError('--workdir is required: the train binary\'s workdir.')
+  cli.parse_gin(list(gin_files), list(gin_bindings))
+  try:
+    estimator = Estimator()
+  except (ValueError, TypeError) as e:
+    raise cli.UserError(f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
+  output_dir = output_dir or os.path.join(workdir, ESTIMATES_DIR)
+  cli.check_writable(output_dir)
+
+  timings = {}
+  start = time.perf_counter()
+  loaded = records_lib.load(workdir, margins=False)
+  timings['load_seconds'] = time.perf_counter() - start
+  k, n = loaded.masks.shape
+  n_test = loaded.test_correct.shape[1]
+  log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
+      f'{n_test} test) in {timings["load_seconds"]:.1f}s.')
+
+  start = time.perf_counter()
+  mem = scores.memorization(loaded.masks, loaded.train_correct,
+                            loaded.train_prob)
+  _check_estimable(loaded, mem)
+  timings['memorization_seconds'] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  last_report = [start]
+
+  def progress(done, total):
+    now = time.perf_counter()
+    if now - last_report[0] > 10 or done == total:
+      rate = done / max(now - start, 1e-9)
+      log(f'  influence: {done}/{total} training examples, ETA '
+          f'{(total - done) / max(rate, 1e-9):.0f}s')
+      last_report[0] = now
+
+  dense_path = (os.path.join(output_dir, DENSE_NPY)
+                if estimator.dense_influence else None)
+  infl = estimator._influence(loaded, mem.memorization, dense_path=dense_path,  # pylint: disable=protected-access
+                              progress=progress)
+  timings['influence_seconds'] = time.perf_counter() - start
+
+  split = None
+  if estimator.split_half and k >= 4:
+    start = time.perf_counter()
+    split = estimator.split_half_agreement(loaded)
+    timings['split_half_seconds'] = time.perf_counter() - start
+
+  labels, ids = loaded.train_labels, loaded.train_ids
+  _replace(os.path.join(output_dir, MEMORIZATION_CSV), _csv_bytes(
+      ['index', 'id', 'label', 'memorization', 'memorization_stderr',
+       'memorization_soft', 'k_in', 'k_out', 'consistency'],
+      [np.arange(n), ids, labels, mem.memorization, mem.stderr, mem.soft,
+       mem.k_in, mem.k_out, mem.consistency]))
+  order = np.lexsort((infl.pair_test, -infl.pair_influence))
+  pt, pj = infl.pair_train[order], infl.pair_test[order]
+  _replace(os.path.join(output_dir, PAIRS_CSV), _csv_bytes(
+      ['train_index', 'test_index', 'train_id', 'test_id', 'label',
+       'influence', 'influence_stderr', 'memorization'],
+      [pt, pj, ids[pt], loaded.test_ids[pj], labels[pt],
+       infl.pair_influence[order], infl.pair_stderr[order],
+       mem.memorization[pt]]))
+  _replace(os.path.join(output_dir, TOPK_NPZ), _npz_bytes(
+      train_indices=infl.topk_indices, influence=infl.topk_influence,
+      test_ids=loaded.test_ids, train_ids=ids))
+
+  ratios = sorted({m.get('subset_ratio') for m in loaded.metadata
+                   if m.get('subset_ratio') is not None})
+  defined = ~np.isnan(mem.memorization)
+  summary = {
+      'workdir': workdir,
+      'dataset': loaded.dataset_info,
+      'fingerprint': loaded.fingerprint,
+      'num_trials': k, 'num_train': n, 'num_test': n_test,
+      'subset_ratios': ratios,
+      'design': loaded.metadata[0].get('design'),
+      'mean_train_accuracy': _mean_metric(loaded, 'train_accuracy'),
+      'mean_heldout_accuracy': _mean_metric(loaded, 'heldout_accuracy'),
+      'mean_test_accuracy': _mean_metric(loaded, 'test_accuracy'),
+      'memorization_counts': {
+          str(t): int((mem.memorization[defined] >= t).sum())
+          for t in estimator.memorization_thresholds},
+      'mean_memorization': float(np.nanmean(mem.memorization)),
+      'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
+      'max_memorization_stderr': float(np.nanmax(mem.stderr)),
+      'lemma_2_1_bound': (scores.lemma_2_1_bound(k, ratios[0])
+                          if len(ratios) == 1 else None),
+      'undefined_memorization': mem.num_undefined,
+      'num_pairs': int(len(infl.pair_train)),
+      'pair_thresholds': {'influence': estimator.influence_threshold,
+                          'memorization': estimator.memorization_threshold,
+                          'same_label': estimator.same_label},
+      'median_pair_stderr': (float(np.median(infl.pair_stderr))
+                             if len(infl.pair_stderr) else None),
+      'influence_scores': estimator.influence_scores,
+      'topk': estimator.topk,
+      'split_half': split,
+      'timings': timings,
+      'operative_config': gin.operative_config_str(),
+  }
+  _replace(os.path.join(output_dir, SUMMARY_JSON),
+           json.dumps(summary, indent=2, sort_keys=True).encode())
+  log(format_summary(summary, output_dir))
+  return summary
+
+
+def format_summary(summary, output_dir):
+  """The table printed at the end of a run."""
+  rows = [
+      ('trials (k)', summary['num_trials']),
+      ('train / test examples', f'{summary["num_train"]} / {summary["num_test"]}'),
+      ('subset ratio(s)', ', '.join(f'{r:g}' for r in summary['subset_ratios'])),
+      ('mean accuracy train / held-out / test',
+       f'{summary["mean_train_accuracy"]:.4f} / '
+       f'{summary["mean_heldout_accuracy"]:.4f} / '
+       f'{summary["mean_test_accuracy"]:.4f}'),
+  ]
+  for t, count in summary['memorization_counts'].items():
+    rows.append((f'examples with memorization >= {t}', count))
+  rows += [
+      ('examples with no estimate (never in or out)',
+       summary['undefined_memorization']),
+      ('median / max memorization stderr',
+       f'{summary["median_memorization_stderr"]:.4f} / '
+       f'{summary["max_memorization_stderr"]:.4f}'),
+      ('Lemma 2.1 bound on E[(est - true)^2]',
+       'n/a (several ratios)' if summary['lemma_2_1_bound'] is None
+       else f'{summary["lemma_2_1_bound"]:.4f}'),
+      ('high-influence pairs', summary['num_pairs']),
+  ]
+  split = summary['split_half']
+  if split:
+    rows += [('split-half memorization Pearson / Spearman',
+              f'{split["memorization_pearson"]:.3f} / '
+              f'{split["memorization_spearman"]:.3f}'),
+             ('split-half pair Jaccard', f'{split["pairs_jaccard"]:.3f}')]
+  width = max(len(r[0]) for r in rows)
+  lines = [f'Estimates written to {output_dir}']
+  lines += [f'  {name.ljust(width)}  {value}' for name, value in rows]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.exit_on_user_error(cli.UserError(
+        f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
+  try:
+    run(_WORKDIR.value, _GIN_FILE.value, _GIN_BINDINGS.value,
+        _OUTPUT_DIR.value, log=lambda line: print(line, flush=True))
+  except cli.user_error_types() as e:
+    cli.exit_on_user_error(e)
+  except MemoryError:
+    print('error: out of memory; lower Estimator.block_size.', file=sys.stderr)
+    sys.exit(cli.EXIT_USER_ERROR)
+
+
+if __name__ == '__main__':
+  app.run(main)

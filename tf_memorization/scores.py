@@ -1,0 +1,328 @@
+"""Memorization, influence, their standard errors and consistency scores.
+
+Notation (Feldman & Zhang 2020): k trials; mask M[t, i] = 1 when training
+example i is in trial t's subset; C[t, i] the correctness (or a soft score) of
+trial t's model on training example i; T[t, j] the same on test example j.
+k_in(i) = sum_t M[t, i], k_out(i) = k - k_in(i).
+
+    memorization  mem(i)     = mean_{t: M=1} C[t, i] - mean_{t: M=0} C[t, i]
+    influence     infl(i, j) = mean_{t: M[t,i]=1} T[t, j]
+                             - mean_{t: M[t,i]=0} T[t, j]
+    consistency   cs(i)      = mean_{t: M=0} C[t, i]   (held-out accuracy)
+
+Each score is a difference of two means over disjoint sets of trials, so its
+standard error is sqrt(v_in / k_in + v_out / k_out), with v the (population)
+variance of the values averaged: p(1 - p) for 0/1 correctness, the empirical
+variance for soft scores. An example with k_in = 0 or k_out = 0 has no
+estimate: NaN, counted by the caller, never a biased number.
+
+All influences are one matrix product per block of training examples:
+with W[t, i] = M[t, i] / k_in(i) - (1 - M[t, i]) / k_out(i),
+
+    infl_block = W_blockᵀ T            (float32, [b, n_test]),
+
+so the n x n_test matrix (CIFAR-100: 50,000 x 10,000) is never held in float64:
+each block is reduced to what users read (top-k per test example, pairs over
+thresholds) and optionally written to a float16 memory-mapped .npy.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+def _safe_divide(numerator, denominator):
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(denominator > 0, numerator / np.maximum(denominator, 1),
+                    np.nan)
+
+
+def difference_of_means(masks, values, chunk=8192):
+  """Per column: mean over in-trials minus mean over out-trials, with stderr.
+
+  Args:
+    masks: bool [k, n].
+    values: [k, n] 0/1 correctness or soft scores.
+    chunk: columns processed at a time (bounds the float64 temporaries).
+
+  Returns:
+    dict of float64 [n] arrays: estimate, stderr, mean_in, mean_out, and
+    int arrays k_in, k_out. NaN where k_in or k_out is 0.
+  """
+  masks = np.asarray(masks, bool)
+  if masks.shape != np.shape(values):
+    raise ValueError(f'masks {masks.shape} and values {np.shape(values)} '
+                     'differ.')
+  k, n = masks.shape
+  sums = np.zeros((4, n))  # sum_in, sq_in, sum_all, sq_all
+  for start in range(0, n, chunk):
+    m = masks[:, start:start + chunk]
+    v = np.asarray(values[:, start:start + chunk], np.float64)
+    v_in = np.where(m, v, 0.0)
+    sums[0, start:start + chunk] = v_in.sum(axis=0)
+    sums[1, start:start + chunk] = (v_in * v).sum(axis=0)
+    sums[2, start:start + chunk] = v.sum(axis=0)
+    sums[3, start:start + chunk] = (v * v).sum(axis=0)
+  sum_in, sq_in, sum_all, sq_all = sums
+  k_in = masks.sum(axis=0)
+  k_out = k - k_in
+  mean_in = _safe_divide(sum_in, k_in)
+  mean_out = _safe_divide(sum_all - sum_in, k_out)
+  var_in = np.maximum(_safe_divide(sq_in, k_in) - np.square(mean_in), 0.0)
+  var_out = np.maximum(_safe_divide(sq_all - sq_in, k_out)
+                       - np.square(mean_out), 0.0)
+  stderr = np.sqrt(_safe_divide(var_in, k_in) + _safe_divide(var_out, k_out))
+  return {'estimate': mean_in - mean_out, 'stderr': stderr,
+          'mean_in': mean_in, 'mean_out': mean_out,
+          'k_in': k_in.astype(np.int64), 'k_out': k_out.astype(np.int64)}
+
+
+@dataclasses.dataclass
+class Memorization:
+  """Per training example (all [n])."""
+  memorization: np.ndarray
+  stderr: np.ndarray
+  soft: np.ndarray            # with true-class probability for correctness
+  soft_stderr: np.ndarray
+  consistency: np.ndarray     # held-out accuracy (C-score)
+  k_in: np.ndarray
+  k_out: np.ndarray
+
+  @property
+  def num_undefined(self):
+    return int(np.isnan(self.memorization).sum())
+
+
+def memorization(masks, correct, soft_scores=None):
+  """The paper's memorization estimate, its stderr, soft variant and C-score.
+
+  Args:
+    masks: bool [k, n].
+    correct: bool [k, n] correctness on the training examples.
+    soft_scores: optional [k, n] true-class probabilities.
+  """
+  hard = difference_of_means(masks, correct)
+  if soft_scores is not None:
+    soft = difference_of_means(masks, soft_scores)
+  else:
+    soft = {'estimate': np.full_like(hard['estimate'], np.nan),
+            'stderr': np.full_like(hard['estimate'], np.nan)}
+  return Memorization(memorization=hard['estimate'], stderr=hard['stderr'],
+                      soft=soft['estimate'], soft_stderr=soft['stderr'],
+                      consistency=hard['mean_out'], k_in=hard['k_in'],
+                      k_out=hard['k_out'])
+
+
+def lemma_2_1_bound(num_trials, subset_ratio):
+  """Bound on E[(estimate - true)^2] from the paper's Lemma 2.1.
+
+  1/(p k) + 1/((1 - p) k) + exp(-p k / 16) / 2 with p = min(r, 1 - r).
+  """
+  p = min(subset_ratio, 1.0 - subset_ratio)
+  k = float(num_trials)
+  return 1.0 / (p * k) + 1.0 / ((1.0 - p) * k) + math.exp(-p * k / 16.0) / 2.0
+
+
+@dataclasses.dataclass
+class InfluenceResult:
+  """What the blocked influence pass keeps."""
+  topk_indices: np.ndarray    # int64 [n_test, topk] train indices, best first
+  topk_influence: np.ndarray  # float32 [n_test, topk]
+  pair_train: np.ndarray      # int64 [p] train index of each kept pair
+  pair_test: np.ndarray       # int64 [p]
+  pair_influence: np.ndarray  # float32 [p]
+  pair_stderr: np.ndarray     # float32 [p]
+  max_influence: np.ndarray   # float32 [n] largest influence on any test example
+
+
+def influence_weights(masks_block):
+  """W with infl_block = Wᵀ T: one matrix product and no element-wise pass.
+
+  W[t, i] = M[t, i] / k_in(i) - (1 - M[t, i]) / k_out(i), so that
+  (Wᵀ T)[i, j] = mean_{in} T[., j] - mean_{out} T[., j]. Columns of examples
+  with k_in = 0 or k_out = 0 are zero; `defined` marks the others.
+
+  Args:
+    masks_block: bool [k, b].
+
+  Returns:
+    (W float32 [k, b], defined bool [b], k_in int [b]).
+  """
+  k = masks_block.shape[0]
+  k_in = masks_block.sum(axis=0)
+  k_out = k - k_in
+  defined = (k_in > 0) & (k_out > 0)
+  inv_in = np.where(defined, 1.0 / np.maximum(k_in, 1), 0.0).astype(np.float32)
+  inv_out = np.where(defined, 1.0 / np.maximum(k_out, 1), 0.0).astype(np.float32)
+  weights = np.where(masks_block, inv_in + inv_out, 0.0).astype(np.float32)
+  weights -= inv_out
+  return weights, defined, k_in
+
+
+def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024):
+  """Influence and its standard error for the given (train, test) pairs.
+
+  Computed directly from the trials (k values per pair), so the standard
+  error costs nothing for the pairs nobody keeps.
+
+  Returns:
+    (influence, stderr) float64 [p].
+  """
+  k = masks.shape[0]
+  influence_values = np.empty(len(pair_train))
+  stderr = np.empty(len(pair_train))
+  for start in range(0, len(pair_train), chunk):
+    rows = pair_train[start:start + chunk]
+    cols = pair_test[start:start + chunk]
+    m = masks[:, rows]
+    t = test_values[:, cols].astype(np.float64)
+    k_in = m.sum(axis=0)
+    k_out = k - k_in
+    in_sum = np.where(m, t, 0.0).sum(axis=0)
+    in_sq = np.where(m, t * t, 0.0).sum(axis=0)
+    all_sum, all_sq = t.sum(axis=0), (t * t).sum(axis=0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+      mean_in, mean_out = in_sum / k_in, (all_sum - in_sum) / k_out
+      var_in = np.maximum(in_sq / k_in - mean_in ** 2, 0.0)
+      var_out = np.maximum((all_sq - in_sq) / k_out - mean_out ** 2, 0.0)
+      influence_values[start:start + chunk] = mean_in - mean_out
+      stderr[start:start + chunk] = np.sqrt(var_in / k_in + var_out / k_out)
+  return influence_values, stderr
+
+
+def _merge_topk(best_val, best_idx, block, start, topk):
+  """Merges a block [b, n_test] into the running top-k per test example.
+
+  Only entries that beat their test example's current k-th best are looked
+  at (a sparse set after the first blocks), so merging costs about one
+  comparison pass over the block.
+  """
+  beats = block > best_val[:, -1][None, :]
+  if not np.isfinite(best_val[:, -1]).all():
+    # Early blocks: (almost) every entry is a candidate; partition densely.
+    kk = min(topk, block.shape[0])
+    rows = np.argpartition(-block, kk - 1, axis=0)[:kk]
+    cols = np.broadcast_to(np.arange(block.shape[1]), rows.shape)
+    rows, cols = rows.ravel(), cols.ravel()
+    take = beats[rows, cols]
+    rows, cols = rows[take], cols[take]
+  else:
+    rows, cols = np.nonzero(beats)
+  if not len(rows):
+    return
+  vals = block[rows, cols]
+  order = np.lexsort((-vals, cols))            # by test example, best first
+  rows, cols, vals = rows[order], cols[order], vals[order]
+  group_starts = np.r_[0, np.flatnonzero(np.diff(cols)) + 1]
+  group_sizes = np.diff(np.r_[group_starts, len(cols)])
+  rank = np.arange(len(cols)) - np.repeat(group_starts, group_sizes)
+  group = np.repeat(np.arange(len(group_starts)), group_sizes)
+  keep = rank < topk
+  touched = cols[group_starts]
+  cand_val = np.full((len(touched), topk), -np.inf, np.float32)
+  cand_idx = np.full((len(touched), topk), -1, np.int64)
+  cand_val[group[keep], rank[keep]] = vals[keep]
+  cand_idx[group[keep], rank[keep]] = rows[keep] + start
+  all_val = np.concatenate([best_val[touched], cand_val], axis=1)
+  all_idx = np.concatenate([best_idx[touched], cand_idx], axis=1)
+  order = np.argsort(-all_val, axis=1, kind='stable')[:, :topk]
+  best_val[touched] = np.take_along_axis(all_val, order, axis=1)
+  best_idx[touched] = np.take_along_axis(all_idx, order, axis=1)
+
+
+def influence(masks, test_correct, train_labels, test_labels,
+              memorization_values, topk=10, influence_threshold=0.15,
+              memorization_threshold=0.25, same_label=True, block_size=2048,
+              dense_path=None, progress=None):
+  """Blocked influence: top-k per test example and pairs over thresholds.
+
+  Args:
+    masks: bool [k, n].
+    test_correct: bool [k, n_test] (or soft scores in [0, 1]).
+    train_labels, test_labels: int [n], [n_test].
+    memorization_values: float [n], for the pair filter.
+    topk: training examples kept per test example.
+    influence_threshold: pairs need infl >= this.
+    memorization_threshold: pairs need mem(train example) >= this.
+    same_label: pairs need equal labels (the paper's filter).
+    block_size: training examples per matrix product.
+    dense_path: if set, also write the dense float16 [n, n_test] matrix there
+      as a memory-mapped .npy (NaN rows for undefined examples).
+    progress: optional callable(done, total) after each block.
+
+  Returns:
+    An InfluenceResult.
+  """
+  masks = np.asarray(masks, bool)
+  k, n = masks.shape
+  test_values = np.asarray(test_correct, np.float32)
+  n_test = test_values.shape[1]
+  topk = max(0, min(int(topk), n))
+  best_val = np.full((n_test, topk), -np.inf, np.float32)
+  best_idx = np.full((n_test, topk), -1, np.int64)
+  pair_rows, pair_cols = [], []
+  max_influence = np.full(n, np.nan, np.float32)
+  dense = None
+  if dense_path is not None:
+    dense = np.lib.format.open_memmap(dense_path, mode='w+', dtype=np.float16,
+                                      shape=(n, n_test))
+  train_labels = np.asarray(train_labels)
+  test_labels = np.asarray(test_labels)
+  pair_candidates = np.asarray(memorization_values) >= memorization_threshold
+  for start in range(0, n, block_size):
+    stop = min(start + block_size, n)
+    weights, defined, _ = influence_weights(masks[:, start:stop])
+    block = weights.T @ test_values                        # [b, n_test]
+    if not defined.all():
+      block[~defined] = -np.inf  # never a top-k entry, a maximum or a pair
+    if dense is not None:
+      dense[start:stop] = np.where(defined[:, None], block, np.nan)
+    if n_test:
+      max_influence[start:stop] = np.where(defined, block.max(axis=1), np.nan)
+    if topk:
+      _merge_topk(best_val, best_idx, block, start, topk)
+    rows, cols = np.nonzero(block >= influence_threshold)
+    rows = rows + start
+    keep = pair_candidates[rows]
+    if same_label:
+      keep &= train_labels[rows] == test_labels[cols]
+    pair_rows.append(rows[keep])
+    pair_cols.append(cols[keep])
+    if progress is not None:
+      progress(stop, n)
+  if dense is not None:
+    dense.flush()
+    del dense
+  best_idx[~np.isfinite(best_val)] = -1
+  best_val[~np.isfinite(best_val)] = np.nan
+  pair_train = (np.concatenate(pair_rows) if pair_rows
+                else np.zeros(0, np.int64)).astype(np.int64)
+  pair_test = (np.concatenate(pair_cols) if pair_cols
+               else np.zeros(0, np.int64)).astype(np.int64)
+  pair_influence, pair_stderr = pair_statistics(masks, test_values,
+                                                pair_train, pair_test)
+  return InfluenceResult(
+      topk_indices=best_idx, topk_influence=best_val,
+      pair_train=pair_train, pair_test=pair_test,
+      pair_influence=pair_influence.astype(np.float32),
+      pair_stderr=pair_stderr.astype(np.float32), max_influence=max_influence)
+
+
+def rank_correlations(a, b):
+  """Pearson and Spearman correlation over entries finite in both."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  ok = np.isfinite(a) & np.isfinite(b)
+  if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+    return float('nan'), float('nan')
+  return (float(stats.pearsonr(a[ok], b[ok])[0]),
+          float(stats.spearmanr(a[ok], b[ok])[0]))
+
+
+def jaccard(pairs_a, pairs_b):
+  """Jaccard index of two sets of (train, test) pairs (1.0 if both empty)."""
+  a, b = set(pairs_a), set(pairs_b)
+  if not a and not b:
+    return 1.0
+  return len(a & b) / len(a | b)
