@@ -46,6 +46,18 @@ def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
   rng = np.random.default_rng(seed)
   train_labels = rng.integers(0, num_classes, num_train)
   test_labels = rng.integers(0, num_classes, num_test)
+  # Per-example accuracy when in / out of the subset: most examples are easy,
+  # 10% are memorized (right only when trained on).
+  p_in = np.full(num_train, 0.99)
+  p_out = rng.uniform(0.5, 0.99, num_train)
+  p_out[rng.random(num_train) < 0.1] = 0.05
+  test_p = rng.uniform(0.3, 0.95, num_test)
+  # Test example j < 200 is right exactly when memorized train example
+  # planted[j] (same label) is in the subset: a high-influence pair.
+  planted = rng.choice(num_train, size=min(200, num_test, num_train),
+                       replace=False)
+  p_out[planted] = 0.05
+  test_labels[:len(planted)] = train_labels[planted]
   dataset = _Dataset(
       'synthetic', _Split(train_labels, np.array([f'train_{i}' for i in
                                                   range(num_train)])),
@@ -54,14 +66,6 @@ def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
   info = records.write_dataset_file(workdir, dataset)
   design = masks_lib.SubsetDesign(num_trials=num_trials,
                                   subset_ratio=subset_ratio, seed=seed)
-  # Per-example accuracy when in / out of the subset: most examples are easy,
-  # 10% are memorized (right only when trained on).
-  p_in = np.full(num_train, 0.99)
-  p_out = rng.uniform(0.5, 0.99, num_train)
-  p_out[rng.random(num_train) < 0.1] = 0.05
-  test_p = rng.uniform(0.3, 0.95, num_test)
-  planted = rng.choice(num_train, size=min(200, num_test, num_train),
-                       replace=False)
   existing = records.list_records(workdir)
   start = time.perf_counter()
   for t in range(num_trials):

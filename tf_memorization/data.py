@@ -95,7 +95,15 @@ def _network_reachable(host='storage.googleapis.com', port=443, timeout=3.0):
     return False
 
 
-_ORIGINAL_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
+# The class attribute itself (attribute access would build a new wrapt
+# wrapper each time); tfds.testing.mock_data replaces it.
+_ORIGINAL_DOWNLOAD_AND_PREPARE = vars(
+    tfds.core.DatasetBuilder)['download_and_prepare']
+
+
+def _download_is_mocked():
+  return (vars(tfds.core.DatasetBuilder)['download_and_prepare']
+          is not _ORIGINAL_DOWNLOAD_AND_PREPARE)
 
 
 def _prepare_instructions(name, data_dir):
@@ -121,8 +129,7 @@ def prepare_builder(name, data_dir=None, download=True):
         f'(cifar10, cifar100, mnist, imagenet2012, sklearn_digits).') from e
   if builder.is_prepared():
     return builder
-  mocked = (type(builder).download_and_prepare
-            is not _ORIGINAL_DOWNLOAD_AND_PREPARE)  # e.g. tfds.testing.mock_data
+  mocked = _download_is_mocked()  # tfds.testing.mock_data: nothing to fetch
   needs_network = name != 'sklearn_digits' and not mocked
   if name in _MANUAL_DOWNLOAD and not mocked:
     raise DataNotPreparedError(

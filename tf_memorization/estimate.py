@@ -38,12 +38,16 @@ from tf_memorization import cli  # pylint: disable=g-import-not-at-top
 from tf_memorization import records as records_lib  # pylint: disable=g-import-not-at-top
 from tf_memorization import scores  # pylint: disable=g-import-not-at-top
 
-_GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'gin config files.')
-_GIN_BINDINGS = flags.DEFINE_multi_string(
-    'gin_bindings', [], 'gin bindings, e.g. "Estimator.topk = 20".')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The train binary\'s workdir.')
-_OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', None, 'Where the estimates go (default: WORKDIR/estimates).')
+def define_flags():
+  """Defines the flags; only when run as a binary, so that the library
+  modules can be imported together (absl flags are global)."""
+  flags.DEFINE_multi_string('gin_file', [], 'gin config files.')
+  flags.DEFINE_multi_string(
+      'gin_bindings', [], 'gin bindings, e.g. "Estimator.topk = 20".')
+  flags.DEFINE_string('workdir', None, 'The train binary\'s workdir.')
+  flags.DEFINE_string(
+      'output_dir', None, 'Where the estimates go (default: WORKDIR/estimates).')
+
 
 ESTIMATES_DIR = 'estimates'
 MEMORIZATION_CSV = 'memorization.csv'
@@ -323,8 +327,8 @@ def main(argv):
     cli.exit_on_user_error(cli.UserError(
         f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
   try:
-    run(_WORKDIR.value, _GIN_FILE.value, _GIN_BINDINGS.value,
-        _OUTPUT_DIR.value, log=lambda line: print(line, flush=True))
+    run(flags.FLAGS.workdir, flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
+        flags.FLAGS.output_dir, log=lambda line: print(line, flush=True))
   except cli.user_error_types() as e:
     cli.exit_on_user_error(e)
   except MemoryError:
@@ -333,4 +337,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

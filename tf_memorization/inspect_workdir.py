@@ -14,7 +14,10 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
 from tf_memorization import records  # pylint: disable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A train binary workdir.')
+def define_flags():
+  """Defines the flags; only when run as a binary, so that the library
+  modules can be imported together (absl flags are global)."""
+  flags.DEFINE_string('workdir', None, 'A train binary workdir.')
 
 
 def summarize(workdir):
@@ -46,11 +49,12 @@ def summarize(workdir):
 def main(argv):
   del argv
   try:
-    print(summarize(_WORKDIR.value))
+    print(summarize(flags.FLAGS.workdir))
   except cli.user_error_types() as e:
     cli.exit_on_user_error(e)
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flag_as_required('workdir')
   app.run(main)

@@ -136,6 +136,11 @@ class InfluenceResult:
   max_influence: np.ndarray   # float32 [n] largest influence on any test example
 
 
+# Margin below a pair threshold within which float32 candidates are re-checked
+# in float64 (float32 influence is exact to ~1e-6).
+_PAIR_SLACK = 1e-4
+
+
 def influence_weights(masks_block):
   """W with infl_block = Wᵀ T: one matrix product and no element-wise pass.
 
@@ -282,9 +287,12 @@ def influence(masks, test_correct, train_labels, test_labels,
       max_influence[start:stop] = np.where(defined, block.max(axis=1), np.nan)
     if topk:
       _merge_topk(best_val, best_idx, block, start, topk)
-    rows, cols = np.nonzero(block >= influence_threshold)
+    # float32 products can land a hair below a threshold the exact value
+    # meets (3/4 - 3/5 = 0.15); candidates are re-checked exactly below.
+    rows, cols = np.nonzero(block >= influence_threshold - _PAIR_SLACK)
+    keep = defined[rows]
     rows = rows + start
-    keep = pair_candidates[rows]
+    keep &= pair_candidates[rows]
     if same_label:
       keep &= train_labels[rows] == test_labels[cols]
     pair_rows.append(rows[keep])
@@ -302,6 +310,9 @@ def influence(masks, test_correct, train_labels, test_labels,
                else np.zeros(0, np.int64)).astype(np.int64)
   pair_influence, pair_stderr = pair_statistics(masks, test_values,
                                                 pair_train, pair_test)
+  exact = pair_influence >= influence_threshold
+  pair_train, pair_test = pair_train[exact], pair_test[exact]
+  pair_influence, pair_stderr = pair_influence[exact], pair_stderr[exact]
   return InfluenceResult(
       topk_indices=best_idx, topk_influence=best_val,
       pair_train=pair_train, pair_test=pair_test,

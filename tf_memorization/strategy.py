@@ -18,6 +18,10 @@ import gin
 import tensorflow as tf
 
 KINDS = ('auto', 'default', 'one_device', 'mirrored', 'multi_worker')
+# One strategy object per kind and device set for the whole process: two
+# MirroredStrategy objects hand out the same collective instance keys, and
+# their all-reduces then collide ("Shape mismatch in the collective instance").
+_CACHE = {}
 
 
 def split_cpu(num_devices):
@@ -58,14 +62,19 @@ def get_strategy(kind='auto', num_cpu_devices=None):
   if kind == 'one_device':
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else '/cpu:0')
   if kind == 'mirrored':
-    devices = ([d.name for d in gpus] if gpus else
-               [d.name for d in tf.config.list_logical_devices('CPU')])
-    return tf.distribute.MirroredStrategy(devices)
+    devices = tuple([d.name for d in gpus] if gpus else
+                    [d.name for d in tf.config.list_logical_devices('CPU')])
+    key = (kind, devices)
+    if key not in _CACHE:
+      _CACHE[key] = tf.distribute.MirroredStrategy(list(devices))
+    return _CACHE[key]
   if 'TF_CONFIG' not in os.environ:
     raise ValueError('get_strategy.kind="multi_worker" needs the TF_CONFIG '
                      'environment variable (cluster and task); see README.')
   json.loads(os.environ['TF_CONFIG'])  # fail here, not deep inside TF
-  return tf.distribute.MultiWorkerMirroredStrategy()
+  if 'multi_worker' not in _CACHE:
+    _CACHE['multi_worker'] = tf.distribute.MultiWorkerMirroredStrategy()
+  return _CACHE['multi_worker']
 
 
 def is_chief(strategy):

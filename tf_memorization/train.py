@@ -24,20 +24,24 @@ import gin
 
 from tf_memorization import cli
 
-_GIN_FILE = flags.DEFINE_multi_string(
-    'gin_file', [], 'gin config files, e.g. gin_configs/demo.gin.')
-_GIN_BINDINGS = flags.DEFINE_multi_string(
-    'gin_bindings', [], 'gin bindings, e.g. "SubsetDesign.num_trials = 8".')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where records are written.')
-_TRIALS = flags.DEFINE_string(
-    'trials', None, 'START:END, the trial indices this process runs '
-    '(default: all of SubsetDesign.num_trials).')
-_SHARD_INDEX = flags.DEFINE_integer(
-    'shard_index', None, 'This worker runs trials t with t % num_shards == '
-    'shard_index.')
-_NUM_SHARDS = flags.DEFINE_integer('num_shards', None, 'Number of shards.')
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'tfds data dir (same as binding load_dataset.data_dir).')
+def define_flags():
+  """Defines the flags; only when run as a binary, so that the library
+  modules can be imported together (absl flags are global)."""
+  flags.DEFINE_multi_string(
+      'gin_file', [], 'gin config files, e.g. gin_configs/demo.gin.')
+  flags.DEFINE_multi_string(
+      'gin_bindings', [], 'gin bindings, e.g. "SubsetDesign.num_trials = 8".')
+  flags.DEFINE_string('workdir', None, 'Where records are written.')
+  flags.DEFINE_string(
+      'trials', None, 'START:END, the trial indices this process runs '
+      '(default: all of SubsetDesign.num_trials).')
+  flags.DEFINE_integer(
+      'shard_index', None, 'This worker runs trials t with t % num_shards == '
+      'shard_index.')
+  flags.DEFINE_integer('num_shards', None, 'Number of shards.')
+  flags.DEFINE_string(
+      'data_dir', None, 'tfds data dir (same as binding load_dataset.data_dir).')
+
 
 # Bindings that do not change what a trial computes, left out of the
 # fingerprint (the design's own fields are added by SubsetDesign).
@@ -215,12 +219,14 @@ def main(argv):
         f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
   logging.set_verbosity(logging.WARNING)
   try:
-    run(_WORKDIR.value, _GIN_FILE.value, _GIN_BINDINGS.value, _TRIALS.value,
-        _SHARD_INDEX.value, _NUM_SHARDS.value, _DATA_DIR.value,
+    f = flags.FLAGS
+    run(f.workdir, f.gin_file, f.gin_bindings, f.trials, f.shard_index,
+        f.num_shards, f.data_dir,
         log=lambda line: print(line, flush=True))
   except cli.user_error_types() as e:
     cli.exit_on_user_error(e)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -207,6 +207,23 @@ class TrialTrainer:
                                self._optimizer_initial):
       variable.assign(value)
 
+  def _sync_replica_statistics(self):
+    """Averages non-trainable weights (BatchNorm moving statistics) over replicas.
+
+    Keras creates them without cross-replica aggregation, so under a
+    MirroredStrategy each replica tracks the statistics of its own share of
+    every batch. Without this, the inference pass would score each example
+    with the statistics of whichever replica it lands on.
+    """
+    weights = self.model.non_trainable_weights
+    if self.strategy.num_replicas_in_sync < 2 or not weights:
+      return
+    # Each replica reads its own copies; the reduction spans every worker.
+    local = self.strategy.run(lambda: [tf.identity(w.value) for w in weights])
+    for weight, per_replica in zip(weights, local):
+      weight.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                         per_replica, axis=None))
+
   def steps_per_epoch(self, subset_size):
     return max(1, math.ceil(subset_size / self.batch_size))
 
@@ -225,6 +242,7 @@ class TrialTrainer:
     history = self.model.fit(train_ds, epochs=self.epochs,
                              steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
                              callbacks=list(callbacks))
+    self._sync_replica_statistics()
     train_s = time.perf_counter() - start - setup_s
     outputs = {}
     for split in ('train', 'test'):
