@@ -173,6 +173,10 @@ def _npz_bytes(**arrays):
   return buffer.getvalue()
 
 
+def _max_or_none(values):
+  return float(np.max(values)) if len(values) else None
+
+
 def _mean_metric(loaded, key):
   values = [m.get('metrics', {}).get(key, np.nan) for m in loaded.metadata]
   return float(np.nanmean(values)) if values else float('nan')
@@ -265,6 +269,9 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
       'mean_memorization': float(np.nanmean(mem.memorization)),
       'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
       'max_memorization_stderr': float(np.nanmax(mem.stderr)),
+      'max_stderr_of_memorized': _max_or_none(
+          mem.stderr[defined & (mem.memorization
+                                >= estimator.memorization_threshold)]),
       'lemma_2_1_bound': (scores.lemma_2_1_bound(k, ratios[0])
                           if len(ratios) == 1 else None),
       'undefined_memorization': mem.num_undefined,
@@ -305,6 +312,9 @@ def format_summary(summary, output_dir):
       ('median / max memorization stderr',
        f'{summary["median_memorization_stderr"]:.4f} / '
        f'{summary["max_memorization_stderr"]:.4f}'),
+      ('max stderr where memorization >= threshold',
+       'n/a' if summary['max_stderr_of_memorized'] is None
+       else f'{summary["max_stderr_of_memorized"]:.4f}'),
       ('Lemma 2.1 bound on E[(est - true)^2]',
        'n/a (several ratios)' if summary['lemma_2_1_bound'] is None
        else f'{summary["lemma_2_1_bound"]:.4f}'),
