@@ -197,6 +197,43 @@ def load_dataset(name=gin.REQUIRED, data_dir=None, download=True,
 
 
 @gin.configurable
+def label_noise(dataset, fraction=0.0, seed=0):
+  """Flips the labels of a seeded fraction of the training examples.
+
+  Each chosen example gets a different class, uniformly among the others.
+  The validation study asks how well memorization ranks these first.
+
+  Args:
+    dataset: a `Dataset`.
+    fraction: share of training examples whose label is flipped.
+    seed: which examples and which new labels.
+
+  Returns:
+    (dataset with the noisy training labels, sorted indices of the flipped
+    examples); the dataset itself and an empty array when fraction is 0.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f'label_noise.fraction must be in [0, 1), got {fraction}.')
+  if fraction == 0.0:
+    return dataset, np.zeros(0, np.int64)
+  if dataset.streaming:
+    raise ValueError('label_noise needs a dataset held in memory; '
+                     f'{dataset.name} streams. Bind load_dataset.streaming = '
+                     'False or drop label_noise.fraction.')
+  n, num_classes = len(dataset.train), dataset.num_classes
+  rng = np.random.default_rng([seed, 0x1AB3])
+  count = int(np.floor(fraction * n + 0.5))
+  flipped = np.sort(rng.choice(n, size=count, replace=False))
+  labels = dataset.train.labels.copy()
+  labels[flipped] = (labels[flipped]
+                     + rng.integers(1, num_classes, size=count)) % num_classes
+  noisy = dataclasses.replace(dataset,
+                              train=dataclasses.replace(dataset.train,
+                                                        labels=labels))
+  return noisy, flipped
+
+
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
   """Normalisation and training augmentation (gin: `Preprocessing.augment`).

@@ -210,13 +210,18 @@ def list_records(workdir):
   return dict(sorted(found.items()))
 
 
-def write_dataset_file(workdir, dataset, train_labels=None):
+def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   """Writes W/dataset.npz once; afterwards checks the workdir's data matches.
 
   Args:
     workdir: the run's workdir.
-    dataset: a data.Dataset.
-    train_labels: the labels the trials train on (default: the dataset's).
+    dataset: a data.Dataset (its train labels are the original ones).
+    train_labels: the labels the trials train on, when they differ from the
+      dataset's (label-noise injection).
+    write: False to only compute the info (non-chief workers).
+
+  Returns:
+    The info dict (dataset description and a checksum of labels and ids).
   """
   train_labels = dataset.train.labels if train_labels is None else train_labels
   arrays = {'train_labels': np.asarray(train_labels, np.int64),
@@ -226,6 +231,8 @@ def write_dataset_file(workdir, dataset, train_labels=None):
             'original_train_labels': np.asarray(dataset.train.labels, np.int64)}
   info = dict(dataset.describe(), checksum=_checksum(arrays))
   path = os.path.join(workdir, DATASET_FILE)
+  if not write:
+    return info
   if tf.io.gfile.exists(path):
     existing = json.loads(str(_load_npz(path)['info']))
     if existing.get('checksum') != info['checksum']:

@@ -1,0 +1,197 @@
+"""Building a run from its gin config, and training a list of jobs resumably.
+
+Both binaries use this: the train binary for the subset trials, the estimate
+binary for the experiments that retrain models (ablation, removal, leave-one-
+out, subset-ratio sweep). A job is one model to train on one mask; its result
+is a trial record, so every experiment resumes after a crash by skipping the
+records that exist.
+"""
+
+import dataclasses
+import os
+import time
+
+import gin
+import numpy as np
+
+from tf_memorization import cli
+from tf_memorization import data as data_lib
+from tf_memorization import masks as masks_lib
+from tf_memorization import records
+from tf_memorization import strategy as strategy_lib
+from tf_memorization import training
+
+# Bindings that do not change what a trial computes, left out of the
+# fingerprint (the design's own fields are added by SubsetDesign).
+_NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
+                      'load_dataset.download', 'TrialTrainer.eval_batch_size',
+                      'Estimator.', 'Experiments.', 'RemovalExperiment.',
+                      'AblationExperiment.', 'LeaveOneOutExperiment.',
+                      'SubsetRatioSweep.')
+
+
+@dataclasses.dataclass
+class Job:
+  """One model to train: its index in its directory, mask and seed."""
+  index: int
+  mask: np.ndarray
+  seed: int
+  metadata: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunSetup:
+  """What a process needs to train trials of one config."""
+  design: masks_lib.SubsetDesign
+  strategy: object
+  dataset: data_lib.Dataset          # with the labels trials train on
+  clean_dataset: data_lib.Dataset    # before label noise
+  flipped: np.ndarray                # indices whose label noise flipped
+  trainer: training.TrialTrainer
+  dataset_info: dict
+  fingerprint: str
+  chief: bool
+
+
+def config_fingerprint(dataset_info, design):
+  """Hash of everything that decides what trial t computes."""
+  lines = []
+  for line in gin.operative_config_str().splitlines():
+    stripped = line.strip()
+    if not stripped or stripped.startswith('#'):
+      continue
+    if stripped.startswith(_NOT_FINGERPRINTED):
+      continue
+    lines.append(stripped)
+  return records.fingerprint({
+      'dataset': {k: dataset_info[k] for k in
+                  ('name', 'version', 'num_train', 'num_test', 'checksum')},
+      'design': design.fingerprint_fields(),
+      'training': sorted(lines),
+  })
+
+
+def subset_design():
+  """The gin-configured SubsetDesign, or a UserError saying what is wrong."""
+  try:
+    return masks_lib.SubsetDesign()
+  except (ValueError, TypeError) as e:
+    raise cli.UserError(f'Bad SubsetDesign config: {e}'.replace('\n', ' ')) from e
+
+
+def build(workdir, write=True, design=None, trainer_kwargs=None):
+  """Builds the strategy, dataset and trainer of the parsed gin config.
+
+  Args:
+    workdir: where the run's records live; W/dataset.npz is written there
+      (chief only) or checked against.
+    write: write W/dataset.npz and W/operative_config.gin.
+    design: a SubsetDesign (default: the gin-configured one).
+    trainer_kwargs: overrides for TrialTrainer (e.g. a different model_fn).
+
+  Returns:
+    A RunSetup.
+  """
+  design = design or subset_design()
+  try:
+    strategy = strategy_lib.get_strategy()
+    clean = data_lib.load_dataset()
+    dataset, flipped = data_lib.label_noise(clean)
+    trainer = training.TrialTrainer(dataset, strategy,
+                                    **(trainer_kwargs or {}))
+  except (ValueError, TypeError) as e:
+    if isinstance(e, cli.user_error_types()):
+      raise
+    raise cli.UserError(f'Bad config: {e}'.replace('\n', ' ')) from e
+  chief = strategy_lib.is_chief(strategy)
+  info = records.write_dataset_file(workdir, clean, dataset.train.labels,
+                                    write=False)
+  setup = RunSetup(design=design, strategy=strategy, dataset=dataset,
+                   clean_dataset=clean, flipped=flipped, trainer=trainer,
+                   dataset_info=info,
+                   fingerprint=config_fingerprint(info, design), chief=chief)
+  if write and chief:
+    build_outputs(workdir, setup)
+  return setup
+
+
+def build_outputs(workdir, setup):
+  """Writes (or checks) W/dataset.npz and writes W/operative_config.gin."""
+  records.write_dataset_file(workdir, setup.clean_dataset,
+                             setup.dataset.train.labels)
+  records.atomic_write_text(
+      os.path.join(workdir, records.CONFIG_FILE),
+      f'# fingerprint: {setup.fingerprint}\n' + gin.operative_config_str())
+
+
+def format_seconds(seconds):
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
+
+
+def check_fingerprint(directory, fingerprint):
+  """Refuses to add records to a directory that holds another config's.
+
+  One record suffices: every record was checked against the directory's
+  fingerprint by the run that wrote it (records.load checks them all).
+  """
+  found = records.list_records(directory)
+  if not found:
+    return found
+  path = next(iter(found.values()))
+  meta = records.read_metadata(path)
+  if meta.get('fingerprint') != fingerprint:
+    raise cli.UserError(
+        f'{path} was trained with another config (fingerprint '
+        f'{meta.get("fingerprint")}, this run {fingerprint}; compare '
+        f'{os.path.join(directory, records.CONFIG_FILE)} with your gin '
+        'files). Use a new --workdir for this config.')
+  return found
+
+
+def train_jobs(setup, directory, jobs, log=print, label='trials'):
+  """Trains every job whose record is not in `directory` yet.
+
+  Args:
+    setup: a RunSetup.
+    directory: where the records go (a workdir, or an experiment's folder).
+    jobs: Job objects.
+    log: callable taking one line of progress.
+    label: what the jobs are, for the progress lines.
+
+  Returns:
+    (trained, skipped): lists of job indices.
+  """
+  found = records.list_records(directory)
+  pending = [job for job in jobs if job.index not in found]
+  skipped = [job.index for job in jobs if job.index in found]
+  trained = []
+  start = time.perf_counter()
+  for done, job in enumerate(pending):
+    if records.record_exists(directory, job.index):  # another worker did it
+      skipped.append(job.index)
+      continue
+    trial_start = time.perf_counter()
+    result = setup.trainer.train_trial(job.mask, job.seed)
+    metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
+                'dataset': setup.dataset_info,
+                'design': setup.design.fingerprint_fields(),
+                'num_trials': setup.design.num_trials,
+                'subset_ratio': setup.design.subset_ratio, **job.metadata}
+    if setup.chief:
+      written = records.write_record(directory, job.index, job.mask, result,
+                                     metadata)
+      (trained if written else skipped).append(job.index)
+    else:
+      trained.append(job.index)
+    per_job = (time.perf_counter() - start) / (done + 1)
+    remaining = len(pending) - done - 1
+    m = result.metrics
+    log(f'[{done + 1}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
+        f'{format_seconds(per_job * remaining)}] #{job.index}: train '
+        f'{m["train_accuracy"]:.3f} held-out {m["heldout_accuracy"]:.3f} '
+        f'test {m["test_accuracy"]:.3f} '
+        f'({time.perf_counter() - trial_start:.1f}s)')
+  return trained, skipped
