@@ -35,6 +35,7 @@ import gin  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import experiments as experiments_lib  # pylint: disable=g-import-not-at-top
 from tf_memorization import records as records_lib  # pylint: disable=g-import-not-at-top
 from tf_memorization import scores  # pylint: disable=g-import-not-at-top
 
@@ -73,13 +74,17 @@ class Estimator:
     split_half: estimate from two disjoint halves of the trials and report
       their agreement (costs one more influence pass).
     influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
+    experiments: which retraining experiments to run after the scores:
+      any of 'ablation', 'removal', 'leave_one_out', 'ratio_sweep'
+      (configured by AblationExperiment, RemovalExperiment,
+      LeaveOneOutExperiment, SubsetRatioSweep).
   """
 
   def __init__(self, topk=10, influence_threshold=0.15,
                memorization_threshold=0.25, same_label=True,
                memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
                block_size=2048, dense_influence=False, split_half=True,
-               influence_scores='correct'):
+               influence_scores='correct', experiments=()):
     if influence_scores not in ('correct', 'prob'):
       raise ValueError('Estimator.influence_scores must be "correct" or '
                        f'"prob", got {influence_scores!r}.')
@@ -96,13 +101,18 @@ class Estimator:
     self.dense_influence = bool(dense_influence)
     self.split_half = bool(split_half)
     self.influence_scores = influence_scores
+    unknown = set(experiments) - set(experiments_lib.KINDS)
+    if unknown:
+      raise ValueError(f'Estimator.experiments: unknown {sorted(unknown)}; '
+                       f'choose from {experiments_lib.KINDS}.')
+    self.experiments = tuple(experiments)
 
   def _test_values(self, loaded, rows=slice(None)):
     if self.influence_scores == 'prob':
       return loaded.test_prob[rows].astype(np.float32)
     return loaded.test_correct[rows]
 
-  def _influence(self, loaded, mem_values, rows=slice(None), topk=None,
+  def influence_of(self, loaded, mem_values, rows=slice(None), topk=None,
                  dense_path=None, progress=None):
     return scores.influence(
         loaded.masks[rows], self._test_values(loaded, rows),
@@ -118,7 +128,7 @@ class Estimator:
     halves = []
     for rows in (slice(0, None, 2), slice(1, None, 2)):
       mem = scores.memorization(loaded.masks[rows], loaded.train_correct[rows])
-      infl = self._influence(loaded, mem.memorization, rows, topk=0)
+      infl = self.influence_of(loaded, mem.memorization, rows, topk=0)
       halves.append((mem.memorization,
                      set(zip(infl.pair_train.tolist(), infl.pair_test.tolist()))))
     pearson, spearman = scores.rank_correlations(halves[0][0], halves[1][0])
@@ -159,12 +169,7 @@ def _csv_bytes(header, columns):
   return buffer.getvalue().encode()
 
 
-def _replace(path, payload):
-  """Writes bytes atomically, replacing an older estimate."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if tf.io.gfile.exists(path):
-    tf.io.gfile.remove(path)
-  records_lib.atomic_write(path, payload)
+_replace = records_lib.atomic_replace
 
 
 def _npz_bytes(**arrays):
@@ -186,7 +191,12 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
   """Computes every score for `workdir` and writes the outputs."""
   if not workdir:
     raise cli.UserError('--workdir is required: the train binary\'s workdir.')
-  cli.parse_gin(list(gin_files), list(gin_bindings))
+  # The trials' own config comes first, so that experiments retrain exactly
+  # the models the trials trained; the user's files and bindings follow.
+  trial_config = os.path.join(workdir, records_lib.CONFIG_FILE)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config_files = ([trial_config] if tf.io.gfile.exists(trial_config) else [])
+  cli.parse_gin(config_files + list(gin_files), list(gin_bindings))
   try:
     estimator = Estimator()
   except (ValueError, TypeError) as e:
@@ -222,7 +232,7 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
 
   dense_path = (os.path.join(output_dir, DENSE_NPY)
                 if estimator.dense_influence else None)
-  infl = estimator._influence(loaded, mem.memorization, dense_path=dense_path,  # pylint: disable=protected-access
+  infl = estimator.influence_of(loaded, mem.memorization, dense_path=dense_path,
                               progress=progress)
   timings['influence_seconds'] = time.perf_counter() - start
 
@@ -287,10 +297,52 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
       'timings': timings,
       'operative_config': gin.operative_config_str(),
   }
+  flipped = loaded.train_labels != loaded.original_train_labels
+  if flipped.any():
+    report = experiments_lib.label_noise_report(mem.memorization, flipped)
+    experiments_lib.write_label_noise(output_dir, report, log)
+    summary['label_noise'] = {k: v for k, v in report.items()
+                              if not k.startswith('roc_')}
+  summary['memorization_vs_influence'] = (
+      experiments_lib.memorization_vs_influence(
+          output_dir, mem.memorization, infl.max_influence, log))
+  if estimator.experiments:
+    summary['experiments'] = _run_experiments(
+        workdir, output_dir, estimator, loaded, mem, infl, log)
   _replace(os.path.join(output_dir, SUMMARY_JSON),
            json.dumps(summary, indent=2, sort_keys=True).encode())
   log(format_summary(summary, output_dir))
   return summary
+
+
+def _run_experiments(workdir, output_dir, estimator, loaded, mem, infl, log):
+  """Runs the retraining experiments the config asks for."""
+  from tf_memorization import runs  # pylint: disable=g-import-not-at-top
+  setup = runs.build(workdir, write=False)
+  if setup.fingerprint != loaded.fingerprint:
+    raise cli.UserError(
+        f'The config given to the estimator (fingerprint {setup.fingerprint}) '
+        f'differs from the one the trials in {workdir} ran with '
+        f'({loaded.fingerprint}); experiments must retrain the same models. '
+        f'Drop the training bindings you passed, or compare with '
+        f'{os.path.join(workdir, records_lib.CONFIG_FILE)}.')
+  results = {}
+  for kind in estimator.experiments:
+    start = time.perf_counter()
+    if kind == 'removal':
+      results[kind] = experiments_lib.RemovalExperiment().run(
+          workdir, output_dir, setup, mem, infl, log)
+    elif kind == 'ablation':
+      results[kind] = experiments_lib.AblationExperiment().run(
+          workdir, output_dir, setup, loaded, mem, infl, estimator, log)
+    elif kind == 'leave_one_out':
+      results[kind] = experiments_lib.LeaveOneOutExperiment().run(
+          workdir, output_dir, setup, mem, log)
+    elif kind == 'ratio_sweep':
+      results[kind] = experiments_lib.SubsetRatioSweep().run(
+          workdir, output_dir, setup, loaded, mem, log)
+    results[kind]['seconds'] = time.perf_counter() - start
+  return results
 
 
 def format_summary(summary, output_dir):

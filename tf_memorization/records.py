@@ -97,13 +97,23 @@ def atomic_write(path, payload):
   return True
 
 
-def atomic_write_text(path, text):
-  """Writes (or replaces) a small text file atomically."""
+def atomic_replace(path, payload):
+  """Writes (or replaces) a file atomically: readers see old or new, whole."""
   tf.io.gfile.makedirs(os.path.dirname(path))
   tmp = f'{path}.tmp-{uuid.uuid4().hex}'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(payload)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise
+
+
+def atomic_write_text(path, text):
+  """Writes (or replaces) a text file atomically."""
+  atomic_replace(path, text.encode())
 
 
 def _npz_bytes(arrays):
@@ -272,6 +282,7 @@ class Records:
     train_margin, test_margin: float16, true logit minus the largest other
       (None with margins=False).
     train_labels, test_labels: int64 [n], [n_test] (the labels trained on).
+    original_train_labels: int64 [n], before label-noise injection.
     train_ids, test_ids: str, each example's tfds id.
     trial_indices: int [k].
     metadata: list of k dicts (each record's metadata).
@@ -287,6 +298,7 @@ class Records:
   test_prob: np.ndarray
   train_labels: np.ndarray
   test_labels: np.ndarray
+  original_train_labels: np.ndarray
   train_ids: np.ndarray
   test_ids: np.ndarray
   trial_indices: np.ndarray
@@ -382,6 +394,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
         'own workdir.')
   return Records(
       train_labels=train_labels, test_labels=test_labels,
+      original_train_labels=dataset_arrays['original_train_labels'],
       train_ids=dataset_arrays['train_ids'], test_ids=dataset_arrays['test_ids'],
       trial_indices=np.array(list(found), np.int64), metadata=metadata,
       dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),

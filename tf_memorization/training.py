@@ -110,6 +110,8 @@ class TrialTrainer:
     mixed_precision: float16 (GPU) or bfloat16 (CPU) compute, float32 weights.
     jit_compile: XLA-compile the train and predict steps.
     preprocessing: a data.Preprocessing (default: gin-configured one).
+    trainable_layers: names of the only layers to train (the ablations);
+      the others keep the weights given to `set_base_weights`.
   """
 
   def __init__(self, dataset, strategy, model_fn=gin.REQUIRED,
@@ -117,7 +119,7 @@ class TrialTrainer:
                base_learning_rate=0.1, schedule='cosine', decay_boundaries=(),
                decay_factor=0.1, warmup_epochs=0.0, momentum=0.9,
                nesterov=False, label_smoothing=0.0, mixed_precision=False,
-               jit_compile=False, preprocessing=None):
+               jit_compile=False, preprocessing=None, trainable_layers=None):
     if epochs < 1 or batch_size < 1:
       raise ValueError('TrialTrainer.epochs and TrialTrainer.batch_size must '
                        'be positive.')
@@ -137,6 +139,7 @@ class TrialTrainer:
     with strategy.scope():
       self.model = model_fn(input_shape=self.pipeline.image_shape,
                             num_classes=dataset.num_classes)
+      self._frozen = self._freeze_all_but(trainable_layers)
       self._total_steps = tf.Variable(1, trainable=False, dtype=tf.int64,
                                       name='total_steps')
       self.learning_rate = TrialLearningRate(
@@ -154,8 +157,32 @@ class TrialTrainer:
       self.model.optimizer.build(self.model.trainable_variables)
     self._optimizer_initial = [v.numpy() for v in self.model.optimizer.variables]
     self._reinit_plan = self._make_reinit_plan()
+    self._base_values = None
     self._eval_data = {split: self._evaluation_inputs(split)
                        for split in ('train', 'test')}
+
+  def _freeze_all_but(self, trainable_layers):
+    """Marks every layer not named in `trainable_layers` frozen; their weights."""
+    if trainable_layers is None:
+      return []
+    names = set(trainable_layers)
+    known = {layer.name for layer in self.model.layers}
+    if names - known:
+      raise ValueError(f'trainable_layers {sorted(names - known)} are not '
+                       f'layers of {self.model.name}.')
+    frozen = []
+    for layer in self.model.layers:
+      layer.trainable = layer.name in names
+      if not layer.trainable:
+        frozen.extend(layer.weights)
+    return frozen
+
+  def set_base_weights(self, weights):
+    """Weights (as model.get_weights()) the frozen layers keep in every trial."""
+    if len(weights) != len(self.model.weights):
+      raise ValueError('set_base_weights: the weights do not match the model.')
+    values = {id(v): w for v, w in zip(self.model.weights, weights)}
+    self._base_values = [values[id(v)] for v in self._frozen]
 
   def _build_inference_model(self):
     """image, label -> predicted class, true-class probability and margin."""
@@ -203,6 +230,9 @@ class TrialTrainer:
         config['seed'] = _derived_seed(seed, j)
       fresh = type(initializer).from_config(config)
       variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+    if self._base_values is not None:
+      for variable, value in zip(self._frozen, self._base_values):
+        variable.assign(value)
     for variable, value in zip(self.model.optimizer.variables,
                                self._optimizer_initial):
       variable.assign(value)
