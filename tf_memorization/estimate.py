@@ -31,6 +31,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 import gin  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
@@ -388,6 +389,7 @@ def main(argv):
   if len(argv) > 1:
     cli.exit_on_user_error(cli.UserError(
         f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
+  logging.set_verbosity(logging.WARNING)
   try:
     run(flags.FLAGS.workdir, flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
         flags.FLAGS.output_dir, log=lambda line: print(line, flush=True))
