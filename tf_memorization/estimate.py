@@ -311,7 +311,8 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
     summary['experiments'] = _run_experiments(
         workdir, output_dir, estimator, loaded, mem, infl, log)
   _replace(os.path.join(output_dir, SUMMARY_JSON),
-           json.dumps(summary, indent=2, sort_keys=True).encode())
+           json.dumps(records_lib.json_safe(summary), indent=2,
+                      sort_keys=True, allow_nan=False).encode())
   log(format_summary(summary, output_dir))
   return summary
 

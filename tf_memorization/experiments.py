@@ -84,8 +84,10 @@ def _write_table(output_dir, stem, header, rows, summary):
                           for v in row))
   records.atomic_write_text(os.path.join(output_dir, f'{stem}.csv'),
                             '\n'.join(lines) + '\n')
-  records.atomic_write_text(os.path.join(output_dir, f'{stem}.json'),
-                            json.dumps(summary, indent=2, sort_keys=True))
+  records.atomic_write_text(
+      os.path.join(output_dir, f'{stem}.json'),
+      json.dumps(records.json_safe(summary), indent=2, sort_keys=True,
+                 allow_nan=False))
 
 
 def _save_figure(fig, path):
@@ -310,6 +312,10 @@ class AblationExperiment:
     k = main.num_trials if self.max_trials is None else min(
         self.max_trials, main.num_trials)
     rows, summary = [], {'variants': []}
+    if k < main.num_trials:  # compare like with like: the same k trials
+      main_mem = scores.memorization(main.masks[:k], main.train_correct[:k])
+      main_infl = estimator.influence_of(main, main_mem.memorization,
+                                         rows=slice(0, k), topk=0)
     full = {'variant': 'full network', 'trainable_blocks': None,
             'mean_test_accuracy': float(main.test_correct[:k].mean()),
             'memorized_025': int(np.nansum(main_mem.memorization >= 0.25)),
@@ -488,12 +494,13 @@ class SubsetRatioSweep:
   def run(self, workdir, output_dir, setup, main, main_mem, log):
     k = self.num_trials or main.num_trials
     base = setup.design
-    header = ['subset_ratio', 'trials', 'mean_test_accuracy',
-              'examples_memorization_ge_0.25', 'median_stderr',
-              'mean_stderr', 'spearman_with_main', 'lemma_2_1_bound']
+    header = ['subset_ratio', 'effective_ratio', 'trials',
+              'mean_test_accuracy', 'examples_memorization_ge_0.25',
+              'median_stderr', 'mean_stderr', 'spearman_with_main',
+              'lemma_2_1_bound']
     main_ratio = base.subset_ratio
-    entries = [(main_ratio, main.num_trials, float(main.test_correct.mean()),
-                main_mem, 1.0)]
+    entries = [(main_ratio, float(main.masks.mean()), main.num_trials,
+                float(main.test_correct.mean()), main_mem, 1.0)]
     for ratio in self.ratios:
       design = masks_lib.SubsetDesign(num_trials=max(k, 2),
                                       subset_ratio=ratio, design=base.design,
@@ -508,22 +515,27 @@ class SubsetRatioSweep:
       mem = scores.memorization(loaded.masks, loaded.train_correct)
       spearman = scores.rank_correlations(mem.memorization,
                                           main_mem.memorization)[1]
-      entries.append((ratio, loaded.num_trials,
+      effective = float(loaded.masks.mean())
+      if abs(effective - ratio) > 0.05:
+        log(f'Warning: subset ratio {ratio:g} with {loaded.num_trials} '
+            f'trials of the {design.design} design trains on {effective:.3f} '
+            'of the data; use more trials.')
+      entries.append((ratio, effective, loaded.num_trials,
                       float(loaded.test_correct.mean()), mem, spearman))
     rows, table = [], []
-    for ratio, trials, accuracy, mem, spearman in sorted(
+    for ratio, effective, trials, accuracy, mem, spearman in sorted(
         entries, key=lambda e: e[0]):
-      row = [ratio, trials, accuracy,
+      row = [ratio, effective, trials, accuracy,
              int(np.nansum(mem.memorization >= 0.25)),
              float(np.nanmedian(mem.stderr)), float(np.nanmean(mem.stderr)),
-             spearman, scores.lemma_2_1_bound(trials, ratio)]
+             spearman, scores.lemma_2_1_bound(trials, effective)]
       rows.append(row)
       table.append(dict(zip(header, row)))
     summary = {'main_subset_ratio': main_ratio, 'table': table}
     _write_table(output_dir, 'ratio_sweep', header, rows, summary)
     log('Subset-ratio sweep (ratio: examples with mem >= 0.25, mean stderr, '
         'Spearman with the main run):\n' + '\n'.join(
-            f'  {r[0]:g}: {r[3]}, {r[5]:.4f}, {r[6]:.3f}' for r in rows))
+            f'  {r[0]:g}: {r[4]}, {r[6]:.4f}, {r[7]:.3f}' for r in rows))
     return summary
 
 

@@ -111,6 +111,19 @@ def atomic_replace(path, payload):
     raise
 
 
+def json_safe(value):
+  """NaN and infinities become null, so strict JSON readers accept the file."""
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if np.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
 def atomic_write_text(path, text):
   """Writes (or replaces) a text file atomically."""
   atomic_replace(path, text.encode())
