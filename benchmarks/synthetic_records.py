@@ -8,7 +8,6 @@ writes them.
 """
 
 import dataclasses
-import os
 import time
 
 import numpy as np

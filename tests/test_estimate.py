@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 
-from absl import flags
 import gin
 import numpy as np
 import pytest

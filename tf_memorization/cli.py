@@ -69,3 +69,29 @@ def check_writable(workdir):
   except (tf.errors.OpError, OSError) as e:
     raise UserError(f'Cannot write to --workdir={workdir} ({e}). Choose a '
                     'writable directory, or fix its permissions.') from e
+
+
+def binary_main(run_fn):
+  """The absl `main` of a binary: one clear line and exit 2 for bad input.
+
+  Args:
+    run_fn: called with no arguments once flags are parsed.
+  """
+
+  def main(argv):
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    if len(argv) > 1:
+      exit_on_user_error(UserError(
+          f'Unexpected arguments {argv[1:]}; use --gin_bindings for '
+          'bindings.'))
+    logging.set_verbosity(logging.WARNING)
+    try:
+      run_fn()
+    except user_error_types() as e:
+      exit_on_user_error(e)
+    except MemoryError:
+      exit_on_user_error(UserError(
+          'Out of memory. Lower the batch sizes, or Estimator.block_size for '
+          'the estimator.'))
+
+  return main

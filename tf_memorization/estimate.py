@@ -24,14 +24,12 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
-from absl import logging  # pylint: disable=g-import-not-at-top
 import gin  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
@@ -114,7 +112,7 @@ class Estimator:
     return loaded.test_correct[rows]
 
   def influence_of(self, loaded, mem_values, rows=slice(None), topk=None,
-                 dense_path=None, progress=None):
+                   dense_path=None, progress=None):
     return scores.influence(
         loaded.masks[rows], self._test_values(loaded, rows),
         loaded.train_labels, loaded.test_labels, mem_values,
@@ -233,8 +231,8 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
 
   dense_path = (os.path.join(output_dir, DENSE_NPY)
                 if estimator.dense_influence else None)
-  infl = estimator.influence_of(loaded, mem.memorization, dense_path=dense_path,
-                              progress=progress)
+  infl = estimator.influence_of(loaded, mem.memorization,
+                                dense_path=dense_path, progress=progress)
   timings['influence_seconds'] = time.perf_counter() - start
 
   split = None
@@ -386,19 +384,13 @@ def format_summary(summary, output_dir):
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    cli.exit_on_user_error(cli.UserError(
-        f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
-  logging.set_verbosity(logging.WARNING)
-  try:
-    run(flags.FLAGS.workdir, flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
-        flags.FLAGS.output_dir, log=lambda line: print(line, flush=True))
-  except cli.user_error_types() as e:
-    cli.exit_on_user_error(e)
-  except MemoryError:
-    print('error: out of memory; lower Estimator.block_size.', file=sys.stderr)
-    sys.exit(cli.EXIT_USER_ERROR)
+def _main():
+  f = flags.FLAGS
+  run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir,
+      log=lambda line: print(line, flush=True))
+
+
+main = cli.binary_main(_main)
 
 
 if __name__ == '__main__':

@@ -46,12 +46,7 @@ def summarize(workdir):
   ])
 
 
-def main(argv):
-  del argv
-  try:
-    print(summarize(flags.FLAGS.workdir))
-  except cli.user_error_types() as e:
-    cli.exit_on_user_error(e)
+main = cli.binary_main(lambda: print(summarize(flags.FLAGS.workdir)))
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ from tf_memorization import training
 # fingerprint (the design's own fields are added by SubsetDesign).
 _NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
                       'load_dataset.download', 'TrialTrainer.eval_batch_size',
-                      'Estimator.', 'Experiments.', 'RemovalExperiment.',
+                      'Estimator.', 'RemovalExperiment.',
                       'AblationExperiment.', 'LeaveOneOutExperiment.',
                       'SubsetRatioSweep.')
 

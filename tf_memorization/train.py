@@ -19,7 +19,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 from tf_memorization import cli
 
@@ -119,18 +118,13 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
                     fingerprint=setup.fingerprint, workdir=workdir)
 
 
-def main(argv):
-  if len(argv) > 1:
-    cli.exit_on_user_error(cli.UserError(
-        f'Unexpected arguments {argv[1:]}; use --gin_bindings for bindings.'))
-  logging.set_verbosity(logging.WARNING)
-  try:
-    f = flags.FLAGS
-    run(f.workdir, f.gin_file, f.gin_bindings, f.trials, f.shard_index,
-        f.num_shards, f.data_dir,
-        log=lambda line: print(line, flush=True))
-  except cli.user_error_types() as e:
-    cli.exit_on_user_error(e)
+def _main():
+  f = flags.FLAGS
+  run(f.workdir, f.gin_file, f.gin_bindings, f.trials, f.shard_index,
+      f.num_shards, f.data_dir, log=lambda line: print(line, flush=True))
+
+
+main = cli.binary_main(_main)
 
 
 if __name__ == '__main__':
