@@ -2,7 +2,9 @@
 
 Build the model, optimizer and metrics inside `strategy.scope()`.
 
-* 'auto': MirroredStrategy when more than one GPU is visible, else one device.
+* 'auto': MirroredStrategy when more than one GPU is visible, else TF's
+  default strategy (no input distribution: its per-trial iterators are
+  cheaper to tear down than OneDeviceStrategy's multi-device iterator).
 * 'default': TF's default (no-op) strategy.
 * 'one_device': OneDeviceStrategy on the first GPU, or the CPU.
 * 'mirrored': MirroredStrategy over all visible GPUs; with no GPU, over the
@@ -56,7 +58,7 @@ def get_strategy(kind='auto', num_cpu_devices=None):
     split_cpu(num_cpu_devices)
   gpus = tf.config.list_logical_devices('GPU')
   if kind == 'auto':
-    kind = 'mirrored' if len(gpus) > 1 else 'one_device'
+    kind = 'mirrored' if len(gpus) > 1 else 'default'
   if kind == 'default':
     return tf.distribute.get_strategy()
   if kind == 'one_device':
