@@ -278,11 +278,19 @@ class AblationExperiment:
   Args:
     trainable_blocks: the N values.
     max_trials: use only the first this many subset masks (None: all k).
+    batched_heads: for N = 0, train all the linear heads at once on the
+      reference model's penultimate features (computed once, without
+      augmentation) instead of one frozen network per trial.
+    heads_per_group: heads trained together (bounds memory:
+      heads x features x classes floats).
   """
 
-  def __init__(self, trainable_blocks=(0,), max_trials=None):
+  def __init__(self, trainable_blocks=(0,), max_trials=None,
+               batched_heads=True, heads_per_group=256):
     self.trainable_blocks = tuple(int(b) for b in trainable_blocks)
     self.max_trials = max_trials
+    self.batched_heads = bool(batched_heads)
+    self.heads_per_group = int(heads_per_group)
 
   def _reference_weights(self, workdir, setup, log):
     directory = experiment_dir(workdir, 'ablation_reference')
@@ -332,7 +340,11 @@ class AblationExperiment:
                        _seed(setup.design.seed, name, int(t)),
                        {'trainable_blocks': num_blocks})
               for row, t in enumerate(main.trial_indices[:k])]
-      loaded = run_jobs(workdir, name, sub, jobs, log)
+      if num_blocks == 0 and self.batched_heads:
+        sub.trainer.model.set_weights(reference)
+        loaded = self._batched_heads(workdir, name, sub, jobs, log)
+      else:
+        loaded = run_jobs(workdir, name, sub, jobs, log)
       mem = scores.memorization(loaded.masks, loaded.train_correct,
                                 loaded.train_prob)
       infl = estimator.influence_of(loaded, mem.memorization, topk=0)
@@ -360,6 +372,38 @@ class AblationExperiment:
                   for e, _ in variants))
     return summary
 
+  def _batched_heads(self, workdir, name, setup, jobs, log):
+    """Trains the jobs' linear heads together; writes one record per job."""
+    directory = prepare(workdir, name, setup, jobs)
+    found = records.list_records(directory)
+    pending = [job for job in jobs if job.index not in found]
+    if pending:
+      trainer = setup.trainer
+      features = keras_features(trainer)
+      log(f'Ablation: training {len(pending)} linear heads at once on '
+          f'{features["train"].shape[1]}-dimensional features.')
+      for start in range(0, len(pending), self.heads_per_group):
+        group = pending[start:start + self.heads_per_group]
+        outputs = train_linear_heads(
+            features, setup.dataset.train.labels, setup.dataset.test.labels,
+            np.stack([job.mask for job in group]),
+            [job.seed for job in group], setup.dataset.num_classes,
+            epochs=trainer.epochs, batch_size=trainer.batch_size,
+            learning_rate=trainer.learning_rate.base_learning_rate,
+            momentum=float(trainer.model.optimizer.momentum),
+            weight_decay=_l2_of(trainer.model.get_layer('logits')))
+        for job, result in zip(group, outputs):
+          records.write_record(directory, job.index, job.mask, result, {
+              'fingerprint': setup.fingerprint, 'seed': job.seed,
+              'dataset': setup.dataset_info,
+              'design': setup.design.fingerprint_fields(),
+              'num_trials': setup.design.num_trials,
+              'subset_ratio': setup.design.subset_ratio, **job.metadata,
+              'batched_heads': True})
+        log(f'  {min(start + len(group), len(pending))}/{len(pending)} '
+            'heads trained and recorded')
+    return records.load(directory, margins=False)
+
   def _plot(self, output_dir, variants):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -373,6 +417,109 @@ class AblationExperiment:
     ax.set_title('Memorization: full network vs retrained top')
     _save_figure(fig, os.path.join(output_dir, 'ablation_histogram.png'))
     plt.close(fig)
+
+
+def _l2_of(layer):
+  regularizer = getattr(layer, 'kernel_regularizer', None)
+  return float(getattr(regularizer, 'l2', 0.0) or 0.0)
+
+
+def keras_features(trainer):
+  """Penultimate ('pool') features of the trainer's model, train and test."""
+  import keras  # pylint: disable=g-import-not-at-top
+  model = trainer.model
+  extractor = keras.Model(model.inputs, model.get_layer('pool').output)
+  out = {}
+  for split in ('train', 'test'):
+    ds = trainer.pipeline.evaluation(split, trainer.eval_batch_size)
+    out[split] = extractor.predict(ds.map(lambda x, y: x), verbose=0).astype(
+        np.float32)
+  return out
+
+
+def train_linear_heads(features, train_labels, test_labels, masks, seeds,
+                       num_classes, epochs, batch_size, learning_rate,
+                       momentum, weight_decay):
+  """Trains one softmax head per mask, all at once, on fixed features.
+
+  Every step draws a batch of the whole training set; head g's loss averages
+  the cross-entropy over the batch's examples in its subset (masks[g]), so
+  each head sees exactly its subset once per epoch. SGD with momentum, cosine
+  learning rate, L2 on the kernels, Glorot-uniform initialisation from the
+  head's seed: the schedule of the full-network trials.
+
+  Returns:
+    A training.TrialResult per head.
+  """
+  from tf_memorization import training  # pylint: disable=g-import-not-at-top
+  train_x = tf.constant(features['train'])
+  test_x = tf.constant(features['test'])
+  num_heads, n = masks.shape
+  dim = int(train_x.shape[1])
+  limit = np.sqrt(6.0 / (dim + num_classes))
+  kernels = np.stack([np.random.default_rng(s).uniform(
+      -limit, limit, (dim, num_classes)) for s in seeds]).astype(np.float32)
+  kernel = tf.Variable(kernels)
+  bias = tf.Variable(tf.zeros((num_heads, num_classes)))
+  velocity = [tf.Variable(tf.zeros_like(kernel)), tf.Variable(tf.zeros_like(bias))]
+  steps_per_epoch = -(-n // batch_size)
+  total_steps = float(steps_per_epoch * epochs)
+  one_hot = tf.one_hot(train_labels, num_classes)
+  mask_t = tf.constant(masks, tf.float32)
+
+  @tf.function
+  def step(index, step_number):
+    x = tf.gather(train_x, index)
+    y = tf.gather(one_hot, index)
+    m = tf.gather(mask_t, index, axis=1)                      # [G, B]
+    with tf.GradientTape() as tape:
+      logits = tf.einsum('bd,gdc->gbc', x, kernel) + bias[:, None, :]
+      ce = tf.nn.softmax_cross_entropy_with_logits(
+          tf.broadcast_to(y, tf.shape(logits)), logits)       # [G, B]
+      per_head = tf.reduce_sum(ce * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1)
+      loss = tf.reduce_sum(per_head) + weight_decay * tf.reduce_sum(
+          tf.square(kernel))
+    grads = tape.gradient(loss, [kernel, bias])
+    lr = learning_rate * 0.5 * (1 + tf.cos(np.pi * step_number / total_steps))
+    for v, g, var in zip(velocity, grads, (kernel, bias)):
+      v.assign(momentum * v - lr * g)
+      var.assign_add(v)
+
+  rng = np.random.default_rng(int(seeds[0]))
+  number = 0
+  for _ in range(epochs):
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+      step(tf.constant(order[start:start + batch_size]),
+           tf.constant(float(number)))
+      number += 1
+
+  def outputs(x, labels):
+    logits = (tf.einsum('nd,gdc->gnc', x, kernel)
+              + bias[:, None, :]).numpy()                     # [G, N, C]
+    probs = tf.nn.softmax(logits).numpy()
+    rows = np.arange(len(labels))
+    true_logit = logits[:, rows, labels]
+    others = logits.copy()
+    others[:, rows, labels] = -np.inf
+    return (logits.argmax(-1), probs[:, rows, labels],
+            true_logit - others.max(-1))
+
+  train_out = outputs(train_x, np.asarray(train_labels))
+  test_out = outputs(test_x, np.asarray(test_labels))
+  results = []
+  for g in range(num_heads):
+    correct = train_out[0][g] == train_labels
+    results.append(training.TrialResult(
+        train_pred=train_out[0][g], train_prob=train_out[1][g],
+        train_margin=train_out[2][g], test_pred=test_out[0][g],
+        test_prob=test_out[1][g], test_margin=test_out[2][g],
+        metrics={'train_accuracy': float(correct[masks[g]].mean()),
+                 'heldout_accuracy': (float(correct[~masks[g]].mean())
+                                      if (~masks[g]).any() else float('nan')),
+                 'test_accuracy': float((test_out[0][g] == test_labels).mean()),
+                 'subset_size': int(masks[g].sum())}))
+  return results
 
 
 # --------------------------------------------------------------------------
