@@ -22,7 +22,8 @@ setuptools.setup(
         'gin-config>=0.5',
         'scikit-learn',  # ships the offline digits dataset
         'matplotlib',
-        'tqdm',
+        'tensorboard',  # per-trial scalars; TensorFlow no longer pulls it in
+        'scipy',
     ],
     extras_require={
         'test': ['pytest', 'pytest-xdist'],

@@ -95,6 +95,25 @@ def test_shards_and_ranges_resume_and_extend(tmp_path, digits_data_dir):
   assert list(records.list_records(workdir)) == [0, 1, 2, 3, 4]
 
 
+def test_trial_metrics_go_to_tensorboard(tmp_path, digits_data_dir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'w')
+  train.run(workdir, [os.path.join(GIN_DIR, 'tiny.gin')],
+            ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"],
+            trials='0:2', data_dir=digits_data_dir, log=lambda _: None)
+  loaded = records.load(workdir)
+  seen = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, 'tensorboard', '*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        seen[(value.tag, event.step)] = float(
+            tf.make_ndarray(value.tensor))
+  for row, t in enumerate(loaded.trial_indices):
+    assert seen[('trial/test_accuracy', t)] == pytest.approx(
+        loaded.test_correct[row].mean())
+    assert ('trial/train_seconds', t) in seen
+
+
 def test_another_config_in_the_same_workdir_is_refused(tmp_path,
                                                        digits_data_dir):
   workdir = str(tmp_path / 'w')

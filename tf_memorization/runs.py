@@ -151,6 +151,25 @@ def check_fingerprint(directory, fingerprint):
   return found
 
 
+TENSORBOARD_DIR = 'tensorboard'
+
+
+def _summary_writer(directory):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.summary.create_file_writer(os.path.join(directory,
+                                                    TENSORBOARD_DIR))
+
+
+def _write_scalars(writer, index, metrics):
+  """Final metrics of a trial as TensorBoard scalars over the trial index."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with writer.as_default(step=index):
+    for key, value in metrics.items():
+      if isinstance(value, (int, float)) and np.isfinite(value):
+        tf.summary.scalar(f'trial/{key}', float(value))
+  writer.flush()
+
+
 def train_jobs(setup, directory, jobs, log=print, label='trials'):
   """Trains every job whose record is not in `directory` yet.
 
@@ -168,6 +187,7 @@ def train_jobs(setup, directory, jobs, log=print, label='trials'):
   pending = [job for job in jobs if job.index not in found]
   skipped = [job.index for job in jobs if job.index in found]
   trained = []
+  writer = (_summary_writer(directory) if setup.chief and pending else None)
   start = time.perf_counter()
   for done, job in enumerate(pending):
     if records.record_exists(directory, job.index):  # another worker did it
@@ -184,6 +204,8 @@ def train_jobs(setup, directory, jobs, log=print, label='trials'):
       written = records.write_record(directory, job.index, job.mask, result,
                                      metadata)
       (trained if written else skipped).append(job.index)
+      if written:
+        _write_scalars(writer, job.index, result.metrics)
     else:
       trained.append(job.index)
     per_job = (time.perf_counter() - start) / (done + 1)
