@@ -311,7 +311,20 @@ def _no_autotune():
   return options
 
 
-class InMemoryPipeline:
+class _Pipeline:
+  """What both pipelines share: the dataset, normalisation, augmentation."""
+
+  def __init__(self, dataset, preprocessing=None):
+    self.preprocessing = preprocessing or Preprocessing()
+    self.dataset = dataset
+    self.mean, self.std, self.augment = self.preprocessing.resolve(
+        dataset.name)
+
+  def _one_hot(self, labels):
+    return tf.one_hot(labels, self.dataset.num_classes)
+
+
+class InMemoryPipeline(_Pipeline):
   """tf.data pipelines over a `Dataset` held in memory.
 
   The images live in one constant that every pipeline of the process shares;
@@ -319,9 +332,8 @@ class InMemoryPipeline:
   """
 
   def __init__(self, dataset, preprocessing=None):
-    preprocessing = preprocessing or Preprocessing()
-    self.dataset = dataset
-    self.mean, self.std, self.augment = preprocessing.resolve(dataset.name)
+    super().__init__(dataset, preprocessing)
+    preprocessing = self.preprocessing
     self.crop_padding = preprocessing.crop_padding
     self.image_shape = dataset.image_shape
     with tf.device('/cpu:0'):
@@ -329,9 +341,6 @@ class InMemoryPipeline:
       self._train_labels = tf.constant(dataset.train.labels, tf.int32)
       self._test_images = tf.constant(dataset.test.images)
       self._test_labels = tf.constant(dataset.test.labels, tf.int32)
-
-  def _one_hot(self, labels):
-    return tf.one_hot(labels, self.dataset.num_classes)
 
   def train(self, indices, batch_size, seed):
     """The subset's endless training stream, reshuffled every pass.
@@ -417,7 +426,7 @@ def _center_crop(image_bytes, size, crop_fraction, jpeg, channels):
                          [size, size])
 
 
-class StreamingPipeline:
+class StreamingPipeline(_Pipeline):
   """tf.data pipelines that stream JPEGs from a prepared tfds dataset.
 
   A trial's subset is chosen by looking up each record's tfds id in a table
@@ -426,9 +435,8 @@ class StreamingPipeline:
   """
 
   def __init__(self, dataset, preprocessing=None):
-    preprocessing = preprocessing or Preprocessing()
-    self.dataset = dataset
-    self.mean, self.std, self.augment = preprocessing.resolve(dataset.name)
+    super().__init__(dataset, preprocessing)
+    preprocessing = self.preprocessing
     self.image_size = preprocessing.image_size
     self.crop_fraction = preprocessing.center_crop_fraction
     feature = dataset.builder.info.features['image']
@@ -439,9 +447,6 @@ class StreamingPipeline:
     self._train_index = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             ids, tf.range(len(dataset.train), dtype=tf.int64)), -1)
-
-  def _one_hot(self, labels):
-    return tf.one_hot(labels, self.dataset.num_classes)
 
   def _records(self, split, shuffle_seed=None):
     read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed,

@@ -171,12 +171,6 @@ def _csv_bytes(header, columns):
 _replace = records_lib.atomic_replace
 
 
-def _npz_bytes(**arrays):
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  return buffer.getvalue()
-
-
 def _max_or_none(values):
   return float(np.max(values)) if len(values) else None
 
@@ -255,9 +249,9 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
       [pt, pj, ids[pt], loaded.test_ids[pj], labels[pt],
        infl.pair_influence[order], infl.pair_stderr[order],
        mem.memorization[pt]]))
-  _replace(os.path.join(output_dir, TOPK_NPZ), _npz_bytes(
-      train_indices=infl.topk_indices, influence=infl.topk_influence,
-      test_ids=loaded.test_ids, train_ids=ids))
+  _replace(os.path.join(output_dir, TOPK_NPZ), records_lib.npz_bytes({
+      'train_indices': infl.topk_indices, 'influence': infl.topk_influence,
+      'test_ids': loaded.test_ids, 'train_ids': ids}))
 
   ratios = sorted({m.get('subset_ratio') for m in loaded.metadata
                    if m.get('subset_ratio') is not None})

@@ -12,6 +12,7 @@ Outputs (W/estimates/): one CSV table and one JSON summary per experiment,
 plus a PNG where a plot says more than the table.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -296,10 +297,8 @@ class AblationExperiment:
     directory = experiment_dir(workdir, 'ablation_reference')
     path = os.path.join(directory, 'reference.weights.npz')
     if tf.io.gfile.exists(path):
-      with tf.io.gfile.GFile(path, 'rb') as f:
-        import io  # pylint: disable=g-import-not-at-top
-        with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
-          return [npz[f'w{i}'] for i in range(len(npz.files))]
+      stored = records.load_npz(path)
+      return [stored[f'w{i}'] for i in range(len(stored))]
     n = len(setup.dataset.train)
     job = runs.Job(0, np.ones(n, bool),
                    _seed(setup.design.seed, 'ablation_reference', 0),
@@ -308,10 +307,8 @@ class AblationExperiment:
     log('Ablation: training the reference model on the full training set.')
     setup.trainer.train_trial(job.mask, job.seed)
     weights = setup.trainer.model.get_weights()
-    import io  # pylint: disable=g-import-not-at-top
-    buffer = io.BytesIO()
-    np.savez(buffer, **{f'w{i}': w for i, w in enumerate(weights)})
-    records.atomic_write(path, buffer.getvalue())
+    records.atomic_write(path, records.npz_bytes(
+        {f'w{i}': w for i, w in enumerate(weights)}))
     return weights
 
   def run(self, workdir, output_dir, setup, main, main_mem, main_infl,
@@ -332,9 +329,8 @@ class AblationExperiment:
     for num_blocks in self.trainable_blocks:
       name = f'ablation_last{num_blocks}'
       layers = trainable_layers_for(setup.trainer.model, num_blocks)
-      sub = runs.RunSetup(**{**setup.__dict__, 'trainer': type(
-          setup.trainer)(setup.dataset, setup.strategy,
-                         trainable_layers=layers)})
+      sub = dataclasses.replace(setup, trainer=type(setup.trainer)(
+          setup.dataset, setup.strategy, trainable_layers=layers))
       sub.trainer.set_base_weights(reference)
       jobs = [runs.Job(int(t), main.masks[row],
                        _seed(setup.design.seed, name, int(t)),
@@ -652,9 +648,9 @@ class SubsetRatioSweep:
       design = masks_lib.SubsetDesign(num_trials=max(k, 2),
                                       subset_ratio=ratio, design=base.design,
                                       seed=base.seed)
-      sub = runs.RunSetup(**{**setup.__dict__, 'design': design,
-                             'fingerprint': runs.config_fingerprint(
-                                 setup.dataset_info, design)})
+      sub = dataclasses.replace(setup, design=design,
+                                fingerprint=runs.config_fingerprint(
+                                    setup.dataset_info, design))
       n = len(setup.dataset.train)
       jobs = [runs.Job(t, design.mask(n, t), design.trial_seed(t),
                        {'subset_ratio': ratio}) for t in range(design.num_trials)]

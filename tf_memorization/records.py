@@ -129,13 +129,15 @@ def atomic_write_text(path, text):
   atomic_replace(path, text.encode())
 
 
-def _npz_bytes(arrays):
+def npz_bytes(arrays):
+  """An .npz file (no pickles) of a dict of arrays, as bytes."""
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   return buffer.getvalue()
 
 
-def _load_npz(path):
+def load_npz(path):
+  """The arrays of an .npz file (allow_pickle=False), or a RecordError."""
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
       payload = f.read()
@@ -191,12 +193,12 @@ def write_record(workdir, trial_index, mask, result, metadata):
       'checksum': _checksum(arrays),
   })
   arrays['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
-  return atomic_write(record_path(workdir, trial_index), _npz_bytes(arrays))
+  return atomic_write(record_path(workdir, trial_index), npz_bytes(arrays))
 
 
 def read_record(path):
   """Reads and verifies one record: (arrays dict, metadata dict)."""
-  arrays = _load_npz(path)
+  arrays = load_npz(path)
   missing = [f for f in _ARRAY_FIELDS + ('metadata',) if f not in arrays]
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a trial record of this '
@@ -257,7 +259,7 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   if not write:
     return info
   if tf.io.gfile.exists(path):
-    existing = json.loads(str(_load_npz(path)['info']))
+    existing = json.loads(str(load_npz(path)['info']))
     if existing.get('checksum') != info['checksum']:
       raise RecordError(
           f'{path} describes other data ({existing.get("name")}, '
@@ -265,7 +267,7 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
           f'({info["name"]}, {info["num_train"]}). Use a new --workdir.')
     return info
   arrays['info'] = np.array(json.dumps(info, sort_keys=True))
-  atomic_write(path, _npz_bytes(arrays))
+  atomic_write(path, npz_bytes(arrays))
   return info
 
 
@@ -275,7 +277,7 @@ def read_dataset_file(workdir):
     raise RecordError(f'{path} is missing: {workdir} is not a workdir of the '
                       'train binary (run python -m tf_memorization.train '
                       f'--workdir={workdir} first).')
-  arrays = _load_npz(path)
+  arrays = load_npz(path)
   info = json.loads(str(arrays.pop('info')))
   if info.get('checksum') != _checksum(arrays):
     raise RecordError(f'{path} fails its checksum. Delete the workdir\'s '

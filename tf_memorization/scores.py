@@ -152,7 +152,7 @@ def influence_weights(masks_block):
     masks_block: bool [k, b].
 
   Returns:
-    (W float32 [k, b], defined bool [b], k_in int [b]).
+    (W float32 [k, b], defined bool [b]).
   """
   k = masks_block.shape[0]
   k_in = masks_block.sum(axis=0)
@@ -162,7 +162,7 @@ def influence_weights(masks_block):
   inv_out = np.where(defined, 1.0 / np.maximum(k_out, 1), 0.0).astype(np.float32)
   weights = np.where(masks_block, inv_in + inv_out, 0.0).astype(np.float32)
   weights -= inv_out
-  return weights, defined, k_in
+  return weights, defined
 
 
 def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024):
@@ -277,7 +277,7 @@ def influence(masks, test_correct, train_labels, test_labels,
   pair_candidates = np.asarray(memorization_values) >= memorization_threshold
   for start in range(0, n, block_size):
     stop = min(start + block_size, n)
-    weights, defined, _ = influence_weights(masks[:, start:stop])
+    weights, defined = influence_weights(masks[:, start:stop])
     block = weights.T @ test_values                        # [b, n_test]
     if not defined.all():
       block[~defined] = -np.inf  # never a top-k entry, a maximum or a pair
