@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from tf_memorization import cli
 from tf_memorization import masks
 from tf_memorization import records
+from tf_memorization import runs
 from tf_memorization import train
 
 from conftest import GIN_DIR, REPO
@@ -172,3 +173,42 @@ def test_binary_unwritable_workdir_exits_2(tmp_path):
                         f'--workdir={blocker}/w'], cwd=REPO)
   assert result.returncode == 2
   assert 'Cannot write to --workdir' in result.stderr
+
+
+def test_packed_run_writes_the_same_records_as_one_model_per_step(
+    tmp_path, digits_data_dir):
+  gin_file = [os.path.join(GIN_DIR, 'tiny.gin')]
+  base = ["SubsetDesign.design = 'independent'", 'SubsetDesign.num_trials = 5',
+          'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
+  alone = train.run(str(tmp_path / 'alone'), gin_file, base,
+                    data_dir=digits_data_dir, log=lambda _: None)
+  lines = []
+  packed = train.run(str(tmp_path / 'packed'), gin_file,
+                     base + ['TrialTrainer.models_per_step = 3'],
+                     data_dir=digits_data_dir, log=lines.append)
+  assert sorted(packed.trained) == [0, 1, 2, 3, 4]
+  assert any('of a group of' in line for line in lines)
+  # models_per_step does not change what a trial computes: same fingerprint,
+  # so the two may even share a workdir.
+  assert packed.fingerprint == alone.fingerprint
+  a = records.load(str(tmp_path / 'alone'), predictions=True)
+  b = records.load(str(tmp_path / 'packed'), predictions=True)
+  np.testing.assert_array_equal(a.trial_indices, b.trial_indices)
+  for field in ('masks', 'train_correct', 'test_correct', 'train_prob',
+                'test_prob', 'train_margin', 'test_margin'):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field),
+                                  err_msg=field)
+  together = [m['metrics']['trained_together'] for m in b.metadata]
+  assert max(together) > 1
+
+
+def test_group_jobs_packs_equal_step_counts_in_arrival_order():
+  steps = {0: 16, 1: 17, 2: 16, 3: 16, 4: 17, 5: 15, 6: 16, 7: 16}
+  jobs = [runs.Job(t, None, t) for t in steps]
+  groups = runs.group_jobs(jobs, 3, lambda job: steps[job.index])
+  assert [[job.index for job in g] for g in groups] == [
+      [0, 2, 3], [1, 4], [5], [6, 7]]  # partial groups by first arrival
+  for group in groups:
+    assert len({steps[job.index] for job in group}) == 1
+  single = runs.group_jobs(jobs, 1, lambda job: steps[job.index])
+  assert [[job.index for job in g] for g in single] == [[t] for t in steps]

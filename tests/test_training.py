@@ -180,7 +180,7 @@ def test_training_then_reinitialize_restores_bn_stats_and_optimizer(
     trainer, digits):
   mask = _mask(len(digits.train), 0.3, seed=3)
   trainer.train_trial(mask, seed=4)
-  optimizer = trainer.model.optimizer
+  optimizer = trainer.optimizer
   steps = math.ceil(mask.sum() / BATCH)
   assert int(optimizer.iterations.numpy()) == steps
   assert int(trainer.learning_rate.total_steps.numpy()) == steps  # 1 epoch
@@ -263,39 +263,19 @@ def test_weights_that_cannot_be_reinitialised_raise(digits):
 # train_trial
 
 
-def _tf_functions(fn, depth=4):
-  """The tf.functions a Keras step function closes over (its compiled parts)."""
-  found = []
-  if hasattr(fn, 'experimental_get_tracing_count'):
-    return [fn]
-  if depth == 0:
-    return found
-  for cell in getattr(fn, '__closure__', None) or ():
-    try:
-      value = cell.cell_contents
-    except ValueError:  # empty cell
-      continue
-    if callable(value):
-      found += _tf_functions(value, depth - 1)
-  return found
-
-
 def test_trials_reuse_the_model_and_compiled_functions(trainer, digits):
   n = len(digits.train)
   trainer.train_trial(_mask(n, 0.5, seed=10), seed=10)
   model = trainer.model
-  train_function = model.train_function
+  compiled = [trainer._train_steps, trainer._replica_step]  # pylint: disable=protected-access
   predict_function = trainer.inference_model.predict_function
-  assert train_function is not None and predict_function is not None
-  compiled = _tf_functions(train_function) + [predict_function]
-  assert len(compiled) >= 2
+  assert predict_function is not None
   traces = [f.experimental_get_tracing_count() for f in compiled]
   assert all(t >= 1 for t in traces)
 
   # A second trial with another seed and a subset of another size.
   trainer.train_trial(_mask(n, 0.3, seed=11), seed=11)
   assert trainer.model is model
-  assert trainer.model.train_function is train_function
   assert trainer.inference_model.predict_function is predict_function
   assert [f.experimental_get_tracing_count() for f in compiled] == traces
 
@@ -555,3 +535,90 @@ def test_mixed_precision_on_cpu_uses_bfloat16_with_float32_logits(digits):
     assert keras.mixed_precision.global_policy().name == 'float32'
   finally:
     keras.mixed_precision.set_global_policy('float32')
+
+
+# --------------------------------------------------------------------------
+# Several trials in one compiled step (models_per_step)
+
+_FIELDS = ('train_pred', 'train_prob', 'train_margin', 'test_pred',
+           'test_prob', 'test_margin')
+
+
+@pytest.fixture(scope='module')
+def packed_trainer(digits):
+  return training.TrialTrainer(
+      digits, strategy_lib.get_strategy('one_device'), model_fn=TINY, epochs=1,
+      batch_size=BATCH, eval_batch_size=256, models_per_step=3)
+
+
+def _same_steps_masks(trainer, n, count, seed):
+  """`count` different masks whose trials take the same number of steps."""
+  rng = np.random.default_rng(seed)
+  masks = []
+  while len(masks) < count:
+    mask = rng.random(n) < 0.5
+    if not masks or trainer.total_steps(mask) == trainer.total_steps(masks[0]):
+      masks.append(mask)
+  return masks
+
+
+def test_a_packed_trial_equals_the_same_trial_trained_alone(
+    trainer, packed_trainer, digits):
+  masks = _same_steps_masks(packed_trainer, len(digits.train), 3, seed=40)
+  seeds = [41, 42, 43]
+  together = packed_trainer.train_trials(masks, seeds)
+  assert len(together) == 3
+  for k in (0, 2):  # first and last slot
+    alone = trainer.train_trial(masks[k], seeds[k])
+    for field in _FIELDS:
+      # Bit for bit: the copy's subgraph is the lone model's graph.
+      np.testing.assert_array_equal(getattr(together[k], field),
+                                    getattr(alone, field),
+                                    err_msg=f'slot {k}: {field}')
+    assert together[k].metrics['final_loss'] == alone.metrics['final_loss']
+    assert together[k].metrics['trained_together'] == 3
+  # Three different trials, not three copies of one.
+  assert not np.array_equal(together[0].train_margin, together[1].train_margin)
+  assert not np.array_equal(together[1].train_margin, together[2].train_margin)
+
+
+def test_a_trial_does_not_depend_on_its_slot_or_companions(
+    packed_trainer, digits):
+  masks = _same_steps_masks(packed_trainer, len(digits.train), 3, seed=50)
+  first = packed_trainer.train_trials(masks, [51, 52, 53])
+  other = packed_trainer.train_trials([masks[2], masks[1], masks[0]],
+                                      [53, 99, 51])
+  for field in _FIELDS:
+    np.testing.assert_array_equal(getattr(first[0], field),
+                                  getattr(other[2], field), err_msg=field)
+    np.testing.assert_array_equal(getattr(first[2], field),
+                                  getattr(other[0], field), err_msg=field)
+  assert not np.array_equal(first[1].train_margin, other[1].train_margin)
+
+
+def test_a_partial_group_is_padded_and_returns_its_trials_only(
+    packed_trainer, digits):
+  masks = _same_steps_masks(packed_trainer, len(digits.train), 2, seed=60)
+  results = packed_trainer.train_trials(masks, [61, 62])
+  assert len(results) == 2
+  assert results[0].metrics['trained_together'] == 2
+  for result, mask in zip(results, masks):
+    correct = result.train_pred == digits.train.labels
+    assert result.metrics['train_accuracy'] == pytest.approx(
+        correct[mask].mean())
+
+
+def test_trials_of_different_lengths_are_not_packed(packed_trainer, digits):
+  n = len(digits.train)
+  small, large = _mask(n, 0.2, seed=70), _mask(n, 0.8, seed=71)
+  assert packed_trainer.total_steps(small) != packed_trainer.total_steps(large)
+  with pytest.raises(ValueError, match='same number of steps'):
+    packed_trainer.train_trials([small, large], [1, 2])
+  with pytest.raises(ValueError, match='1 to 3 masks'):
+    packed_trainer.train_trials([small] * 4, [1, 2, 3, 4])
+
+
+def test_models_per_step_must_be_positive(digits):
+  with pytest.raises(ValueError, match='models_per_step'):
+    training.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
+                          model_fn=TINY, epochs=1, models_per_step=0)

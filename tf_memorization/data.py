@@ -305,6 +305,12 @@ _MAP_PARALLELISM = min(8, os.cpu_count() or 1)
 _PREFETCH = 4
 
 
+def _stream_keys(seed):
+  """Two int64 keys for a trial's stateless shuffle and augmentation seeds."""
+  keys = np.random.default_rng([int(seed), 0x5EED]).integers(0, 2**62, 2)
+  return tf.constant(keys[0], tf.int64), tf.constant(keys[1], tf.int64)
+
+
 def _no_autotune():
   options = tf.data.Options()
   options.autotune.enabled = False
@@ -361,11 +367,16 @@ class InMemoryPipeline(_Pipeline):
         x = random_crop_flip(x, batch_seed, padding, crop, flip)
       return x, self._one_hot(tf.gather(labels, batch_indices))
 
-    indices = np.asarray(indices, np.int64)
-    ds = tf.data.Dataset.from_tensor_slices(indices)
-    ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(batch_size)  # the caller stops after its steps
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    # Stateless: epoch e's order is a function of (seed, e), batch b's
+    # augmentation of (seed, b); nothing depends on TF's global seed.
+    shuffle_key, augment_key = _stream_keys(seed)
+    indices = tf.constant(np.asarray(indices, np.int64))
+    ds = tf.data.Dataset.counter().map(
+        lambda epoch: tf.random.experimental.stateless_shuffle(
+            indices, tf.stack([shuffle_key, epoch])))
+    ds = ds.unbatch().batch(batch_size)  # the caller stops after its steps
+    seeds = tf.data.Dataset.counter().map(
+        lambda step: tf.stack([augment_key, step]))
     ds = tf.data.Dataset.zip(ds, seeds)
     ds = ds.map(load, num_parallel_calls=_MAP_PARALLELISM, deterministic=True)
     return ds.prefetch(_PREFETCH).with_options(_no_autotune())
@@ -486,7 +497,9 @@ class StreamingPipeline(_Pipeline):
     ds = self._records(self.dataset.train.tfds_split, shuffle_seed=seed)
     ds = ds.filter(keep).repeat()
     ds = ds.shuffle(16 * batch_size, seed=seed, reshuffle_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed).batch(2))
+    _, augment_key = _stream_keys(seed)
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.counter().map(
+        lambda i: tf.stack([augment_key, i])))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

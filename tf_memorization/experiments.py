@@ -386,7 +386,7 @@ class AblationExperiment:
             [job.seed for job in group], setup.dataset.num_classes,
             epochs=trainer.epochs, batch_size=trainer.batch_size,
             learning_rate=trainer.learning_rate.base_learning_rate,
-            momentum=float(trainer.model.optimizer.momentum),
+            momentum=trainer.momentum,
             weight_decay=_l2_of(trainer.model.get_layer('logits')))
         for job, result in zip(group, outputs):
           records.write_record(directory, job.index, job.mask, result, {

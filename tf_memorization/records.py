@@ -23,16 +23,20 @@ partial record and a killed writer leaves at most a `*.tmp-*` file behind.
 """
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
 import socket
+import struct
 import time
 import uuid
 import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -69,7 +73,7 @@ def _checksum(arrays):
   for name in sorted(arrays):
     a = np.ascontiguousarray(arrays[name])
     digest.update(f'{name}:{a.dtype.str}:{a.shape};'.encode())
-    digest.update(a.tobytes())
+    digest.update(a)  # the array's buffer: the bytes of a.tobytes(), uncopied
   return digest.hexdigest()
 
 
@@ -136,17 +140,102 @@ def npz_bytes(arrays):
   return buffer.getvalue()
 
 
-def load_npz(path):
+def _read_bytes(path):
+  """The bytes of a file: local paths directly, URLs through tf.io.gfile."""
+  if '://' not in path:
+    with open(path, 'rb') as f:
+      return f.read()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
+def _npz_error(path, e):
+  return RecordError(
+      f'{path} is truncated or not a valid record ({type(e).__name__}: '
+      f'{e}). Delete it; the train binary will redo that trial.')
+
+
+def load_npz(path, payload=None):
   """The arrays of an .npz file (allow_pickle=False), or a RecordError."""
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      payload = f.read()
+    if payload is None:
+      payload = _read_bytes(path)
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
       return {name: npz[name] for name in npz.files}
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-    raise RecordError(
-        f'{path} is truncated or not a valid record ({type(e).__name__}: '
-        f'{e}). Delete it; the train binary will redo that trial.') from e
+    raise _npz_error(path, e) from e
+
+
+_LOCAL_HEADER = struct.Struct('<4s22xHH')  # signature, name and extra lengths
+_NPY_MAGIC = b'\x93NUMPY'
+
+
+@functools.lru_cache(maxsize=1024)
+def _npy_header(header):
+  """(shape, fortran_order, dtype) of an .npy header (every record of a run
+  has the same few, so each is parsed once)."""
+  fp = io.BytesIO(header)
+  version = np.lib.format.read_magic(fp)
+  read = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+          np.lib.format.read_array_header_2_0)
+  shape, fortran_order, dtype = read(fp)
+  if fp.read():
+    raise ValueError('unexpected bytes after the .npy header')
+  return shape, fortran_order, dtype
+
+
+def _npz_views(payload, unchecked=()):
+  """The arrays of an uncompressed .npz as read-only views of `payload`.
+
+  What np.load(allow_pickle=False) returns for np.savez's files, without its
+  per-member costs; None for anything else (compressed members, other
+  .npy versions, non-.npy members), which np.load then reads. Raises
+  ValueError or zipfile.BadZipFile on a malformed file, as np.load does.
+
+  Args:
+    payload: the file's bytes.
+    unchecked: members whose zip CRC is not checked (the caller verifies
+      them another way, e.g. the records' sha256).
+  """
+  with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+    infos = archive.infolist()
+  arrays = {}
+  for info in infos:
+    name = info.filename[:-len('.npy')]
+    if (info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or
+        not info.filename.endswith('.npy')):
+      return None
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(
+        payload, info.header_offset)
+    if signature != b'PK\x03\x04':
+      raise zipfile.BadZipFile(f'bad local header for {info.filename}')
+    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    end = start + info.file_size
+    if end > len(payload):
+      raise ValueError(f'{info.filename} is truncated')
+    member = memoryview(payload)[start:end]
+    if name not in unchecked and zlib.crc32(member) != info.CRC:
+      raise zipfile.BadZipFile(f'bad CRC-32 for {info.filename}')
+    if bytes(member[:6]) != _NPY_MAGIC or len(member) < 12:
+      raise ValueError(f'{info.filename} is not an .npy array')
+    if member[6] == 1:
+      data = 10 + struct.unpack_from('<H', member, 8)[0]
+    elif member[6] == 2:
+      data = 12 + struct.unpack_from('<I', member, 8)[0]
+    else:
+      return None
+    shape, fortran_order, dtype = _npy_header(bytes(member[:data]))
+    if dtype.hasobject:
+      raise ValueError('Object arrays cannot be loaded when '
+                       'allow_pickle=False')
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(member) - data:
+      raise ValueError(f'{info.filename} holds {len(member) - data} bytes for '
+                       f'a {dtype} array of shape {shape}')
+    array = (np.frombuffer(member, dtype, count=count, offset=data)
+             if count * dtype.itemsize else np.zeros(count, dtype))
+    arrays[name] = array.reshape(shape, order='F' if fortran_order else 'C')
+  return arrays
 
 
 def _library_versions():
@@ -197,8 +286,19 @@ def write_record(workdir, trial_index, mask, result, metadata):
 
 
 def read_record(path):
-  """Reads and verifies one record: (arrays dict, metadata dict)."""
-  arrays = load_npz(path)
+  """Reads and verifies one record: (arrays dict, metadata dict).
+
+  The arrays are read-only views of the file's bytes.
+  """
+  try:
+    payload = _read_bytes(path)
+    # The sha256 below covers the arrays; only the metadata's CRC is checked.
+    arrays = _npz_views(payload, unchecked=_ARRAY_FIELDS)
+  except (OSError, ValueError, EOFError, KeyError, struct.error,
+          zipfile.BadZipFile) as e:
+    raise _npz_error(path, e) from e
+  if arrays is None:
+    arrays = load_npz(path, payload)
   missing = [f for f in _ARRAY_FIELDS + ('metadata',) if f not in arrays]
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a trial record of this '
@@ -378,6 +478,19 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
     out['train_pred'] = np.zeros((k, n), _pred_dtype(num_classes))
     out['test_pred'] = np.zeros((k, n_test), _pred_dtype(num_classes))
   metadata, paths, by_fingerprint = [], [], {}
+  labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
+
+  def is_label(pred, labels, name):
+    dtype = pred.dtype
+    if (name, dtype) not in labels_as:
+      cast = labels
+      if dtype.kind in 'iu' and len(labels):
+        info = np.iinfo(dtype)
+        if info.min <= labels.min() and labels.max() <= info.max:
+          cast = labels.astype(dtype)
+      labels_as[name, dtype] = cast
+    return pred == labels_as[name, dtype]
+
   for row, (t, path) in enumerate(found.items()):
     arrays, meta = read_record(path)
     by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
@@ -391,9 +504,11 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
           f'{len(arrays["test_pred"])} test predictions but '
           f'{workdir}/{DATASET_FILE} has {n} / {n_test} examples: the record '
           'belongs to another dataset. Move it to its own workdir.')
-    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).astype(bool)
-    out['train_correct'][row] = arrays['train_pred'] == train_labels
-    out['test_correct'][row] = arrays['test_pred'] == test_labels
+    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
+    out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
+                                         'train')
+    out['test_correct'][row] = is_label(arrays['test_pred'], test_labels,
+                                        'test')
     for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
                   'train_pred', 'test_pred'):
       if field in out:

@@ -25,6 +25,8 @@ from tf_memorization import training
 # fingerprint (the design's own fields are added by SubsetDesign).
 _NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
                       'load_dataset.download', 'TrialTrainer.eval_batch_size',
+                      # A trial computes the same alone or packed (tested).
+                      'TrialTrainer.models_per_step',
                       'Estimator.', 'RemovalExperiment.',
                       'AblationExperiment.', 'LeaveOneOutExperiment.',
                       'SubsetRatioSweep.')
@@ -170,8 +172,29 @@ def _write_scalars(writer, index, metrics):
   writer.flush()
 
 
+def group_jobs(jobs, size, steps_of):
+  """Splits jobs into groups of at most `size` with equal `steps_of(job)`.
+
+  A group fills as jobs arrive in order, so the first jobs finish first; a
+  job waits at most until `size` jobs of its step count have arrived, and the
+  partial groups go last.
+  """
+  groups, open_groups = [], {}
+  for job in jobs:
+    key = steps_of(job)
+    group = open_groups.setdefault(key, [])
+    group.append(job)
+    if len(group) == size:
+      groups.append(group)
+      del open_groups[key]
+  return groups + list(open_groups.values())
+
+
 def train_jobs(setup, directory, jobs, log=print, label='trials'):
   """Trains every job whose record is not in `directory` yet.
+
+  Jobs train `TrialTrainer.models_per_step` at a time (see group_jobs); each
+  record is written as soon as its group is done.
 
   Args:
     setup: a RunSetup.
@@ -187,33 +210,45 @@ def train_jobs(setup, directory, jobs, log=print, label='trials'):
   pending = [job for job in jobs if job.index not in found]
   skipped = [job.index for job in jobs if job.index in found]
   trained = []
+  trainer = setup.trainer
   writer = (_summary_writer(directory) if setup.chief and pending else None)
   start = time.perf_counter()
-  for done, job in enumerate(pending):
-    if records.record_exists(directory, job.index):  # another worker did it
-      skipped.append(job.index)
+  done = 0
+  for group in group_jobs(pending, trainer.models_per_step,
+                          lambda job: trainer.total_steps(job.mask)):
+    # Another worker may have written some of them meanwhile.
+    exists = [records.record_exists(directory, job.index) for job in group]
+    skipped += [job.index for job, e in zip(group, exists) if e]
+    group = [job for job, e in zip(group, exists) if not e]
+    done += sum(exists)
+    if not group:
       continue
-    trial_start = time.perf_counter()
-    result = setup.trainer.train_trial(job.mask, job.seed)
-    metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
-                'dataset': setup.dataset_info,
-                'design': setup.design.fingerprint_fields(),
-                'num_trials': setup.design.num_trials,
-                'subset_ratio': setup.design.subset_ratio, **job.metadata}
-    if setup.chief:
-      written = records.write_record(directory, job.index, job.mask, result,
-                                     metadata)
-      (trained if written else skipped).append(job.index)
-      if written:
-        _write_scalars(writer, job.index, result.metrics)
-    else:
-      trained.append(job.index)
-    per_job = (time.perf_counter() - start) / (done + 1)
-    remaining = len(pending) - done - 1
-    m = result.metrics
-    log(f'[{done + 1}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
-        f'{format_seconds(per_job * remaining)}] #{job.index}: train '
-        f'{m["train_accuracy"]:.3f} held-out {m["heldout_accuracy"]:.3f} '
-        f'test {m["test_accuracy"]:.3f} '
-        f'({time.perf_counter() - trial_start:.1f}s)')
+    group_start = time.perf_counter()
+    results = trainer.train_trials([job.mask for job in group],
+                                   [job.seed for job in group])
+    group_seconds = time.perf_counter() - group_start
+    for job, result in zip(group, results):
+      metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
+                  'dataset': setup.dataset_info,
+                  'design': setup.design.fingerprint_fields(),
+                  'num_trials': setup.design.num_trials,
+                  'subset_ratio': setup.design.subset_ratio, **job.metadata}
+      if setup.chief:
+        written = records.write_record(directory, job.index, job.mask,
+                                       result, metadata)
+        (trained if written else skipped).append(job.index)
+        if written:
+          _write_scalars(writer, job.index, result.metrics)
+      else:
+        trained.append(job.index)
+      done += 1
+      per_job = (time.perf_counter() - start) / done
+      remaining = len(pending) - done
+      m = result.metrics
+      log(f'[{done}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
+          f'{format_seconds(per_job * remaining)}] #{job.index}: train '
+          f'{m["train_accuracy"]:.3f} held-out {m["heldout_accuracy"]:.3f} '
+          f'test {m["test_accuracy"]:.3f} '
+          f'({group_seconds / len(group):.1f}s'
+          + (f' of a group of {len(group)}' if len(group) > 1 else '') + ')')
   return trained, skipped

@@ -91,6 +91,16 @@ def _derived_seed(seed, *keys):
 class TrialTrainer:
   """Trains trials of one config; see the module docstring.
 
+  With `models_per_step` = K > 1 the trainer holds K copies of the model and
+  trains K trials in one compiled step, each copy on its own subset's batch:
+  a small model that cannot fill the machine alone shares the per-step cost
+  with K-1 others. Each copy is its own subgraph with its own weights and
+  optimizer slots, and the summed loss gives each copy exactly its own
+  gradient, so a trial computes the same whichever group it trains in. The
+  K trials of one step share the learning-rate schedule, so a group holds
+  trials with the same number of steps (`total_steps`); runs.train_jobs
+  groups them.
+
   Args:
     dataset: a `data.Dataset`.
     strategy: a tf.distribute.Strategy (see strategy.get_strategy).
@@ -107,11 +117,13 @@ class TrialTrainer:
     momentum: SGD momentum.
     nesterov: Nesterov momentum.
     label_smoothing: label smoothing of the cross-entropy.
-    mixed_precision: float16 (GPU) or bfloat16 (CPU) compute, float32 weights.
+    mixed_precision: float16 (GPU, with loss scaling) or bfloat16 (CPU)
+      compute, float32 weights.
     jit_compile: XLA-compile the train and predict steps.
     preprocessing: a data.Preprocessing (default: gin-configured one).
     trainable_layers: names of the only layers to train (the ablations);
       the others keep the weights given to `set_base_weights`.
+    models_per_step: K, the trials trained together in one compiled step.
   """
 
   def __init__(self, dataset, strategy, model_fn=gin.REQUIRED,
@@ -119,59 +131,77 @@ class TrialTrainer:
                base_learning_rate=0.1, schedule='cosine', decay_boundaries=(),
                decay_factor=0.1, warmup_epochs=0.0, momentum=0.9,
                nesterov=False, label_smoothing=0.0, mixed_precision=False,
-               jit_compile=False, preprocessing=None, trainable_layers=None):
+               jit_compile=False, preprocessing=None, trainable_layers=None,
+               models_per_step=1):
     if epochs < 1 or batch_size < 1:
       raise ValueError('TrialTrainer.epochs and TrialTrainer.batch_size must '
                        'be positive.')
+    if models_per_step < 1:
+      raise ValueError('TrialTrainer.models_per_step must be >= 1, got '
+                       f'{models_per_step}.')
     self.dataset = dataset
     self.strategy = strategy
     self.epochs = int(epochs)
     self.batch_size = int(batch_size)
     self.eval_batch_size = int(eval_batch_size)
+    self.momentum = float(momentum)
+    self.models_per_step = int(models_per_step)
     self.pipeline = data_lib.make_pipeline(
         dataset, preprocessing or data_lib.Preprocessing())
+    policy = 'float32'
     if mixed_precision:
       on_gpu = bool(tf.config.list_logical_devices('GPU'))
-      keras.mixed_precision.set_global_policy(
-          'mixed_float16' if on_gpu else 'mixed_bfloat16')
-    else:
-      keras.mixed_precision.set_global_policy('float32')
+      policy = 'mixed_float16' if on_gpu else 'mixed_bfloat16'
+    keras.mixed_precision.set_global_policy(policy)
     with strategy.scope():
-      self.model = model_fn(input_shape=self.pipeline.image_shape,
-                            num_classes=dataset.num_classes)
-      self._frozen = self._freeze_all_but(trainable_layers)
+      self.models = [model_fn(input_shape=self.pipeline.image_shape,
+                              num_classes=dataset.num_classes)
+                     for _ in range(self.models_per_step)]
+      self.model = self.models[0]
+      for k, model in enumerate(self.models[1:], start=1):
+        model.name = f'{model.name}_copy{k}'  # unique within the packed graph
+      self._frozen = [self._freeze_all_but(m, trainable_layers)
+                      for m in self.models]
+      self._trainable = [v for m in self.models
+                         for v in m.trainable_variables]
       self._total_steps = tf.Variable(1, trainable=False, dtype=tf.int64,
                                       name='total_steps')
       self.learning_rate = TrialLearningRate(
           base_learning_rate, self._total_steps, schedule, decay_boundaries,
           decay_factor, warmup_fraction=min(1.0, warmup_epochs / epochs))
-      optimizer = keras.optimizers.SGD(learning_rate=self.learning_rate,
-                                       momentum=momentum, nesterov=nesterov)
-      self.model.compile(
-          optimizer=optimizer,
-          loss=keras.losses.CategoricalCrossentropy(
-              from_logits=True, label_smoothing=label_smoothing),
-          metrics=['accuracy'], jit_compile=jit_compile)
+      self.optimizer = keras.optimizers.SGD(
+          learning_rate=self.learning_rate, momentum=momentum,
+          nesterov=nesterov)
+      if policy == 'mixed_float16':
+        self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+      self.optimizer.build(self._trainable)
+      self.loss = keras.losses.CategoricalCrossentropy(
+          from_logits=True, label_smoothing=label_smoothing)
       self.inference_model = self._build_inference_model()
       self.inference_model.compile(jit_compile=jit_compile)
-      self.model.optimizer.build(self.model.trainable_variables)
-    self._optimizer_initial = [v.numpy() for v in self.model.optimizer.variables]
-    self._reinit_plan = self._make_reinit_plan()
+    self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
+    self._reinit_plans = [self._make_reinit_plan(m) for m in self.models]
     self._base_values = None
     self._eval_data = {split: self._evaluation_inputs(split)
                        for split in ('train', 'test')}
+    self._replica_step = tf.function(self._replica_step_fn,
+                                     jit_compile=bool(jit_compile),
+                                     reduce_retracing=True)
+    self._train_steps = tf.function(self._train_steps_fn,
+                                    reduce_retracing=True)
 
-  def _freeze_all_but(self, trainable_layers):
+  @staticmethod
+  def _freeze_all_but(model, trainable_layers):
     """Marks every layer not named in `trainable_layers` frozen; their weights."""
     if trainable_layers is None:
       return []
     names = set(trainable_layers)
-    known = {layer.name for layer in self.model.layers}
+    known = {layer.name for layer in model.layers}
     if names - known:
       raise ValueError(f'trainable_layers {sorted(names - known)} are not '
-                       f'layers of {self.model.name}.')
+                       f'layers of {model.name}.')
     frozen = []
-    for layer in self.model.layers:
+    for layer in model.layers:
       layer.trainable = layer.name in names
       if not layer.trainable:
         frozen.extend(layer.weights)
@@ -181,31 +211,36 @@ class TrialTrainer:
     """Weights (as model.get_weights()) the frozen layers keep in every trial."""
     if len(weights) != len(self.model.weights):
       raise ValueError('set_base_weights: the weights do not match the model.')
-    values = {id(v): w for v, w in zip(self.model.weights, weights)}
-    self._base_values = [values[id(v)] for v in self._frozen]
+    self._base_values = []
+    for model, frozen in zip(self.models, self._frozen):
+      values = {id(v): w for v, w in zip(model.weights, weights)}
+      self._base_values.append([values[id(v)] for v in frozen])
 
   def _build_inference_model(self):
-    """image, label -> predicted class, true-class probability and margin."""
+    """image, label -> per copy: predicted class, true-class prob, margin."""
     image = keras.Input(self.pipeline.image_shape, name='image')
     label = keras.Input((), dtype='int32', name='label')
-    logits = keras.ops.cast(self.model(image, training=False), 'float32')
     one_hot = keras.ops.one_hot(label, self.dataset.num_classes)
-    prob = keras.ops.sum(keras.ops.softmax(logits) * one_hot, axis=-1)
-    true_logit = keras.ops.sum(logits * one_hot, axis=-1)
-    other = keras.ops.max(keras.ops.where(one_hot > 0, -np.inf, logits),
-                          axis=-1)
-    pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), 'int32')
-    return keras.Model([image, label], [pred, prob, true_logit - other],
-                       name='inference')
+    outputs = []
+    for model in self.models:
+      logits = keras.ops.cast(model(image, training=False), 'float32')
+      prob = keras.ops.sum(keras.ops.softmax(logits) * one_hot, axis=-1)
+      true_logit = keras.ops.sum(logits * one_hot, axis=-1)
+      other = keras.ops.max(keras.ops.where(one_hot > 0, -np.inf, logits),
+                            axis=-1)
+      pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), 'int32')
+      outputs.extend([pred, prob, true_logit - other])
+    return keras.Model([image, label], outputs, name='inference')
 
   def _evaluation_inputs(self, split):
     ds = self.pipeline.evaluation(split, self.eval_batch_size)
     return ds.map(lambda x, y: ((x, tf.argmax(y, axis=-1, output_type=tf.int32)),))
 
-  def _make_reinit_plan(self):
+  @staticmethod
+  def _make_reinit_plan(model):
     """(variable, initializer) for every weight of the model, in a fixed order."""
     plan, covered = [], set()
-    for layer in self.model._flatten_layers():  # pylint: disable=protected-access
+    for layer in model._flatten_layers():  # pylint: disable=protected-access
       for name in _WEIGHT_ATTRIBUTES:
         variable = getattr(layer, name, None)
         initializer = getattr(layer, f'{name}_initializer', None)
@@ -213,29 +248,64 @@ class TrialTrainer:
             and id(variable) not in covered):
           plan.append((variable, initializer))
           covered.add(id(variable))
-    missing = [w.path for w in self.model.weights if id(w) not in covered]
+    missing = [w.path for w in model.weights if id(w) not in covered]
     if missing:
       raise ValueError(
           f'Cannot re-initialise weights {missing[:5]} of model '
-          f'{self.model.name}: their layer has no matching `*_initializer`. '
+          f'{model.name}: their layer has no matching `*_initializer`. '
           'Use layers from keras.layers or add the attribute to '
           'training._WEIGHT_ATTRIBUTES.')
     return plan
 
-  def reinitialize(self, seed):
-    """Fresh initial weights from `seed`, and the optimizer's initial state."""
-    for j, (variable, initializer) in enumerate(self._reinit_plan):
-      config = initializer.get_config()
-      if 'seed' in config:  # unseeded Keras initializers repeat their values
-        config['seed'] = _derived_seed(seed, j)
-      fresh = type(initializer).from_config(config)
-      variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
-    if self._base_values is not None:
-      for variable, value in zip(self._frozen, self._base_values):
-        variable.assign(value)
-    for variable, value in zip(self.model.optimizer.variables,
+  def reinitialize(self, seeds):
+    """Fresh initial weights of copy k from seeds[k]; optimizer reset.
+
+    `seeds` is one seed (for every copy) or one per copy. Copy k's weights
+    depend on seeds[k] alone, not on k.
+    """
+    if np.ndim(seeds) == 0:
+      seeds = [seeds] * self.models_per_step
+    for k, seed in enumerate(seeds):
+      for j, (variable, initializer) in enumerate(self._reinit_plans[k]):
+        config = initializer.get_config()
+        if 'seed' in config:  # unseeded Keras initializers repeat their values
+          config['seed'] = _derived_seed(seed, j)
+        fresh = type(initializer).from_config(config)
+        variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+      if self._base_values is not None:
+        for variable, value in zip(self._frozen[k], self._base_values[k]):
+          variable.assign(value)
+    for variable, value in zip(self.optimizer.variables,
                                self._optimizer_initial):
       variable.assign(value)
+
+  def _replica_step_fn(self, batches):
+    """One SGD step of every copy on its own batch; each copy's loss."""
+    replicas = self.strategy.num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      losses = []
+      for model, (images, labels) in zip(self.models, batches):
+        logits = model(images, training=True)
+        # The loss object divides by the replica count under a strategy,
+        # so that the gradients summed over replicas are the global mean's.
+        loss = self.loss(labels, logits)
+        if model.losses:
+          loss += tf.add_n(model.losses) / replicas
+        losses.append(loss)
+      scaled = self.optimizer.scale_loss(tf.add_n(losses))
+    gradients = tape.gradient(scaled, self._trainable)
+    self.optimizer.apply_gradients(zip(gradients, self._trainable))
+    return tf.stack(losses) * replicas
+
+  def _train_steps_fn(self, iterator, steps):
+    """`steps` steps from `iterator` in one call; each copy's mean loss."""
+    total = tf.zeros([self.models_per_step], tf.float32)
+    for _ in tf.range(steps):
+      per_replica = self.strategy.run(self._replica_step,
+                                      args=(next(iterator),))
+      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica,
+                                    axis=None)
+    return total / tf.cast(steps, tf.float32)
 
   def _sync_replica_statistics(self):
     """Averages non-trainable weights (BatchNorm moving statistics) over replicas.
@@ -245,7 +315,7 @@ class TrialTrainer:
     every batch. Without this, the inference pass would score each example
     with the statistics of whichever replica it lands on.
     """
-    weights = self.model.non_trainable_weights
+    weights = [w for m in self.models for w in m.non_trainable_weights]
     if self.strategy.num_replicas_in_sync < 2 or not weights:
       return
     # Each replica reads its own copies; the reduction spans every worker.
@@ -257,44 +327,81 @@ class TrialTrainer:
   def steps_per_epoch(self, subset_size):
     return max(1, math.ceil(subset_size / self.batch_size))
 
-  def train_trial(self, mask, seed, callbacks=()):
+  def total_steps(self, mask):
+    """SGD steps of a trial on `mask`; trials train together when equal."""
+    return self.steps_per_epoch(int(np.count_nonzero(mask))) * self.epochs
+
+  def train_trial(self, mask, seed):
     """Trains on the examples where `mask` is True; predicts on everything."""
-    indices = np.flatnonzero(mask)
-    if len(indices) == 0:
+    return self.train_trials([mask], [seed])[0]
+
+  def train_trials(self, masks, seeds):
+    """Trains up to `models_per_step` trials together; a TrialResult each.
+
+    The trials must have the same `total_steps`. Fewer than K trials are
+    padded with copies of the last one, whose results are dropped.
+    """
+    count = len(masks)
+    if not 1 <= count <= self.models_per_step or len(seeds) != count:
+      raise ValueError(f'train_trials takes 1 to {self.models_per_step} '
+                       f'masks and as many seeds, got {count} and '
+                       f'{len(seeds)}.')
+    indices = [np.flatnonzero(mask) for mask in masks]
+    if any(len(i) == 0 for i in indices):
       raise ValueError('A trial subset is empty.')
+    steps_per_epoch = {self.steps_per_epoch(len(i)) for i in indices}
+    if len(steps_per_epoch) != 1:
+      raise ValueError('Trials trained together need the same number of '
+                       f'steps per epoch, got {sorted(steps_per_epoch)}.')
+    steps_per_epoch = steps_per_epoch.pop()
+    pad = self.models_per_step - count
+    indices += [indices[-1]] * pad
+    seeds = [int(s) for s in seeds] + [int(seeds[-1])] * pad
     start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    self.reinitialize(seed)
-    steps_per_epoch = self.steps_per_epoch(len(indices))
+    # The in-memory pipeline is stateless; the streaming one's shuffle buffer
+    # combines its trial seed with TF's global seed, fixed here so that a
+    # trial does not depend on the group it trains in.
+    tf.random.set_seed(0)
+    self.reinitialize(seeds)
     self._total_steps.assign(steps_per_epoch * self.epochs)
-    train_ds = self.pipeline.train(indices, self.batch_size, seed)
+    stream = tf.data.Dataset.zip(tuple(
+        self.pipeline.train(i, self.batch_size, s)
+        for i, s in zip(indices, seeds)))
+    iterator = iter(self.strategy.experimental_distribute_dataset(stream))
     setup_s = time.perf_counter() - start
-    history = self.model.fit(train_ds, epochs=self.epochs,
-                             steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
-                             callbacks=list(callbacks))
+    steps = tf.constant(steps_per_epoch, tf.int64)
+    for _ in range(self.epochs):
+      losses = self._train_steps(iterator, steps)
+    losses = losses.numpy()
     self._sync_replica_statistics()
     train_s = time.perf_counter() - start - setup_s
-    outputs = {}
-    for split in ('train', 'test'):
-      pred, prob, margin = self.inference_model.predict(
-          self._eval_data[split], verbose=0)
-      outputs[split] = (pred, prob, margin)
+    outputs = self.inference_model.predict(self._eval_data['train'],
+                                           verbose=0)
+    test_outputs = self.inference_model.predict(self._eval_data['test'],
+                                                verbose=0)
     predict_s = time.perf_counter() - start - setup_s - train_s
-    train_correct = outputs['train'][0] == self.dataset.train.labels
-    test_correct = outputs['test'][0] == self.dataset.test.labels
-    metrics = {
-        'train_accuracy': float(train_correct[mask].mean()),
-        'heldout_accuracy': (float(train_correct[~mask].mean())
-                             if (~mask).any() else float('nan')),
-        'test_accuracy': float(test_correct.mean()),
-        'final_loss': float(history.history['loss'][-1]),
-        'subset_size': int(len(indices)),
-        'setup_seconds': setup_s,
-        'train_seconds': train_s,
-        'predict_seconds': predict_s,
-    }
-    return TrialResult(
-        train_pred=outputs['train'][0], train_prob=outputs['train'][1],
-        train_margin=outputs['train'][2], test_pred=outputs['test'][0],
-        test_prob=outputs['test'][1], test_margin=outputs['test'][2],
-        metrics=metrics)
+    results = []
+    for k in range(count):
+      train_pred, train_prob, train_margin = outputs[3 * k:3 * k + 3]
+      test_pred, test_prob, test_margin = test_outputs[3 * k:3 * k + 3]
+      mask = np.asarray(masks[k], bool)
+      train_correct = train_pred == self.dataset.train.labels
+      test_correct = test_pred == self.dataset.test.labels
+      metrics = {
+          'train_accuracy': float(train_correct[mask].mean()),
+          'heldout_accuracy': (float(train_correct[~mask].mean())
+                               if (~mask).any() else float('nan')),
+          'test_accuracy': float(test_correct.mean()),
+          'final_loss': float(losses[k]),
+          'subset_size': int(len(indices[k])),
+          'trained_together': count,
+          # The group's times, shared among its trials.
+          'setup_seconds': setup_s / count,
+          'train_seconds': train_s / count,
+          'predict_seconds': predict_s / count,
+      }
+      results.append(TrialResult(
+          train_pred=train_pred, train_prob=train_prob,
+          train_margin=train_margin, test_pred=test_pred,
+          test_prob=test_prob, test_margin=test_margin, metrics=metrics))
+    return results
