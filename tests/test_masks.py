@@ -244,4 +244,3 @@ def test_fingerprint_fields():
   assert (masks.SubsetDesign(num_trials=20, subset_ratio=0.6, seed=3,
                              design='balanced').fingerprint_fields()
           != balanced.fingerprint_fields())
-

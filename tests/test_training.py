@@ -267,7 +267,11 @@ def test_trials_reuse_the_model_and_compiled_functions(trainer, digits):
   n = len(digits.train)
   trainer.train_trial(_mask(n, 0.5, seed=10), seed=10)
   model = trainer.model
-  compiled = [trainer._train_steps, trainer._replica_step]  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  compiled = ([trainer._train_steps_in_graph, trainer._in_graph_step]
+              if trainer.in_graph_input else
+              [trainer._train_steps, trainer._replica_step])
+  # pylint: enable=protected-access
   predict_function = trainer.inference_model.predict_function
   assert predict_function is not None
   traces = [f.experimental_get_tracing_count() for f in compiled]
@@ -575,7 +579,9 @@ def test_a_packed_trial_equals_the_same_trial_trained_alone(
       np.testing.assert_array_equal(getattr(together[k], field),
                                     getattr(alone, field),
                                     err_msg=f'slot {k}: {field}')
-    assert together[k].metrics['final_loss'] == alone.metrics['final_loss']
+    # The reported loss may round differently in a shape-relaxed retrace.
+    assert together[k].metrics['final_loss'] == pytest.approx(
+        alone.metrics['final_loss'], rel=1e-6)
     assert together[k].metrics['trained_together'] == 3
   # Three different trials, not three copies of one.
   assert not np.array_equal(together[0].train_margin, together[1].train_margin)
@@ -622,3 +628,49 @@ def test_models_per_step_must_be_positive(digits):
   with pytest.raises(ValueError, match='models_per_step'):
     training.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
                           model_fn=TINY, epochs=1, models_per_step=0)
+
+
+# --------------------------------------------------------------------------
+# In-graph input: the same batches as the tf.data pipeline
+
+
+@pytest.mark.parametrize('kind', ['one_device', 'mirrored'])
+def test_in_graph_input_trains_the_same_trial_as_the_pipeline(digits, kind):
+  strategy = strategy_lib.get_strategy(kind, num_cpu_devices=2)
+  augment = data.Preprocessing(augment='crop_flip', crop_padding=2)
+  trainers = {
+      mode: training.TrialTrainer(
+          digits, strategy, model_fn=TINY, epochs=2, batch_size=BATCH,
+          eval_batch_size=256, preprocessing=augment, in_graph_input=mode)
+      for mode in (True, False)}
+  assert trainers[True].in_graph_input and not trainers[False].in_graph_input
+  mask = _mask(len(digits.train), 0.4, seed=80)
+  graph = trainers[True].train_trial(mask, seed=81)
+  pipeline = trainers[False].train_trial(mask, seed=81)
+  # The same batches; graph optimisations may round the normalisation
+  # differently inside the step than inside tf.data (seen: 1.5e-7).
+  for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin'):
+    np.testing.assert_allclose(getattr(graph, field), getattr(pipeline, field),
+                               rtol=0, atol=1e-4, err_msg=field)
+  for field in ('train_pred', 'test_pred'):
+    assert np.mean(getattr(graph, field) == getattr(pipeline, field)) > 0.995
+  assert graph.metrics['final_loss'] == pytest.approx(
+      pipeline.metrics['final_loss'], abs=1e-5)
+  # A real check: another seed gives clearly different outputs.
+  other = trainers[True].train_trial(mask, seed=82)
+  assert np.abs(other.train_margin - graph.train_margin).max() > 1e-2
+
+
+def test_index_stream_is_the_pipelines_order(digits):
+  pipeline = data.InMemoryPipeline(digits, data.Preprocessing(augment='none'))
+  indices = np.flatnonzero(_mask(len(digits.train), 0.05, seed=90))
+  batches = 3 * len(indices) // 8 + 1  # runs over several passes
+  stream = pipeline.index_stream(indices, 91, batches, 8).numpy()
+  labels = [np.argmax(y, axis=-1) for _, y in
+            pipeline.train(indices, 8, 91).take(batches).as_numpy_iterator()]
+  np.testing.assert_array_equal(digits.train.labels[stream], np.stack(labels))
+  # Every pass is a permutation of the subset.
+  m = len(indices)
+  flat = stream.ravel()
+  for p in range(len(flat) // m):
+    assert sorted(flat[p * m:(p + 1) * m]) == sorted(indices)

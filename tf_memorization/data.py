@@ -348,6 +348,42 @@ class InMemoryPipeline(_Pipeline):
       self._test_images = tf.constant(dataset.test.images)
       self._test_labels = tf.constant(dataset.test.labels, tf.int32)
 
+  def train_batch(self, batch_indices, batch_seed):
+    """One training batch: gathered, normalised, augmented; one-hot labels.
+
+    Also called inside the trainer's compiled step (in-graph input), so the
+    two ways of feeding a trial compute the same batches.
+    """
+    crop = self.augment in ('crop', 'crop_flip')
+    flip = self.augment in ('flip', 'crop_flip')
+    x = normalize(tf.gather(self._train_images, batch_indices), self.mean,
+                  self.std)
+    if crop or flip:
+      x = random_crop_flip(x, batch_seed, self.crop_padding, crop, flip)
+    return x, self._one_hot(tf.gather(self._train_labels, batch_indices))
+
+  @staticmethod
+  def index_stream(indices, seed, num_batches, batch_size):
+    """The first `num_batches` batches of `train`'s index stream, [num, B].
+
+    Pass p of the subset is stateless_shuffle(indices, (key, p)); the passes
+    are concatenated and cut into batches, as in `train`.
+    """
+    shuffle_key, _ = _stream_keys(seed)
+    indices = tf.constant(np.asarray(indices, np.int64))
+    needed = num_batches * batch_size
+    passes = -(-needed // int(indices.shape[0]))
+    stream = tf.concat([
+        tf.random.experimental.stateless_shuffle(
+            indices, tf.stack([shuffle_key, tf.constant(p, tf.int64)]))
+        for p in range(passes)], axis=0)
+    return tf.reshape(stream[:needed], [num_batches, batch_size])
+
+  @staticmethod
+  def augment_key(seed):
+    """Batch b of a trial is augmented with the stateless seed (key, b)."""
+    return _stream_keys(seed)[1]
+
   def train(self, indices, batch_size, seed):
     """The subset's endless training stream, reshuffled every pass.
 
@@ -355,18 +391,7 @@ class InMemoryPipeline(_Pipeline):
     batch gets its own stateless augmentation seed, so a trial is a function
     of `seed` alone.
     """
-    images, labels = self._train_images, self._train_labels
-    mean, std = self.mean, self.std
-    crop = self.augment in ('crop', 'crop_flip')
-    flip = self.augment in ('flip', 'crop_flip')
-    padding = self.crop_padding
-
-    def load(batch_indices, batch_seed):
-      x = normalize(tf.gather(images, batch_indices), mean, std)
-      if crop or flip:
-        x = random_crop_flip(x, batch_seed, padding, crop, flip)
-      return x, self._one_hot(tf.gather(labels, batch_indices))
-
+    load = self.train_batch
     # Stateless: epoch e's order is a function of (seed, e), batch b's
     # augmentation of (seed, b); nothing depends on TF's global seed.
     shuffle_key, augment_key = _stream_keys(seed)

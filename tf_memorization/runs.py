@@ -27,6 +27,7 @@ _NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
                       'load_dataset.download', 'TrialTrainer.eval_batch_size',
                       # A trial computes the same alone or packed (tested).
                       'TrialTrainer.models_per_step',
+                      'TrialTrainer.in_graph_input',
                       'Estimator.', 'RemovalExperiment.',
                       'AblationExperiment.', 'LeaveOneOutExperiment.',
                       'SubsetRatioSweep.')

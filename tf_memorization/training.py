@@ -124,6 +124,11 @@ class TrialTrainer:
     trainable_layers: names of the only layers to train (the ablations);
       the others keep the weights given to `set_base_weights`.
     models_per_step: K, the trials trained together in one compiled step.
+    in_graph_input: build each batch inside the compiled step (gather from
+      the in-memory images, augment) instead of in a tf.data pipeline: the
+      same batches without input threads competing with the model for the
+      CPU. 'auto': whenever the dataset is held in memory and the batch
+      splits evenly over the replicas.
   """
 
   def __init__(self, dataset, strategy, model_fn=gin.REQUIRED,
@@ -132,7 +137,7 @@ class TrialTrainer:
                decay_factor=0.1, warmup_epochs=0.0, momentum=0.9,
                nesterov=False, label_smoothing=0.0, mixed_precision=False,
                jit_compile=False, preprocessing=None, trainable_layers=None,
-               models_per_step=1):
+               models_per_step=1, in_graph_input='auto'):
     if epochs < 1 or batch_size < 1:
       raise ValueError('TrialTrainer.epochs and TrialTrainer.batch_size must '
                        'be positive.')
@@ -148,6 +153,16 @@ class TrialTrainer:
     self.models_per_step = int(models_per_step)
     self.pipeline = data_lib.make_pipeline(
         dataset, preprocessing or data_lib.Preprocessing())
+    possible = (isinstance(self.pipeline, data_lib.InMemoryPipeline) and
+                self.batch_size % strategy.num_replicas_in_sync == 0)
+    if in_graph_input == 'auto':
+      in_graph_input = possible
+    elif in_graph_input and not possible:
+      raise ValueError(
+          'TrialTrainer.in_graph_input = True needs a dataset held in memory '
+          'and a batch_size divisible by the number of replicas '
+          f'({strategy.num_replicas_in_sync}).')
+    self.in_graph_input = bool(in_graph_input)
     policy = 'float32'
     if mixed_precision:
       on_gpu = bool(tf.config.list_logical_devices('GPU'))
@@ -189,6 +204,11 @@ class TrialTrainer:
                                      reduce_retracing=True)
     self._train_steps = tf.function(self._train_steps_fn,
                                     reduce_retracing=True)
+    self._in_graph_step = tf.function(self._in_graph_replica_step,
+                                      jit_compile=bool(jit_compile),
+                                      reduce_retracing=True)
+    self._train_steps_in_graph = tf.function(self._train_steps_in_graph_fn,
+                                             reduce_retracing=True)
 
   @staticmethod
   def _freeze_all_but(model, trainable_layers):
@@ -307,6 +327,38 @@ class TrialTrainer:
                                     axis=None)
     return total / tf.cast(steps, tf.float32)
 
+  def _in_graph_replica_step(self, rows, keys, step):
+    """Builds batch `step` of every copy from its index row, then steps.
+
+    Each replica builds the whole global batch and keeps its share, the
+    rows a tf.distribute'd dataset would have given it.
+    """
+    replicas = self.strategy.num_replicas_in_sync
+    share = self.batch_size // replicas
+    batches = []
+    for k in range(self.models_per_step):
+      images, labels = self.pipeline.train_batch(rows[k],
+                                                 tf.stack([keys[k], step]))
+      if replicas > 1:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        begin = replica * share
+        images = images[begin:begin + share]
+        labels = labels[begin:begin + share]
+      batches.append((images, labels))
+    return self._replica_step_fn(batches)
+
+  def _train_steps_in_graph_fn(self, block, keys, first_step):
+    """The steps of `block` ([steps, K, batch] indices); mean losses."""
+    steps = tf.shape(block)[0]
+    total = tf.zeros([self.models_per_step], tf.float32)
+    for s in tf.range(steps):
+      per_replica = self.strategy.run(
+          self._in_graph_step,
+          args=(block[s], keys, first_step + tf.cast(s, tf.int64)))
+      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica,
+                                    axis=None)
+    return total / tf.cast(steps, tf.float32)
+
   def _sync_replica_statistics(self):
     """Averages non-trainable weights (BatchNorm moving statistics) over replicas.
 
@@ -363,15 +415,28 @@ class TrialTrainer:
     # trial does not depend on the group it trains in.
     tf.random.set_seed(0)
     self.reinitialize(seeds)
-    self._total_steps.assign(steps_per_epoch * self.epochs)
-    stream = tf.data.Dataset.zip(tuple(
-        self.pipeline.train(i, self.batch_size, s)
-        for i, s in zip(indices, seeds)))
-    iterator = iter(self.strategy.experimental_distribute_dataset(stream))
+    total_steps = steps_per_epoch * self.epochs
+    self._total_steps.assign(total_steps)
+    if self.in_graph_input:
+      block = tf.stack([self.pipeline.index_stream(i, s, total_steps,
+                                                   self.batch_size)
+                        for i, s in zip(indices, seeds)], axis=1)
+      keys = tf.stack([self.pipeline.augment_key(s) for s in seeds])
+    else:
+      stream = tf.data.Dataset.zip(tuple(
+          self.pipeline.train(i, self.batch_size, s)
+          for i, s in zip(indices, seeds)))
+      iterator = iter(self.strategy.experimental_distribute_dataset(stream))
+      steps = tf.constant(steps_per_epoch, tf.int64)
     setup_s = time.perf_counter() - start
-    steps = tf.constant(steps_per_epoch, tf.int64)
-    for _ in range(self.epochs):
-      losses = self._train_steps(iterator, steps)
+    for epoch in range(self.epochs):
+      if self.in_graph_input:
+        first = epoch * steps_per_epoch
+        losses = self._train_steps_in_graph(
+            block[first:first + steps_per_epoch], keys,
+            tf.constant(first, tf.int64))
+      else:
+        losses = self._train_steps(iterator, steps)
     losses = losses.numpy()
     self._sync_replica_statistics()
     train_s = time.perf_counter() - start - setup_s
