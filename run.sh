@@ -77,7 +77,8 @@ case "$cmd" in
     "$PY" -m tf_memorization.train --gin_file=gin_configs/demo.gin "${args[@]}"
     workdir=$(printf '%s\n' "${args[@]}" | sed -n 's/^--workdir=//p' | tail -1)
     "$PY" -m tf_memorization.inspect_workdir --workdir="$workdir"
-    "$PY" -m tf_memorization.estimate --workdir="$workdir"
+    "$PY" -m tf_memorization.estimate --workdir="$workdir" \
+      --gin_file=gin_configs/demo_estimate.gin
     ;;
   test)
     ensure_env

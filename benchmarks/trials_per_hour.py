@@ -99,6 +99,7 @@ def log(line):
     groups.append(int(line.split('of a group of ')[1].split(')')[0])
                   if 'of a group of' in line else 1)
 if setting == 'demo':
+  bindings.append('label_noise.fraction = 0.0')  # plain trains on clean labels
   train.run(workdir, [os.path.join('gin_configs', 'demo.gin')], bindings,
             data_dir=data_dir, log=log)
 else:

@@ -16,7 +16,10 @@ from tf_memorization import training
 
 from conftest import GIN_DIR
 
-GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, '*.gin')))
+ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, '*.gin')))
+# Estimator settings (`python -m tf_memorization.estimate --gin_file=…`).
+ESTIMATE_GIN_FILES = [p for p in ALL_GIN_FILES if p.endswith('_estimate.gin')]
+GIN_FILES = [p for p in ALL_GIN_FILES if p not in ESTIMATE_GIN_FILES]
 # Stored image shape of each dataset (ImageNet: the model's crop size).
 IMAGE_SHAPES = {'cifar10': (32, 32, 3), 'cifar100': (32, 32, 3),
                 'mnist': (28, 28, 1), 'sklearn_digits': (8, 8, 1),
@@ -34,13 +37,28 @@ def test_the_expected_configs_ship():
           'imagenet.gin', 'tiny.gin'} <= names
 
 
-@pytest.mark.parametrize('path', GIN_FILES, ids=os.path.basename)
+@pytest.mark.parametrize('path', ALL_GIN_FILES, ids=os.path.basename)
 def test_config_starts_with_the_command_and_expectations(path):
   with open(path) as f:
     header = f.read().split('\n\n')[0]
   assert header.startswith('# ')
-  assert 'tf_memorization.train' in header or './run.sh' in header
+  binary = ('tf_memorization.estimate' if path in ESTIMATE_GIN_FILES
+            else 'tf_memorization.train')
+  assert binary in header or './run.sh' in header
   assert 'Expect' in header
+
+
+@pytest.mark.parametrize('path', ESTIMATE_GIN_FILES, ids=os.path.basename)
+def test_estimate_config_parses_and_names_known_experiments(path):
+  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  from tf_memorization import experiments  # pylint: disable=g-import-not-at-top
+  cli.parse_gin([path], [])
+  estimator = estimate.Estimator()
+  assert estimator.experiments
+  assert set(estimator.experiments) <= {'ablation', 'removal',
+                                        'leave_one_out', 'ratio_sweep'}
+  experiments.RemovalExperiment()
+  experiments.AblationExperiment()
 
 
 @pytest.mark.parametrize('path', GIN_FILES, ids=os.path.basename)
