@@ -18,6 +18,9 @@ split-half consistency), and writes W/estimates/:
     summary.json           run figures (see README)
     influence_dense.npy    float16 [n, n_test], only with
                            Estimator.dense_influence = True
+
+and, unless Estimator.report = False, an HTML report of them (report.py):
+W/report/index.html (Estimator.report_dir; with --output_dir, OUTPUT_DIR/report).
 """
 
 import csv
@@ -77,13 +80,17 @@ class Estimator:
       any of 'ablation', 'removal', 'leave_one_out', 'ratio_sweep'
       (configured by AblationExperiment, RemovalExperiment,
       LeaveOneOutExperiment, SubsetRatioSweep).
+    report: write the HTML report (report.py) at the end of the run.
+    report_dir: its folder (None: W/report, or OUTPUT_DIR/report when the
+      estimates go to another --output_dir).
   """
 
   def __init__(self, topk=10, influence_threshold=0.15,
                memorization_threshold=0.25, same_label=True,
                memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
                block_size=2048, dense_influence=False, split_half=True,
-               influence_scores='correct', experiments=()):
+               influence_scores='correct', experiments=(), report=True,
+               report_dir=None):
     if influence_scores not in ('correct', 'prob'):
       raise ValueError('Estimator.influence_scores must be "correct" or '
                        f'"prob", got {influence_scores!r}.')
@@ -105,6 +112,8 @@ class Estimator:
       raise ValueError(f'Estimator.experiments: unknown {sorted(unknown)}; '
                        f'choose from {experiments_lib.KINDS}.')
     self.experiments = tuple(experiments)
+    self.report = bool(report)
+    self.report_dir = report_dir
 
   def _test_values(self, loaded, rows=slice(None)):
     if self.influence_scores == 'prob':
@@ -194,6 +203,7 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
     estimator = Estimator()
   except (ValueError, TypeError) as e:
     raise cli.UserError(f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
+  default_report_dir = os.path.join(output_dir or workdir, 'report')
   output_dir = output_dir or os.path.join(workdir, ESTIMATES_DIR)
   cli.check_writable(output_dir)
 
@@ -306,6 +316,12 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
            json.dumps(records_lib.json_safe(summary), indent=2,
                       sort_keys=True, allow_nan=False).encode())
   log(format_summary(summary, output_dir))
+  if estimator.report:
+    from tf_memorization import report as report_lib  # pylint: disable=g-import-not-at-top
+    built = report_lib.build(workdir, estimator.report_dir or default_report_dir,
+                             estimates_dir=output_dir, parse_config=False,
+                             log=log)
+    log(f'Report: {built.path}')
   return summary
 
 

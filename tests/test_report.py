@@ -1,0 +1,380 @@
+"""Tests of the HTML report (tf_memorization.report) on real runs of the digits.
+
+Two small workdirs of gin_configs/tiny.gin (4 trials, 1 epoch) are trained
+once with the real train binary's run(): one clean, one with 10% label noise.
+The estimate binary runs on the noisy one as a subprocess (with tiny removal,
+ablation and leave-one-out experiments), started as soon as its trials exist,
+while the clean one trains and is estimated in process; both build their
+report at the end. The tests read the reports: every image is a PNG inside the
+report folder, nothing points outside it, the sections are there, flipped
+labels are marked. The report is also built on its own (report.build) from a
+copy of the clean workdir.
+"""
+
+import html.parser
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+
+from tf_memorization import records
+from tf_memorization import report
+from tf_memorization import train
+
+from conftest import GIN_DIR, REPO
+
+NUM_TRIALS = 4
+TRAIN_BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}',
+                  'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
+NOISE_BINDINGS = ['label_noise.fraction = 0.1', 'label_noise.seed = 1']
+EXPERIMENT_BINDINGS = [
+    "Estimator.experiments = ('removal', 'ablation', 'leave_one_out')",
+    'RemovalExperiment.thresholds = (0.5,)', 'RemovalExperiment.repeats = 1',
+    'AblationExperiment.max_trials = 2',
+    'LeaveOneOutExperiment.per_group = 1', 'LeaveOneOutExperiment.repeats = 1',
+]
+HEADINGS = ('Run', 'Config', 'Memorization histogram', 'Most memorized',
+            'Least memorized', 'High-influence pairs')
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _train(path, bindings, data_dir):
+  summary = train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')],
+                      TRAIN_BINDINGS + bindings, data_dir=data_dir,
+                      log=lambda _: None)
+  gin.clear_config()
+  assert summary.trained == list(range(NUM_TRIALS))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, digits_data_dir):
+  """{'noisy': (workdir, stdout), 'clean': (workdir, logged lines)}."""
+  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('report')
+  noisy, clean = str(root / 'noisy'), str(root / 'clean')
+  _train(noisy, NOISE_BINDINGS, digits_data_dir)
+  command = [sys.executable, '-m', 'tf_memorization.estimate',
+             f'--workdir={noisy}'] + [f'--gin_bindings={b}'
+                                      for b in EXPERIMENT_BINDINGS]
+  proc = subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  try:
+    _train(clean, [], digits_data_dir)
+    lines = []
+    try:
+      estimate.run(clean, log=lines.append)
+    finally:
+      gin.clear_config()
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:  # only after an error
+      proc.kill()
+      proc.communicate()
+  assert proc.returncode == 0, err[-3000:]
+  assert 'Traceback' not in err
+  return {'noisy': (noisy, out.splitlines()), 'clean': (clean, lines)}
+
+
+class _Parser(html.parser.HTMLParser):
+  """Tags with their attributes, headings, and the text of the page."""
+
+  def __init__(self):
+    super().__init__()
+    self.tags, self.headings, self.text = [], [], []
+    self._heading = None
+
+  def handle_starttag(self, tag, attrs):
+    self.tags.append((tag, dict(attrs)))
+    if tag in ('h1', 'h2', 'h3'):
+      self._heading = []
+
+  def handle_endtag(self, tag):
+    if tag in ('h1', 'h2', 'h3') and self._heading is not None:
+      self.headings.append(''.join(self._heading).strip())
+      self._heading = None
+
+  def handle_data(self, data):
+    self.text.append(data)
+    if self._heading is not None:
+      self._heading.append(data)
+
+
+def _parse(report_dir):
+  with open(os.path.join(report_dir, 'index.html'), encoding='utf-8') as f:
+    page = f.read()
+  parser = _Parser()
+  parser.feed(page)
+  parser.close()
+  return page, parser
+
+
+def _report_dir(runs, name):
+  return os.path.join(runs[name][0], 'report')
+
+
+def _section_ids(parser):
+  return [a.get('id') for tag, a in parser.tags if tag == 'section']
+
+
+def test_the_binary_prints_the_report_path_last(runs):
+  workdir, stdout = runs['noisy']
+  assert stdout[-1] == f'Report: {workdir}/report/index.html'
+  workdir, lines = runs['clean']
+  assert lines[-1] == f'Report: {workdir}/report/index.html'
+  assert os.path.isfile(os.path.join(workdir, 'report', 'index.html'))
+
+
+def _check_png(path):
+  with open(path, 'rb') as f:
+    assert f.read(8) == PNG_SIGNATURE, path
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as image:
+    image.verify()
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  pixels = matplotlib.image.imread(path)
+  assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50, (path, pixels.shape)
+
+
+def _check_inside(reference):
+  assert reference, 'an empty link'
+  assert 'http' not in reference.lower() and '//' not in reference
+  assert ':' not in reference, reference  # no scheme, no drive letter
+  assert not reference.startswith(('/', '\\')), reference
+  assert '..' not in reference.replace('\\', '/').split('/'), reference
+
+
+@pytest.mark.parametrize('name', ['clean', 'noisy'])
+def test_every_image_is_a_png_inside_the_report_folder(runs, name):
+  report_dir = _report_dir(runs, name)
+  _, parser = _parse(report_dir)
+  sources = [a.get('src') for tag, a in parser.tags if tag == 'img']
+  assert len(sources) >= 4
+  for src in sources:
+    _check_inside(src)
+    path = os.path.join(report_dir, src)
+    assert os.path.realpath(path).startswith(os.path.realpath(report_dir)
+                                             + os.sep)
+    assert os.path.isfile(path), src
+    _check_png(path)
+  # Nothing else in the folder but the page and its images.
+  assert sorted(os.listdir(report_dir)) == sorted(set(sources) |
+                                                  {'index.html'})
+
+
+@pytest.mark.parametrize('name', ['clean', 'noisy'])
+def test_the_page_references_nothing_outside_its_folder(runs, name):
+  page, parser = _parse(_report_dir(runs, name))
+  for tag, attrs in parser.tags:
+    assert tag not in ('script', 'link', 'iframe', 'object', 'embed', 'base')
+    for key in ('src', 'href', 'srcset', 'data', 'action', 'poster'):
+      if key in attrs:
+        if key == 'href' and attrs[key].startswith('#'):
+          continue
+        _check_inside(attrs[key])
+  ids = set(a.get('id') for _, a in parser.tags)
+  for _, attrs in parser.tags:  # in-page links lead somewhere
+    if attrs.get('href', '').startswith('#'):
+      assert attrs['href'][1:] in ids
+  assert 'url(' not in page and '@import' not in page
+
+
+@pytest.mark.parametrize('name', ['clean', 'noisy'])
+def test_the_sections_are_present(runs, name):
+  _, parser = _parse(_report_dir(runs, name))
+  assert parser.headings[0].startswith('Memorization report: sklearn_digits')
+  for heading in HEADINGS:
+    assert any(h.startswith(heading) for h in parser.headings), (
+        heading, parser.headings)
+  for section in ('run', 'config', 'memorization-histogram', 'most-memorized',
+                  'least-memorized', 'influence-pairs'):
+    assert section in _section_ids(parser)
+
+
+def test_the_run_figures_come_from_the_summary(runs):
+  workdir, _ = runs['clean']
+  with open(os.path.join(workdir, 'estimates', 'summary.json')) as f:
+    summary = json.load(f)
+  page, parser = _parse(_report_dir(runs, 'clean'))
+  text = ''.join(parser.text)
+  for key in ('mean_train_accuracy', 'mean_heldout_accuracy',
+              'mean_test_accuracy', 'lemma_2_1_bound'):
+    assert f'{summary[key]:.4f}' in text, key
+  split = summary['split_half']
+  assert f'{split["memorization_pearson"]:.3f}' in text
+  assert f'{split["memorization_spearman"]:.3f}' in text
+  assert 'trials (k)' in text and 'subset ratio' in text
+  # The configs, escaped in <pre>.
+  pres = re.findall(r'<pre>(.*?)</pre>', page, flags=re.S)
+  assert any('SubsetDesign.num_trials = 4' in p for p in pres)
+  assert any('Estimator.topk = 10' in p for p in pres)
+  assert 'load_dataset.name = &#x27;sklearn_digits&#x27;' in page
+  # No label noise, no experiments: their sections are only listed.
+  ids = _section_ids(parser)
+  assert 'label-noise' not in ids and 'removal' not in ids
+  not_run = page[page.index('id="not-run"'):]
+  assert 'label_noise.fraction' in not_run
+  assert 'Estimator.experiments = (&#x27;removal&#x27;,)' in not_run
+  assert 'class="flipped"' not in page
+
+
+def test_flipped_labels_are_marked_and_the_roc_is_shown(runs):
+  workdir, _ = runs['noisy']
+  page, parser = _parse(_report_dir(runs, 'noisy'))
+  ids = _section_ids(parser)
+  assert 'label-noise' in ids
+  assert any(h == 'Label-noise detection' for h in parser.headings)
+  sources = [a['src'] for tag, a in parser.tags if tag == 'img']
+  assert 'label_noise_roc.png' in sources and 'flipped.png' in sources
+  with open(os.path.join(workdir, 'estimates', 'summary.json')) as f:
+    noise = json.load(f)['label_noise']
+  assert f'ROC AUC <b>{noise["auc"]:.3f}</b>' in page
+  # Each marked example really was flipped: "label (was original)".
+  arrays, _ = records.read_dataset_file(workdir)
+  # (Rows of the example tables: index, a train tfds id, label.)
+  marked = re.findall(r'<tr><td class="num">(\d+)</td><td>[^<]*-train\.[^<]*'
+                      r'</td><td><span class="flipped">(\d+) \(was (\d+)\)'
+                      r'</span>', page)
+  assert len(marked) >= 16
+  for index, label, original in marked:
+    assert int(label) == arrays['train_labels'][int(index)]
+    assert int(original) == arrays['original_train_labels'][int(index)]
+    assert label != original
+  # And unflipped examples are not marked.
+  plain = re.findall(r'<tr><td class="num">(\d+)</td><td>[^<]*-train\.[^<]*'
+                     r'</td><td>(\d+)</td>', page)
+  assert plain
+  flipped = arrays['train_labels'] != arrays['original_train_labels']
+  assert not any(flipped[int(i)] for i, _ in plain)
+
+
+def test_experiment_sections(runs):
+  page, parser = _parse(_report_dir(runs, 'noisy'))
+  ids = _section_ids(parser)
+  for section in ('removal', 'leave-one-out', 'ablation', 'not-run'):
+    assert section in ids, ids
+  sources = [a['src'] for tag, a in parser.tags if tag == 'img']
+  assert 'removal.png' in sources and 'leave_one_out.png' in sources
+  removal = page[page.index('id="removal"'):page.index('id="label-noise"')]
+  for condition in ('full', 'memorized', 'random', 'influence_set',
+                    'influence_random'):
+    assert f'<td>{condition}</td>' in removal
+  assert 'Influence set' in removal
+  # The histogram overlays the ablation's last-layer-only estimates.
+  histogram = page[page.index('id="memorization-histogram"'):
+                   page.index('id="most-memorized"')]
+  assert 'ablation' in histogram
+  assert 'ratio_sweep' in page[page.index('id="not-run"'):]
+
+
+@pytest.fixture(scope='module')
+def standalone(runs, tmp_path_factory):
+  """report.build() on its own, on a copy of the clean workdir (odd name)."""
+  workdir = str(tmp_path_factory.mktemp('standalone') / 'copy <&> "w"')
+  shutil.copytree(runs['clean'][0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'report'))
+  lines = []
+  start = time.perf_counter()
+  try:
+    built = report.build(workdir, log=lines.append)
+  finally:
+    gin.clear_config()
+  return workdir, built, time.perf_counter() - start, lines
+
+
+def test_standalone_build(standalone, runs):
+  workdir, built, seconds, lines = standalone
+  assert seconds < 10, seconds
+  assert built.path == os.path.join(workdir, 'report', 'index.html')
+  assert built.images and built.num_flipped_shown == 0
+  assert any('images of sklearn_digits' in line for line in lines)
+  page, parser = _parse(os.path.join(workdir, 'report'))
+  _, from_binary = _parse(_report_dir(runs, 'clean'))
+  assert built.sections == _section_ids(parser) == _section_ids(from_binary)
+  assert parser.headings == from_binary.headings
+  # Text is escaped: the workdir's name reads back as it is.
+  assert 'copy &lt;&amp;&gt; &quot;w&quot;' in page
+  assert workdir in ''.join(parser.text)
+  for tag, attrs in parser.tags:
+    if tag == 'img':
+      _check_png(os.path.join(workdir, 'report', attrs['src']))
+
+
+def test_without_images_the_report_still_builds(runs, tmp_path):
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(runs['clean'][0], workdir)
+  try:
+    built = report.build(
+        workdir, output_dir=str(tmp_path / 'out'), log=lambda _: None,
+        gin_bindings=["load_dataset.name = 'mnist'",
+                      'load_dataset.download = False',
+                      f"load_dataset.data_dir = '{tmp_path / 'empty'}'"])
+  finally:
+    gin.clear_config()
+  assert not built.images
+  page, parser = _parse(str(tmp_path / 'out'))
+  assert 'could not be read here' in page
+  for heading in HEADINGS:
+    assert any(h.startswith(heading) for h in parser.headings)
+
+
+def test_report_off_and_report_dir(runs, tmp_path):
+  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(runs['clean'][0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'report'))
+  lines = []
+  try:
+    estimate.run(workdir, gin_bindings=['Estimator.report = False'],
+                 log=lines.append)
+  finally:
+    gin.clear_config()
+  assert not os.path.exists(os.path.join(workdir, 'report'))
+  assert not any(line.startswith('Report:') for line in lines)
+  elsewhere = str(tmp_path / 'elsewhere')
+  lines = []
+  try:
+    estimate.run(workdir, gin_bindings=[f"Estimator.report_dir = '{elsewhere}'"],
+                 log=lines.append)
+  finally:
+    gin.clear_config()
+  assert lines[-1] == f'Report: {elsewhere}/index.html'
+  assert os.path.isfile(os.path.join(elsewhere, 'index.html'))
+  assert not os.path.exists(os.path.join(workdir, 'report'))
+
+
+def test_read_examples_by_tfds_id(digits_data_dir):
+  """The streaming path (ImageNet's) on the digits, against the arrays."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tf_memorization import data  # pylint: disable=g-import-not-at-top
+  dataset = data.load_dataset(name='sklearn_digits', data_dir=digits_data_dir)
+  builder = tfds.builder('sklearn_digits', data_dir=digits_data_dir)
+  for split, indices in ((dataset.train, [0, 7, 500, 1441]),
+                         (dataset.test, [3, 354])):
+    found = report.read_examples(builder, split.tfds_split, indices, split.ids,
+                                 size=8)
+    assert sorted(found) == indices
+    for i in indices:
+      np.testing.assert_array_equal(found[i], split.images[i])
+  # Thumbnails: a central square, resized.
+  found = report.read_examples(builder, 'train', [5], dataset.train.ids,
+                               size=64)
+  assert found[5].shape == (64, 64, 1) and found[5].dtype == np.uint8
+  # A split given as a slice expression is scanned, filtered by id.
+  found = report.read_examples(builder, 'train[:50%]', [2], dataset.train.ids,
+                               size=8)
+  np.testing.assert_array_equal(found[2], dataset.train.images[2])
+
+
+def test_per_class_keeps_the_order_within_each_class():
+  labels = np.array([1, 0, 1, 0, 1, 2])
+  assert report._per_class([4, 3, 2, 1, 0, 5], labels, 2) == {
+      1: [4, 2], 0: [3, 1], 2: [5]}
+  assert report._per_class([], labels, 2) == {}
