@@ -790,6 +790,15 @@ def _copy(estimates_dir, output_dir, name):
   return name
 
 
+def _embed_copy(estimates_dir, output_dir, written, name, alt, caption):
+  """Copies an experiment's PNG and returns its figure HTML ('' if absent)."""
+  png = _copy(estimates_dir, output_dir, name)
+  if not png:
+    return ''
+  written.add(png)
+  return _figure_html(png, alt, caption)
+
+
 def _removal_section(removal):
   table = removal.get('table') or []
   curve = [e for e in table if e['condition'] in ('full', 'memorized',
@@ -1013,12 +1022,10 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
   if removal:
     shown.add('removal')
     body = earlier('removal')
-    png = _copy(estimates_dir, output_dir, 'removal.png')
-    if png:
-      written.add(png)
-      body += _figure_html(png, 'removal curve',
-                           'Test accuracy after removing memorized vs random '
-                           'training examples (mean ± std).')
+    body += _embed_copy(estimates_dir, output_dir, written, 'removal.png',
+                        'removal curve',
+                        'Test accuracy after removing memorized vs random '
+                        'training examples (mean ± std).')
     sections.add('removal', _EXPERIMENTS['removal'],
                  body + _removal_section(removal))
 
@@ -1030,12 +1037,10 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
             f'precision among the {_fmt(noise.get("num_flipped_estimable"))} '
             'most memorized: '
             f'{_fmt(noise.get("precision_at_flipped"), 3)}.</p>')
-    png = _copy(estimates_dir, output_dir, 'label_noise_roc.png')
-    if png:
-      written.add(png)
-      body += _figure_html(png, 'ROC curve',
-                           'ROC curve of memorization as a detector of '
-                           'flipped labels.')
+    body += _embed_copy(estimates_dir, output_dir, written,
+                        'label_noise_roc.png', 'ROC curve',
+                        'ROC curve of memorization as a detector of '
+                        'flipped labels.')
     if len(flipped_shown):
       cells = [_memorization_cell(inputs, images, i) for i in flipped_shown]
       rows = [('', cells[s:s + PER_CLASS])
@@ -1058,12 +1063,10 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
         f'{_fmt(loo.get("spearman"), 3)}, Pearson '
         f'{_fmt(loo.get("pearson"), 3)}, mean |difference| '
         f'{_fmt(loo.get("mean_abs_difference"), 3)}.</p>')
-    png = _copy(estimates_dir, output_dir, 'leave_one_out.png')
-    if png:
-      written.add(png)
-      body += _figure_html(png, 'estimate vs leave-one-out',
-                           'Subsampled estimate against direct '
-                           'leave-one-out memorization (± standard error).')
+    body += _embed_copy(estimates_dir, output_dir, written,
+                        'leave_one_out.png', 'estimate vs leave-one-out',
+                        'Subsampled estimate against direct '
+                        'leave-one-out memorization (± standard error).')
     sections.add('leave-one-out', _EXPERIMENTS['leave_one_out'], body)
 
   ablation = _read_json(os.path.join(estimates_dir, 'ablation.json'))
