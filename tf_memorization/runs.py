@@ -9,6 +9,7 @@ records that exist.
 
 import dataclasses
 import os
+import re
 import time
 
 import gin
@@ -16,6 +17,7 @@ import numpy as np
 
 from tf_memorization import cli
 from tf_memorization import data as data_lib
+from tf_memorization import leases as leases_lib
 from tf_memorization import masks as masks_lib
 from tf_memorization import records
 from tf_memorization import strategy as strategy_lib
@@ -191,11 +193,51 @@ def group_jobs(jobs, size, steps_of):
   return groups + list(open_groups.values())
 
 
-def train_jobs(setup, directory, jobs, log=print, label='trials'):
+CHECKPOINTS_DIR = 'checkpoints'
+
+
+def checkpoint_path(directory, index):
+  return os.path.join(directory, CHECKPOINTS_DIR, f'trial_{index:06d}.npz')
+
+
+def _checkpoint_epoch(path):
+  """Epochs done in a trial's checkpoint (0 without one); reads one entry."""
+  if not tf_gfile().exists(path):
+    return 0
+  try:
+    with tf_gfile().GFile(path, 'rb') as f:
+      with np.load(f, allow_pickle=False) as stored:
+        return int(stored['epoch'])
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def tf_errors():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.errors
+
+
+def tf_gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def _multi_worker(strategy):
+  """Whether the workers of `strategy` must train the same jobs in step."""
+  extended = getattr(strategy, 'extended', None)
+  return bool(getattr(extended, '_in_multi_worker_mode', lambda: False)())
+
+
+def train_jobs(setup, directory, jobs, log=print, label='trials',
+               lease_seconds=leases_lib.LEASE_SECONDS):
   """Trains every job whose record is not in `directory` yet.
 
   Jobs train `TrialTrainer.models_per_step` at a time (see group_jobs); each
-  record is written as soon as its group is done.
+  record is written as soon as its group is done. Workers sharing the
+  directory claim jobs before training them (leases.Leases), so each job is
+  trained once; jobs a live worker holds are left to it, a dead worker's are
+  taken over once its lease expires (a second pass at the end picks those
+  up). Trials checkpoint under `directory/checkpoints` and resume there.
 
   Args:
     setup: a RunSetup.
@@ -203,6 +245,7 @@ def train_jobs(setup, directory, jobs, log=print, label='trials'):
     jobs: Job objects.
     log: callable taking one line of progress.
     label: what the jobs are, for the progress lines.
+    lease_seconds: how long a claim lasts without renewal.
 
   Returns:
     (trained, skipped): lists of job indices.
@@ -212,44 +255,97 @@ def train_jobs(setup, directory, jobs, log=print, label='trials'):
   skipped = [job.index for job in jobs if job.index in found]
   trained = []
   trainer = setup.trainer
+  # The workers of one multi-worker strategy train the same jobs in step:
+  # they must not claim or skip jobs on their own.
+  claim = not _multi_worker(setup.strategy)
   writer = (_summary_writer(directory) if setup.chief and pending else None)
   start = time.perf_counter()
   done = 0
-  for group in group_jobs(pending, trainer.models_per_step,
-                          lambda job: trainer.total_steps(job.mask)):
-    # Another worker may have written some of them meanwhile.
-    exists = [records.record_exists(directory, job.index) for job in group]
-    skipped += [job.index for job, e in zip(group, exists) if e]
-    group = [job for job, e in zip(group, exists) if not e]
-    done += sum(exists)
-    if not group:
-      continue
-    group_start = time.perf_counter()
-    results = trainer.train_trials([job.mask for job in group],
-                                   [job.seed for job in group])
-    group_seconds = time.perf_counter() - group_start
-    for job, result in zip(group, results):
-      metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
-                  'dataset': setup.dataset_info,
-                  'design': setup.design.fingerprint_fields(),
-                  'num_trials': setup.design.num_trials,
-                  'subset_ratio': setup.design.subset_ratio, **job.metadata}
-      if setup.chief:
-        written = records.write_record(directory, job.index, job.mask,
-                                       result, metadata)
-        (trained if written else skipped).append(job.index)
-        if written:
-          _write_scalars(writer, job.index, result.metrics)
-      else:
-        trained.append(job.index)
-      done += 1
-      per_job = (time.perf_counter() - start) / done
-      remaining = len(pending) - done
-      m = result.metrics
-      log(f'[{done}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
-          f'{format_seconds(per_job * remaining)}] #{job.index}: train '
-          f'{m["train_accuracy"]:.3f} held-out {m["heldout_accuracy"]:.3f} '
-          f'test {m["test_accuracy"]:.3f} '
-          f'({group_seconds / len(group):.1f}s'
-          + (f' of a group of {len(group)}' if len(group) > 1 else '') + ')')
+  held_elsewhere = []
+
+  if setup.chief:
+    # A run killed between a record and its checkpoint's or claim's removal.
+    for sub, suffix in ((CHECKPOINTS_DIR, 'npz'),
+                        (leases_lib.CLAIMS_DIR, 'claim')):
+      folder = os.path.join(directory, sub)
+      if not tf_gfile().isdir(folder):
+        continue
+      for name in tf_gfile().listdir(folder):
+        match = re.fullmatch(rf'trial_(\d+)\.{suffix}', name)
+        if match and int(match.group(1)) in found:
+          try:
+            tf_gfile().remove(os.path.join(folder, name))
+          except tf_errors().NotFoundError:
+            pass  # its worker removed it meanwhile
+
+  def steps_of(job):
+    return (trainer.total_steps(job.mask),
+            _checkpoint_epoch(checkpoint_path(directory, job.index)))
+
+  with leases_lib.Leases(directory, lease_seconds) as lease:
+    queue = pending
+    while queue:
+      for group in group_jobs(queue, trainer.models_per_step, steps_of):
+        ready = []
+        for job in group:
+          if claim and records.record_exists(directory, job.index):
+            skipped.append(job.index)  # another worker finished it
+            done += 1
+          elif claim and not lease.claim(job.index):
+            held_elsewhere.append(job)
+          else:
+            ready.append(job)
+        if not ready:
+          continue
+        group_start = time.perf_counter()
+        results = trainer.train_trials(
+            [job.mask for job in ready], [job.seed for job in ready],
+            checkpoints=[checkpoint_path(directory, job.index)
+                         for job in ready])
+        group_seconds = time.perf_counter() - group_start
+        for job, result in zip(ready, results):
+          metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
+                      'dataset': setup.dataset_info,
+                      'design': setup.design.fingerprint_fields(),
+                      'num_trials': setup.design.num_trials,
+                      'subset_ratio': setup.design.subset_ratio,
+                      **job.metadata}
+          if setup.chief:
+            written = records.write_record(directory, job.index, job.mask,
+                                           result, metadata)
+            (trained if written else skipped).append(job.index)
+            if written:
+              _write_scalars(writer, job.index, result.metrics)
+            path = checkpoint_path(directory, job.index)
+            if tf_gfile().exists(path):
+              tf_gfile().remove(path)
+          else:
+            trained.append(job.index)
+          if claim:
+            lease.release(job.index)
+          done += 1
+          per_job = (time.perf_counter() - start) / done
+          remaining = len(pending) - done - len(held_elsewhere)
+          m = result.metrics
+          log(f'[{done}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
+              f'{format_seconds(per_job * max(remaining, 0))}] #{job.index}: '
+              f'train {m["train_accuracy"]:.3f} held-out '
+              f'{m["heldout_accuracy"]:.3f} test {m["test_accuracy"]:.3f} '
+              f'({group_seconds / len(ready):.1f}s'
+              + (f' of a group of {len(ready)}' if len(ready) > 1 else '')
+              + ')')
+      # Jobs other workers held: take over those whose lease has expired
+      # (their worker died); leave the rest to their live workers.
+      queue = [job for job in held_elsewhere
+               if not records.record_exists(directory, job.index)
+               and lease.expired(job.index)]
+      retry = {job.index for job in queue}
+      held_elsewhere = [job for job in held_elsewhere
+                        if job.index not in retry]
+  for job in held_elsewhere:
+    if records.record_exists(directory, job.index):
+      skipped.append(job.index)
+    else:
+      log(f'#{job.index}: claimed by a live worker '
+          f'({(lease.read(job.index) or ("?",))[0]}); left to it.')
   return trained, skipped

@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import data as data_lib
+from tf_memorization import records
+from tf_memorization import strategy as strategy_lib
 
 SCHEDULES = ('cosine', 'piecewise', 'constant')
 # Layer attributes that hold weights, each re-initialised by the layer's
@@ -129,6 +131,12 @@ class TrialTrainer:
       same batches without input threads competing with the model for the
       CPU. 'auto': whenever the dataset is held in memory and the batch
       splits evenly over the replicas.
+    checkpoint_seconds: write each trial's state (weights, optimizer slots,
+      epochs done) to the path `train_trials` is given, after an epoch that
+      ends at least this long after the last checkpoint; a killed run resumes
+      from it. 0: after every epoch; None: never.
+    deterministic_ops: tf.config.experimental.enable_op_determinism(), for
+      bit-for-bit reruns on GPUs (CPU kernels here are deterministic).
   """
 
   def __init__(self, dataset, strategy, model_fn=gin.REQUIRED,
@@ -137,7 +145,8 @@ class TrialTrainer:
                decay_factor=0.1, warmup_epochs=0.0, momentum=0.9,
                nesterov=False, label_smoothing=0.0, mixed_precision=False,
                jit_compile=False, preprocessing=None, trainable_layers=None,
-               models_per_step=1, in_graph_input='auto'):
+               models_per_step=1, in_graph_input='auto',
+               checkpoint_seconds=600.0, deterministic_ops=False):
     if epochs < 1 or batch_size < 1:
       raise ValueError('TrialTrainer.epochs and TrialTrainer.batch_size must '
                        'be positive.')
@@ -163,6 +172,12 @@ class TrialTrainer:
           'and a batch_size divisible by the number of replicas '
           f'({strategy.num_replicas_in_sync}).')
     self.in_graph_input = bool(in_graph_input)
+    self.checkpoint_seconds = (None if checkpoint_seconds is None
+                               else float(checkpoint_seconds))
+    if deterministic_ops:
+      tf.config.experimental.enable_op_determinism()
+    # Only the chief writes checkpoints; every worker reads them.
+    self._chief = strategy_lib.is_chief(strategy)
     policy = 'float32'
     if mixed_precision:
       on_gpu = bool(tf.config.list_logical_devices('GPU'))
@@ -376,6 +391,57 @@ class TrialTrainer:
       weight.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
                                          per_replica, axis=None))
 
+  def _slot_momentums(self, k):
+    """Copy k's optimizer slot variables (SGD momentums), in weight order."""
+    optimizer = getattr(self.optimizer, 'inner_optimizer', self.optimizer)
+    momentums = list(getattr(optimizer, 'momentums', None) or [])
+    if not momentums:
+      return []
+    counts = [len(m.trainable_variables) for m in self.models]
+    start = sum(counts[:k])
+    return momentums[start:start + counts[k]]
+
+  def _shared_optimizer_variables(self):
+    """Optimizer variables not tied to one weight (iterations, loss scale)."""
+    slots = {id(v) for k in range(self.models_per_step)
+             for v in self._slot_momentums(k)}
+    return [v for v in self.optimizer.variables if id(v) not in slots]
+
+  def _write_checkpoint(self, path, k, seed, mask, epoch):
+    arrays = {'epoch': np.int64(epoch), 'seed': np.int64(seed),
+              'mask': np.packbits(np.asarray(mask, bool))}
+    arrays.update({f'w{i}': np.asarray(w.numpy())
+                   for i, w in enumerate(self.models[k].weights)})
+    arrays.update({f'm{i}': np.asarray(v.numpy())
+                   for i, v in enumerate(self._slot_momentums(k))})
+    arrays.update({f'o{i}': np.asarray(v.numpy())
+                   for i, v in enumerate(self._shared_optimizer_variables())})
+    records.atomic_replace(path, records.npz_bytes(arrays))
+
+  def read_checkpoint(self, path, seed, mask):
+    """A trial's checkpoint as arrays, or None when absent or not its own."""
+    if not path or not tf.io.gfile.exists(path):
+      return None
+    try:
+      state = records.load_npz(path)
+      same = (int(state['epoch']) < self.epochs and int(state['seed']) == seed
+              and np.array_equal(state['mask'],
+                                 np.packbits(np.asarray(mask, bool))))
+      weights = self.models[0].weights
+      same = same and all(state[f'w{i}'].shape == tuple(w.shape)
+                          for i, w in enumerate(weights))
+    except (KeyError, ValueError, OSError, records.RecordError):
+      same = False
+    return state if same else None
+
+  def _restore(self, k, state):
+    for i, w in enumerate(self.models[k].weights):
+      w.assign(state[f'w{i}'])
+    for i, v in enumerate(self._slot_momentums(k)):
+      v.assign(state[f'm{i}'])
+    for i, v in enumerate(self._shared_optimizer_variables()):
+      v.assign(state[f'o{i}'])
+
   def steps_per_epoch(self, subset_size):
     return max(1, math.ceil(subset_size / self.batch_size))
 
@@ -387,11 +453,15 @@ class TrialTrainer:
     """Trains on the examples where `mask` is True; predicts on everything."""
     return self.train_trials([mask], [seed])[0]
 
-  def train_trials(self, masks, seeds):
+  def train_trials(self, masks, seeds, checkpoints=None):
     """Trains up to `models_per_step` trials together; a TrialResult each.
 
     The trials must have the same `total_steps`. Fewer than K trials are
-    padded with copies of the last one, whose results are dropped.
+    padded with copies of the last one, whose results are dropped. With
+    `checkpoints` (a path per trial) the trials resume from their
+    checkpoints when all of them hold one of the same epoch, and write them
+    as `checkpoint_seconds` says; the caller deletes them once the records
+    are written.
     """
     count = len(masks)
     if not 1 <= count <= self.models_per_step or len(seeds) != count:
@@ -417,6 +487,15 @@ class TrialTrainer:
     self.reinitialize(seeds)
     total_steps = steps_per_epoch * self.epochs
     self._total_steps.assign(total_steps)
+    start_epoch = 0
+    if checkpoints:
+      states = [self.read_checkpoint(p, s, m)
+                for p, s, m in zip(checkpoints, seeds, masks)]
+      epochs = {None if st is None else int(st['epoch']) for st in states}
+      if len(epochs) == 1 and None not in epochs:
+        start_epoch = epochs.pop()
+        for k in range(self.models_per_step):
+          self._restore(k, states[min(k, count - 1)])
     if self.in_graph_input:
       block = tf.stack([self.pipeline.index_stream(i, s, total_steps,
                                                    self.batch_size)
@@ -425,11 +504,12 @@ class TrialTrainer:
     else:
       stream = tf.data.Dataset.zip(tuple(
           self.pipeline.train(i, self.batch_size, s)
-          for i, s in zip(indices, seeds)))
+          for i, s in zip(indices, seeds))).skip(start_epoch * steps_per_epoch)
       iterator = iter(self.strategy.experimental_distribute_dataset(stream))
       steps = tf.constant(steps_per_epoch, tf.int64)
     setup_s = time.perf_counter() - start
-    for epoch in range(self.epochs):
+    last_checkpoint = time.perf_counter()
+    for epoch in range(start_epoch, self.epochs):
       if self.in_graph_input:
         first = epoch * steps_per_epoch
         losses = self._train_steps_in_graph(
@@ -437,8 +517,16 @@ class TrialTrainer:
             tf.constant(first, tf.int64))
       else:
         losses = self._train_steps(iterator, steps)
+      # Every epoch, so that a resumed trial computes what an uninterrupted
+      # one does (a no-op on one replica).
+      self._sync_replica_statistics()
+      if (checkpoints and self._chief and self.checkpoint_seconds is not None
+          and epoch + 1 < self.epochs and time.perf_counter()
+          - last_checkpoint >= self.checkpoint_seconds):
+        for k, path in enumerate(checkpoints):
+          self._write_checkpoint(path, k, seeds[k], masks[k], epoch + 1)
+        last_checkpoint = time.perf_counter()
     losses = losses.numpy()
-    self._sync_replica_statistics()
     train_s = time.perf_counter() - start - setup_s
     outputs = self.inference_model.predict(self._eval_data['train'],
                                            verbose=0)
@@ -460,6 +548,7 @@ class TrialTrainer:
           'final_loss': float(losses[k]),
           'subset_size': int(len(indices[k])),
           'trained_together': count,
+          'resumed_from_epoch': start_epoch,
           # The group's times, shared among its trials.
           'setup_seconds': setup_s / count,
           'train_seconds': train_s / count,
