@@ -30,6 +30,8 @@ _NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
                       # A trial computes the same alone or packed (tested).
                       'TrialTrainer.models_per_step',
                       'TrialTrainer.in_graph_input',
+                      'TrialTrainer.checkpoint_seconds',
+                      'TrialTrainer.deterministic_ops',
                       'Estimator.', 'RemovalExperiment.',
                       'AblationExperiment.', 'LeaveOneOutExperiment.',
                       'SubsetRatioSweep.')
