@@ -7,6 +7,7 @@ the file or binding and the fix, with exit status 2.
 
 import os
 import sys
+import uuid
 
 import gin
 
@@ -60,7 +61,8 @@ def exit_on_user_error(error):
 def check_writable(workdir):
   """Creates `workdir` and checks a file can be written there."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  probe = os.path.join(workdir, '.write_probe')
+  # A name of its own: workers sharing the workdir start together.
+  probe = os.path.join(workdir, f'.write_probe-{uuid.uuid4().hex}')
   try:
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(probe, 'w') as f:

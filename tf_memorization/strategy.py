@@ -10,7 +10,9 @@ Build the model, optimizer and metrics inside `strategy.scope()`.
 * 'mirrored': MirroredStrategy over all visible GPUs; with no GPU, over the
   logical CPU devices (`split_cpu` makes them; tests use 2).
 * 'multi_worker': MultiWorkerMirroredStrategy from the TF_CONFIG environment
-  variable (one process per machine; see the README).
+  variable (one process per machine; see the README). It must be built
+  before TensorFlow initialises its devices; `is_chief` says which process
+  writes.
 """
 
 import json
@@ -54,6 +56,10 @@ def get_strategy(kind='auto', num_cpu_devices=None):
   """
   if kind not in KINDS:
     raise ValueError(f'get_strategy.kind must be one of {KINDS}, got {kind!r}.')
+  if kind == 'multi_worker':
+    # Before anything that initialises TensorFlow's devices (even listing
+    # them): the strategy configures the collective ops at start-up.
+    return _multi_worker_strategy()
   if num_cpu_devices:
     split_cpu(num_cpu_devices)
   gpus = tf.config.list_logical_devices('GPU')
@@ -70,13 +76,43 @@ def get_strategy(kind='auto', num_cpu_devices=None):
     if key not in _CACHE:
       _CACHE[key] = tf.distribute.MirroredStrategy(list(devices))
     return _CACHE[key]
+  raise AssertionError(kind)
+
+
+def _multi_worker_strategy():
+  """MultiWorkerMirroredStrategy of the cluster in TF_CONFIG (one per process)."""
+  if 'multi_worker' in _CACHE:
+    return _CACHE['multi_worker']
   if 'TF_CONFIG' not in os.environ:
     raise ValueError('get_strategy.kind="multi_worker" needs the TF_CONFIG '
                      'environment variable (cluster and task); see README.')
-  json.loads(os.environ['TF_CONFIG'])  # fail here, not deep inside TF
-  if 'multi_worker' not in _CACHE:
-    _CACHE['multi_worker'] = tf.distribute.MultiWorkerMirroredStrategy()
-  return _CACHE['multi_worker']
+  try:  # fail here with a clear message, not deep inside TF
+    config = json.loads(os.environ['TF_CONFIG'])
+    cluster = dict(config['cluster'])
+    task = config['task']
+    task_type, task_index = task['type'], int(task['index'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(
+        'TF_CONFIG must be JSON like {"cluster": {"worker": ["host0:port", '
+        '"host1:port"]}, "task": {"type": "worker", "index": 0}}, got '
+        f'{os.environ["TF_CONFIG"]!r} ({e!r}).') from None
+  members = cluster.get(task_type)
+  if task_type not in ('chief', 'worker') or not (
+      members and 0 <= task_index < len(members)):
+    raise ValueError(
+        f'TF_CONFIG task {task_type}:{task_index} must be a "worker" or '
+        f'"chief" of its cluster {cluster}.')
+  try:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  except RuntimeError as e:
+    if 'program startup' not in str(e):
+      raise
+    raise RuntimeError(
+        'get_strategy.kind="multi_worker" must build its strategy before '
+        'TensorFlow initialises its devices (before any op runs or any '
+        'device is listed); call get_strategy() first.') from e
+  _CACHE['multi_worker'] = strategy
+  return strategy
 
 
 def is_chief(strategy):
