@@ -178,6 +178,7 @@ class TrialTrainer:
       tf.config.experimental.enable_op_determinism()
     # Only the chief writes checkpoints; every worker reads them.
     self._chief = strategy_lib.is_chief(strategy)
+    self._sync_function = None
     policy = 'float32'
     if mixed_precision:
       on_gpu = bool(tf.config.list_logical_devices('GPU'))
@@ -385,11 +386,16 @@ class TrialTrainer:
     weights = [w for m in self.models for w in m.non_trainable_weights]
     if self.strategy.num_replicas_in_sync < 2 or not weights:
       return
-    # Each replica reads its own copies; the reduction spans every worker.
-    local = self.strategy.run(lambda: [tf.identity(w.value) for w in weights])
-    for weight, per_replica in zip(weights, local):
-      weight.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
-                                         per_replica, axis=None))
+    if self._sync_function is None:
+      def sync():
+        # Each replica reads its own copies; the reduction spans every worker.
+        local = self.strategy.run(
+            lambda: [tf.identity(w.value) for w in weights])
+        for weight, per_replica in zip(weights, local):
+          weight.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                             per_replica, axis=None))
+      self._sync_function = tf.function(sync)  # compiled once, not eager
+    self._sync_function()
 
   def _slot_momentums(self, k):
     """Copy k's optimizer slot variables (SGD momentums), in weight order."""
