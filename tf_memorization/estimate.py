@@ -28,6 +28,7 @@ import io
 import json
 import os
 import time
+import uuid
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -148,17 +149,29 @@ class Estimator:
             'pairs_jaccard': scores.jaccard(halves[0][1], halves[1][1])}
 
 
-def _check_estimable(loaded, mem):
-  if loaded.num_trials < 2:
+def _check_estimable(workdir, loaded, mem):
+  """Refuses trials that leave no example both in and out of some trial."""
+  k = loaded.num_trials
+  designed = max([m.get('num_trials') or 0 for m in loaded.metadata] + [2])
+  train = (f'python -m tf_memorization.train --workdir={workdir} with the '
+           'same flags')
+  if k < 2:
     raise cli.UserError(
-        f'{loaded.num_trials} trial record(s) in the workdir: estimates need '
-        'trials that include and trials that exclude each example. Train '
-        'more trials (python -m tf_memorization.train ... with the same '
-        '--workdir).')
+        f'{k} trial record(s) in {workdir}: estimates need at least 2 trials, '
+        'so that each example is in some trials and held out of others. '
+        f'Train the other {designed - k} of the run\'s {designed} trials '
+        f'({train}; it resumes).')
   if np.all(mem.k_in == 0) or np.all(mem.k_out == 0):
+    where = 'held out of' if np.all(mem.k_out == 0) else 'included in'
+    more = (f'Train the other {designed - k} of the run\'s {designed} trials '
+            f'({train}; it resumes)' if designed > k else
+            'Train more trials: raise SubsetDesign.num_trials (the '
+            'independent design grows in place; the balanced design needs a '
+            'new --workdir)')
     raise cli.UserError(
-        f'No training example is both in and out of the {loaded.num_trials} '
-        'trials found, so nothing can be estimated. Train more trials.')
+        f'No training example is {where} any of the {k} trials in {workdir}, '
+        'so nothing can be estimated: each example needs at least 1 trial '
+        f'that includes it and 1 that holds it out. {more}.')
 
 
 def _csv_bytes(header, columns):
@@ -204,22 +217,27 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
   except (ValueError, TypeError) as e:
     raise cli.UserError(f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
   default_report_dir = os.path.join(output_dir or workdir, 'report')
+  flag = '--output_dir' if output_dir else '--workdir'
   output_dir = output_dir or os.path.join(workdir, ESTIMATES_DIR)
-  cli.check_writable(output_dir)
+  created = cli.check_writable(output_dir, flag)
 
   timings = {}
   start = time.perf_counter()
-  loaded = records_lib.load(workdir, margins=False)
-  timings['load_seconds'] = time.perf_counter() - start
-  k, n = loaded.masks.shape
-  n_test = loaded.test_correct.shape[1]
-  log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
-      f'{n_test} test) in {timings["load_seconds"]:.1f}s.')
+  try:
+    loaded = records_lib.load(workdir, margins=False)
+    timings['load_seconds'] = time.perf_counter() - start
+    k, n = loaded.masks.shape
+    n_test = loaded.test_correct.shape[1]
+    log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
+        f'{n_test} test) in {timings["load_seconds"]:.1f}s.')
 
-  start = time.perf_counter()
-  mem = scores.memorization(loaded.masks, loaded.train_correct,
-                            loaded.train_prob)
-  _check_estimable(loaded, mem)
+    start = time.perf_counter()
+    mem = scores.memorization(loaded.masks, loaded.train_correct,
+                              loaded.train_prob)
+    _check_estimable(workdir, loaded, mem)
+  except BaseException:
+    cli.remove_if_empty(created)  # bad input leaves no empty folders behind
+    raise
   timings['memorization_seconds'] = time.perf_counter() - start
 
   start = time.perf_counter()
@@ -235,8 +253,22 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
 
   dense_path = (os.path.join(output_dir, DENSE_NPY)
                 if estimator.dense_influence else None)
-  infl = estimator.influence_of(loaded, mem.memorization,
-                                dense_path=dense_path, progress=progress)
+  # The dense matrix is written in place (a memmap): to a temporary name,
+  # renamed when whole, so a failure (e.g. a full disk) leaves no partial file.
+  dense_tmp = dense_path and f'{dense_path}.tmp-{uuid.uuid4().hex}'
+  try:
+    infl = estimator.influence_of(loaded, mem.memorization,
+                                  dense_path=dense_tmp, progress=progress)
+    if dense_tmp:
+      os.replace(dense_tmp, dense_path)
+  except BaseException as e:
+    if dense_tmp and os.path.exists(dense_tmp):
+      os.remove(dense_tmp)
+    full = (records_lib.no_space_error(dense_path, e)
+            if dense_tmp and isinstance(e, Exception) else None)
+    if full is not None:
+      raise full from e
+    raise
   timings['influence_seconds'] = time.perf_counter() - start
 
   split = None

@@ -19,10 +19,19 @@ executed) holding
                   arrays above (so a truncated or altered record is detected).
 
 Records are written to a temporary name and renamed, so a reader never sees a
-partial record and a killed writer leaves at most a `*.tmp-*` file behind.
+partial record and a killed writer leaves at most a `*.tmp-*` file behind. A
+write that fails for lack of space (ENOSPC, EDQUOT, or EFBIG under a file size
+limit) removes its temporary file and raises NoSpaceError, which the binaries
+print as one line; files written before are kept.
+
+Reading checks everything a workdir could get wrong: a truncated, corrupt or
+altered record (zip structure, then the sha256 in its metadata), arrays whose
+shapes do not match W/dataset.npz, records of several configs. Every error is
+a RecordError naming the file and what to do (see fix_hint).
 """
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -48,10 +57,61 @@ CONFIG_FILE = 'operative_config.gin'
 _RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
 _ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
                  'test_pred', 'test_prob', 'test_margin')
+_DATASET_FIELDS = ('train_labels', 'test_labels', 'train_ids', 'test_ids',
+                   'original_train_labels')
 
 
 class RecordError(ValueError):
   """A workdir's records are missing, corrupt, or do not belong together."""
+
+
+class NoSpaceError(OSError):
+  """A write failed for lack of space (disk full, quota, file size limit).
+
+  An OSError (errno ENOSPC, EDQUOT or EFBIG), so callers that retry failed
+  writes (e.g. lease renewal) still do; the binaries print its message.
+  """
+
+  def __init__(self, message, code=errno.ENOSPC):
+    super().__init__(message)
+    self.errno = code
+
+
+_NO_SPACE_ERRNOS = {errno.ENOSPC: 'no space left on device',
+                    errno.EDQUOT: 'disk quota exceeded',
+                    errno.EFBIG: 'file too large for the file size limit'}
+# How tf.io.gfile reports them (its errors carry no errno).
+_NO_SPACE_MESSAGES = {'No space left on device': errno.ENOSPC,
+                      'Disk quota exceeded': errno.EDQUOT,
+                      'File too large': errno.EFBIG}
+
+
+def no_space_errno(error):
+  """ENOSPC, EDQUOT or EFBIG when `error` (or its cause) says the storage is
+  full; None otherwise."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
+      return error.errno
+    if isinstance(error, (OSError, tf.errors.OpError)):
+      text = str(error)
+      for message, code in _NO_SPACE_MESSAGES.items():
+        if message in text:
+          return code
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def no_space_error(path, error):
+  """The NoSpaceError of a failed write to `path`, or None."""
+  code = no_space_errno(error)
+  if code is None:
+    return None
+  return NoSpaceError(
+      f'No space left writing {path} ({_NO_SPACE_ERRNOS[code]}): free space '
+      'or use another --workdir, then run the command again; finished trials '
+      'and the files written before are kept.', code)
 
 
 def record_path(workdir, trial_index):
@@ -77,41 +137,68 @@ def _checksum(arrays):
   return digest.hexdigest()
 
 
+def _remove_quietly(path):
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+  except (OSError, tf.errors.OpError):
+    pass  # the error being raised says more than this one
+
+
+def _write_tmp(path, payload):
+  """Writes `payload` to a new temporary file next to `path`; its name.
+
+  On any failure the temporary file is removed; a full disk (or quota, or
+  file size limit) becomes a NoSpaceError naming `path`.
+  """
+  directory = os.path.dirname(path)
+  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
+  try:
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(payload)
+  except BaseException as e:
+    _remove_quietly(tmp)
+    full = no_space_error(path, e) if isinstance(e, Exception) else None
+    if full is not None:
+      raise full from e
+    raise
+  return tmp
+
+
 def atomic_write(path, payload):
   """Writes bytes to `path` via a unique temporary name and a rename.
 
   Returns False (and writes nothing) when `path` already exists, e.g. when
-  another worker finished the same trial first.
+  another worker finished the same trial first. Raises NoSpaceError when the
+  storage is full; nothing is left at `path` or at a temporary name then.
   """
-  directory = os.path.dirname(path)
-  tf.io.gfile.makedirs(directory)
-  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
+  tmp = _write_tmp(path, payload)
   try:
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-      f.write(payload)
     try:
       tf.io.gfile.rename(tmp, path, overwrite=False)
     except tf.errors.AlreadyExistsError:
       tf.io.gfile.remove(tmp)
       return False
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
+  except BaseException as e:
+    _remove_quietly(tmp)
+    full = no_space_error(path, e) if isinstance(e, Exception) else None
+    if full is not None:
+      raise full from e
     raise
   return True
 
 
 def atomic_replace(path, payload):
   """Writes (or replaces) a file atomically: readers see old or new, whole."""
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
+  tmp = _write_tmp(path, payload)
   try:
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-      f.write(payload)
     tf.io.gfile.rename(tmp, path, overwrite=True)
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
+  except BaseException as e:
+    _remove_quietly(tmp)
+    full = no_space_error(path, e) if isinstance(e, Exception) else None
+    if full is not None:
+      raise full from e
     raise
 
 
@@ -149,10 +236,45 @@ def _read_bytes(path):
     return f.read()
 
 
+def fix_hint(path):
+  """What to do about a bad file `path` of a workdir, as a sentence."""
+  name = os.path.basename(path)
+  match = _RECORD_RE.match(name)
+  parent = os.path.dirname(os.path.dirname(path))
+  if match and os.path.basename(os.path.dirname(path)) == TRIALS_DIR:
+    if '/experiments/' in path.replace(os.sep, '/'):  # experiments.py's
+      return ('Delete it and run the estimate binary again with the same '
+              'flags: it retrains that model and keeps the others.')
+    return (f'Delete it and rerun the train binary (python -m '
+            f'tf_memorization.train --workdir={parent} with the same flags) '
+            f'to retrain trial {int(match.group(1))}; the other trials are '
+            'kept.')
+  if name == DATASET_FILE:
+    return ('Delete it and rerun the train binary with this --workdir: it '
+            'writes it again from the data and keeps the trials.')
+  return 'Delete it and run the binary that wrote it again.'
+
+
 def _npz_error(path, e):
   return RecordError(
       f'{path} is truncated or not a valid record ({type(e).__name__}: '
-      f'{e}). Delete it; the train binary will redo that trial.')
+      f'{e}). {fix_hint(path)}')
+
+
+def _json_field(path, arrays, field):
+  """The JSON dict stored as the string array `field` of an .npz."""
+  try:
+    value = json.loads(str(arrays.pop(field)))
+  except KeyError as e:
+    raise RecordError(f'{path} lacks its {field!r}: not a file of this '
+                      f'format. {fix_hint(path)}') from e
+  except ValueError as e:  # json.JSONDecodeError, or a non-string array
+    raise RecordError(f'{path} holds an unreadable {field!r} ({e}): it was '
+                      f'altered or corrupted. {fix_hint(path)}') from e
+  if not isinstance(value, dict):
+    raise RecordError(f'{path}: its {field!r} is not a JSON object: it was '
+                      f'altered or corrupted. {fix_hint(path)}')
+  return value
 
 
 def load_npz(path, payload=None):
@@ -160,6 +282,8 @@ def load_npz(path, payload=None):
   try:
     if payload is None:
       payload = _read_bytes(path)
+    # Not np.load's guess (a file that is no zip is tried as a pickle).
+    zipfile.ZipFile(io.BytesIO(payload)).close()
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
       return {name: npz[name] for name in npz.files}
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
@@ -302,24 +426,26 @@ def read_record(path):
   missing = [f for f in _ARRAY_FIELDS + ('metadata',) if f not in arrays]
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a trial record of this '
-                      'format. Delete it; the train binary will redo it.')
-  metadata = json.loads(str(arrays.pop('metadata')))
+                      f'format. {fix_hint(path)}')
+  metadata = _json_field(path, arrays, 'metadata')
   if metadata.get('checksum') != _checksum(arrays):
-    raise RecordError(f'{path} fails its checksum: it was altered or '
-                      'corrupted after it was written. Delete it; the train '
-                      'binary will redo that trial.')
+    raise RecordError(f'{path} fails its checksum (the sha256 in its '
+                      'metadata): it was altered or corrupted after it was '
+                      f'written. {fix_hint(path)}')
   return arrays, metadata
 
 
 def read_metadata(path):
   """Only the metadata of a record (cheap; no checksum verification)."""
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
-        return json.loads(str(npz['metadata']))
-  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-    raise RecordError(f'{path} is truncated or not a valid record: {e}. '
-                      'Delete it; the train binary will redo it.') from e
+    with zipfile.ZipFile(io.BytesIO(_read_bytes(path))) as archive:
+      with archive.open('metadata.npy') as member:
+        arrays = {'metadata': np.lib.format.read_array(member,
+                                                       allow_pickle=False)}
+  except (OSError, ValueError, EOFError, KeyError, struct.error,
+          zipfile.BadZipFile, tf.errors.OpError) as e:
+    raise _npz_error(path, e) from e
+  return _json_field(path, arrays, 'metadata')
 
 
 def list_records(workdir):
@@ -359,7 +485,7 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   if not write:
     return info
   if tf.io.gfile.exists(path):
-    existing = json.loads(str(load_npz(path)['info']))
+    existing = _json_field(path, load_npz(path), 'info')
     if existing.get('checksum') != info['checksum']:
       raise RecordError(
           f'{path} describes other data ({existing.get("name")}, '
@@ -378,10 +504,21 @@ def read_dataset_file(workdir):
                       'train binary (run python -m tf_memorization.train '
                       f'--workdir={workdir} first).')
   arrays = load_npz(path)
-  info = json.loads(str(arrays.pop('info')))
+  info = _json_field(path, arrays, 'info')
+  missing = [f for f in _DATASET_FIELDS if f not in arrays]
+  if missing:
+    raise RecordError(f'{path} lacks {missing}: not a dataset file of this '
+                      f'format. {fix_hint(path)}')
   if info.get('checksum') != _checksum(arrays):
-    raise RecordError(f'{path} fails its checksum. Delete the workdir\'s '
-                      'dataset.npz and run the train binary again.')
+    raise RecordError(f'{path} fails its checksum: it was altered or '
+                      f'corrupted after it was written. {fix_hint(path)}')
+  for split, fields in (('train', ('train_labels', 'train_ids',
+                                    'original_train_labels')),
+                        ('test', ('test_labels', 'test_ids'))):
+    shapes = {arrays[f].shape for f in fields}
+    if len(shapes) != 1 or len(shapes.pop()) != 1:
+      raise RecordError(f'{path}: its {split} labels and ids differ in shape. '
+                        f'{fix_hint(path)}')
   return arrays, info
 
 
@@ -429,6 +566,31 @@ class Records:
   @property
   def num_trials(self):
     return len(self.trial_indices)
+
+
+def _check_shapes(path, arrays, meta, n, n_test, workdir):
+  """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test."""
+  if meta.get('num_train') != n or meta.get('num_test') != n_test:
+    raise RecordError(
+        f'{path} was written for {meta.get("num_train")} train / '
+        f'{meta.get("num_test")} test examples but '
+        f'{os.path.join(workdir, DATASET_FILE)} has {n} / {n_test}: the record '
+        'belongs to another dataset. Move it to the workdir it came from, or '
+        'delete it.')
+  expected = {'mask': ((n + 7) // 8,), 'train_pred': (n,), 'train_prob': (n,),
+              'train_margin': (n,), 'test_pred': (n_test,),
+              'test_prob': (n_test,), 'test_margin': (n_test,)}
+  kinds = {'mask': 'u', 'train_pred': 'iu', 'test_pred': 'iu',
+           'train_prob': 'f', 'test_prob': 'f', 'train_margin': 'f',
+           'test_margin': 'f'}
+  for field, shape in expected.items():
+    array = arrays[field]
+    if array.shape != shape or array.dtype.kind not in kinds[field]:
+      raise RecordError(
+          f'{path}: {field} is {array.dtype} of shape {array.shape}, but '
+          f'{os.path.join(workdir, DATASET_FILE)} needs shape {shape} '
+          f'({n_test if field.startswith("test") else n} examples): the '
+          f'record does not match the workdir\'s dataset. {fix_hint(path)}')
 
 
 def load(workdir, predictions=False, margins=True, trial_indices=None):
@@ -497,13 +659,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
     if meta.get('trial_index') != t:
       raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
                         f'{t}: it was renamed. Move it back or delete it.')
-    if (meta.get('num_train') != n or meta.get('num_test') != n_test or
-        len(arrays['train_pred']) != n or len(arrays['test_pred']) != n_test):
-      raise RecordError(
-          f'{path} has {len(arrays["train_pred"])} train / '
-          f'{len(arrays["test_pred"])} test predictions but '
-          f'{workdir}/{DATASET_FILE} has {n} / {n_test} examples: the record '
-          'belongs to another dataset. Move it to its own workdir.')
+    _check_shapes(path, arrays, meta, n, n_test, workdir)
     out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
     out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
                                          'train')

@@ -89,12 +89,20 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
   cli.parse_gin(list(gin_files), bindings)
   design = runs.subset_design()
   selected = select_trials(design.num_trials, trials, shard_index, num_shards)
-  cli.check_writable(workdir)
+  try:  # e.g. a balanced design whose ratio puts examples in 0 or all trials
+    design.mask(1, 0)
+  except ValueError as e:
+    raise cli.UserError(f'Bad SubsetDesign config: {e}') from e
+  created = cli.check_writable(workdir)
 
   start = time.perf_counter()
-  # Check the workdir's records before writing its config (write=False).
-  setup = runs.build(workdir, write=False, design=design)
-  found = runs.check_fingerprint(workdir, setup.fingerprint)
+  try:
+    # Check the workdir's records before writing its config (write=False).
+    setup = runs.build(workdir, write=False, design=design)
+    found = runs.check_fingerprint(workdir, setup.fingerprint)
+  except BaseException:
+    cli.remove_if_empty(created)  # bad input leaves no empty workdir behind
+    raise
   if setup.chief:
     runs.build_outputs(workdir, setup)
   setup_seconds = time.perf_counter() - start
