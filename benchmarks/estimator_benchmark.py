@@ -40,6 +40,7 @@ import numpy as np
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # records import TF
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGET_RATIO = 1.5
 TARGET_RSS_GIB = 3.0
@@ -167,17 +168,6 @@ np.savez({out!r}, rows=rows, cols=cols, top1=top[:, 0])
 '''
 
 
-def _cpu_model():
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--num_trials', type=int, default=4000)
@@ -286,7 +276,7 @@ def main():
              ('top-1 agreement with dense (ties may differ)',
               f'{top1_agree:.3f}')]
   print(f'\nmachine: {platform.machine()}, {os.cpu_count()} cores, '
-        f'{_cpu_model()}; numpy {np.__version__}, python '
+        f'{common.cpu_model()}; numpy {np.__version__}, python '
         f'{platform.python_version()}; load average {load_average[0]:.1f} '
         f'before, {load_average[1]:.1f} after the timed runs')
   print(f'k={k}, n={n}, n_test={n_test}')

@@ -35,3 +35,12 @@ def digits_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('sklearn_digits', data_dir=data_dir).download_and_prepare()
   return data_dir
+
+
+def train_tiny(path, bindings, data_dir, trials=None):
+  """Trains trials of gin_configs/tiny.gin into `path` in process; the summary."""
+  from tf_memorization import train  # pylint: disable=g-import-not-at-top
+  summary = train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')], bindings,
+                      trials=trials, data_dir=data_dir, log=lambda _: None)
+  gin.clear_config()
+  return summary

@@ -42,7 +42,7 @@ from tf_memorization import estimate
 from tf_memorization import records
 from tf_memorization import train
 
-from conftest import GIN_DIR, REPO
+from conftest import REPO, train_tiny
 
 TINY = 'gin_configs/tiny.gin'
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 4, 1442, 355
@@ -170,9 +170,7 @@ def run_in_process(run_fn):
 def trained(tmp_path_factory, digits_data_dir):
   """A finished run: the 4 trials of tiny.gin (balanced design, ratio 0.5)."""
   path = str(tmp_path_factory.mktemp('bad_input') / 'w')
-  summary = train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')], BINDINGS,
-                      data_dir=digits_data_dir, log=lambda _: None)
-  gin.clear_config()
+  summary = train_tiny(path, BINDINGS, digits_data_dir)
   assert summary.trained == list(range(NUM_TRIALS))
   return path
 
@@ -181,11 +179,9 @@ def trained(tmp_path_factory, digits_data_dir):
 def other_design_record(tmp_path_factory, digits_data_dir):
   """Trial 7 of the same data and model under another mask design."""
   path = str(tmp_path_factory.mktemp('other_design') / 'w')
-  train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')],
-            BINDINGS + ["SubsetDesign.design = 'independent'",
-                        'SubsetDesign.num_trials = 8'],
-            trials='7:8', data_dir=digits_data_dir, log=lambda _: None)
-  gin.clear_config()
+  train_tiny(path, BINDINGS + ["SubsetDesign.design = 'independent'",
+                               'SubsetDesign.num_trials = 8'],
+             digits_data_dir, trials='7:8')
   return records.record_path(path, 7)
 
 

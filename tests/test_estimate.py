@@ -28,7 +28,7 @@ from tf_memorization import records
 from tf_memorization import scores
 from tf_memorization import train
 
-from conftest import GIN_DIR, REPO
+from conftest import GIN_DIR, REPO, train_tiny
 
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 6, 1442, 355
 BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}', 'TrialTrainer.epochs = 1',
@@ -54,9 +54,7 @@ print('JSON:' + json.dumps({'summary': summary, 'lines': lines}))
 def workdir(tmp_path_factory, digits_data_dir):
   """Six real trials of tiny.gin (balanced design, ratio 0.5)."""
   path = str(tmp_path_factory.mktemp('estimate') / 'w')
-  summary = train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')], BINDINGS,
-                      data_dir=digits_data_dir, log=lambda _: None)
-  gin.clear_config()
+  summary = train_tiny(path, BINDINGS, digits_data_dir)
   assert summary.trained == list(range(NUM_TRIALS))
   return path
 

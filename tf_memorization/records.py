@@ -30,6 +30,7 @@ shapes do not match W/dataset.npz, records of several configs. Every error is
 a RecordError naming the file and what to do (see fix_hint).
 """
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -145,6 +146,19 @@ def _remove_quietly(path):
     pass  # the error being raised says more than this one
 
 
+@contextlib.contextmanager
+def _removed_on_failure(tmp, path):
+  """Removes `tmp` if the block fails; a full disk becomes a NoSpaceError."""
+  try:
+    yield
+  except BaseException as e:
+    _remove_quietly(tmp)
+    full = no_space_error(path, e) if isinstance(e, Exception) else None
+    if full is not None:
+      raise full from e
+    raise
+
+
 def _write_tmp(path, payload):
   """Writes `payload` to a new temporary file next to `path`; its name.
 
@@ -153,16 +167,10 @@ def _write_tmp(path, payload):
   """
   directory = os.path.dirname(path)
   tmp = f'{path}.tmp-{uuid.uuid4().hex}'
-  try:
+  with _removed_on_failure(tmp, path):
     tf.io.gfile.makedirs(directory)
     with tf.io.gfile.GFile(tmp, 'wb') as f:
       f.write(payload)
-  except BaseException as e:
-    _remove_quietly(tmp)
-    full = no_space_error(path, e) if isinstance(e, Exception) else None
-    if full is not None:
-      raise full from e
-    raise
   return tmp
 
 
@@ -174,32 +182,20 @@ def atomic_write(path, payload):
   storage is full; nothing is left at `path` or at a temporary name then.
   """
   tmp = _write_tmp(path, payload)
-  try:
+  with _removed_on_failure(tmp, path):
     try:
       tf.io.gfile.rename(tmp, path, overwrite=False)
     except tf.errors.AlreadyExistsError:
       tf.io.gfile.remove(tmp)
       return False
-  except BaseException as e:
-    _remove_quietly(tmp)
-    full = no_space_error(path, e) if isinstance(e, Exception) else None
-    if full is not None:
-      raise full from e
-    raise
   return True
 
 
 def atomic_replace(path, payload):
   """Writes (or replaces) a file atomically: readers see old or new, whole."""
   tmp = _write_tmp(path, payload)
-  try:
+  with _removed_on_failure(tmp, path):
     tf.io.gfile.rename(tmp, path, overwrite=True)
-  except BaseException as e:
-    _remove_quietly(tmp)
-    full = no_space_error(path, e) if isinstance(e, Exception) else None
-    if full is not None:
-      raise full from e
-    raise
 
 
 def json_safe(value):
