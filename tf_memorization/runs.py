@@ -14,6 +14,7 @@ import time
 
 import gin
 import numpy as np
+import tensorflow as tf
 
 from tf_memorization import cli
 from tf_memorization import data as data_lib
@@ -162,14 +163,12 @@ TENSORBOARD_DIR = 'tensorboard'
 
 
 def _summary_writer(directory):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.summary.create_file_writer(os.path.join(directory,
                                                     TENSORBOARD_DIR))
 
 
 def _write_scalars(writer, index, metrics):
   """Final metrics of a trial as TensorBoard scalars over the trial index."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with writer.as_default(step=index):
     for key, value in metrics.items():
       if isinstance(value, (int, float)) and np.isfinite(value):
@@ -202,34 +201,6 @@ def checkpoint_path(directory, index):
   return os.path.join(directory, CHECKPOINTS_DIR, f'trial_{index:06d}.npz')
 
 
-def _checkpoint_epoch(path):
-  """Epochs done in a trial's checkpoint (0 without one); reads one entry."""
-  if not tf_gfile().exists(path):
-    return 0
-  try:
-    with tf_gfile().GFile(path, 'rb') as f:
-      with np.load(f, allow_pickle=False) as stored:
-        return int(stored['epoch'])
-  except (OSError, ValueError, KeyError):
-    return 0
-
-
-def tf_errors():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.errors
-
-
-def tf_gfile():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
-
-
-def _multi_worker(strategy):
-  """Whether the workers of `strategy` must train the same jobs in step."""
-  extended = getattr(strategy, 'extended', None)
-  return bool(getattr(extended, '_in_multi_worker_mode', lambda: False)())
-
-
 def train_jobs(setup, directory, jobs, log=print, label='trials',
                lease_seconds=leases_lib.LEASE_SECONDS):
   """Trains every job whose record is not in `directory` yet.
@@ -259,7 +230,7 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
   trainer = setup.trainer
   # The workers of one multi-worker strategy train the same jobs in step:
   # they must not claim or skip jobs on their own.
-  claim = not _multi_worker(setup.strategy)
+  claim = not strategy_lib.is_multi_worker(setup.strategy)
   writer = (_summary_writer(directory) if setup.chief and pending else None)
   start = time.perf_counter()
   done = 0
@@ -270,19 +241,19 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
     for sub, suffix in ((CHECKPOINTS_DIR, 'npz'),
                         (leases_lib.CLAIMS_DIR, 'claim')):
       folder = os.path.join(directory, sub)
-      if not tf_gfile().isdir(folder):
+      if not tf.io.gfile.isdir(folder):
         continue
-      for name in tf_gfile().listdir(folder):
+      for name in tf.io.gfile.listdir(folder):
         match = re.fullmatch(rf'trial_(\d+)\.{suffix}', name)
         if match and int(match.group(1)) in found:
           try:
-            tf_gfile().remove(os.path.join(folder, name))
-          except tf_errors().NotFoundError:
+            tf.io.gfile.remove(os.path.join(folder, name))
+          except tf.errors.NotFoundError:
             pass  # its worker removed it meanwhile
 
   def steps_of(job):
     return (trainer.total_steps(job.mask),
-            _checkpoint_epoch(checkpoint_path(directory, job.index)))
+            training.checkpoint_epoch(checkpoint_path(directory, job.index)))
 
   with leases_lib.Leases(directory, lease_seconds) as lease:
     queue = pending
@@ -319,8 +290,8 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
             if written:
               _write_scalars(writer, job.index, result.metrics)
             path = checkpoint_path(directory, job.index)
-            if tf_gfile().exists(path):
-              tf_gfile().remove(path)
+            if tf.io.gfile.exists(path):
+              tf.io.gfile.remove(path)
           else:
             trained.append(job.index)
           if claim:

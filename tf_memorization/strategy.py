@@ -115,6 +115,12 @@ def _multi_worker_strategy():
   return strategy
 
 
+def is_multi_worker(strategy):
+  """Whether the workers of `strategy` span processes (and train in step)."""
+  extended = getattr(strategy, 'extended', None)
+  return bool(getattr(extended, '_in_multi_worker_mode', lambda: False)())
+
+
 def is_chief(strategy):
   """Whether this process writes outputs (always, unless multi-worker)."""
   resolver = getattr(strategy, 'cluster_resolver', None)

@@ -85,6 +85,18 @@ class TrialResult:
   metrics: dict
 
 
+def checkpoint_epoch(path):
+  """Epochs done in a trial's checkpoint (0 without one); reads one entry."""
+  if not tf.io.gfile.exists(path):
+    return 0
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      with np.load(f, allow_pickle=False) as stored:
+        return int(stored['epoch'])
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
 def _derived_seed(seed, *keys):
   return int(np.random.default_rng([seed, *keys]).integers(0, 2**31 - 1))
 
@@ -333,15 +345,18 @@ class TrialTrainer:
     self.optimizer.apply_gradients(zip(gradients, self._trainable))
     return tf.stack(losses) * replicas
 
-  def _train_steps_fn(self, iterator, steps):
-    """`steps` steps from `iterator` in one call; each copy's mean loss."""
+  def _mean_losses(self, steps, run_step):
+    """Runs `run_step(s)` (per-replica losses) for s < steps; mean losses."""
     total = tf.zeros([self.models_per_step], tf.float32)
-    for _ in tf.range(steps):
-      per_replica = self.strategy.run(self._replica_step,
-                                      args=(next(iterator),))
-      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica,
+    for s in tf.range(steps):
+      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, run_step(s),
                                     axis=None)
     return total / tf.cast(steps, tf.float32)
+
+  def _train_steps_fn(self, iterator, steps):
+    """`steps` steps from `iterator` in one call; each copy's mean loss."""
+    return self._mean_losses(steps, lambda _: self.strategy.run(
+        self._replica_step, args=(next(iterator),)))
 
   def _in_graph_replica_step(self, rows, keys, step):
     """Builds batch `step` of every copy from its index row, then steps.
@@ -365,15 +380,9 @@ class TrialTrainer:
 
   def _train_steps_in_graph_fn(self, block, keys, first_step):
     """The steps of `block` ([steps, K, batch] indices); mean losses."""
-    steps = tf.shape(block)[0]
-    total = tf.zeros([self.models_per_step], tf.float32)
-    for s in tf.range(steps):
-      per_replica = self.strategy.run(
-          self._in_graph_step,
-          args=(block[s], keys, first_step + tf.cast(s, tf.int64)))
-      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica,
-                                    axis=None)
-    return total / tf.cast(steps, tf.float32)
+    return self._mean_losses(tf.shape(block)[0], lambda s: self.strategy.run(
+        self._in_graph_step,
+        args=(block[s], keys, first_step + tf.cast(s, tf.int64))))
 
   def _sync_replica_statistics(self):
     """Averages non-trainable weights (BatchNorm moving statistics) over replicas.
