@@ -76,9 +76,10 @@ case "$cmd" in
     has_flag --data_dir "$@" || args+=(--data_dir="$ROOT/workdirs/tfds")
     "$PY" -m tf_memorization.train --gin_file=gin_configs/demo.gin "${args[@]}"
     workdir=$(printf '%s\n' "${args[@]}" | sed -n 's/^--workdir=//p' | tail -1)
+    data_dir=$(printf '%s\n' "${args[@]}" | sed -n 's/^--data_dir=//p' | tail -1)
     "$PY" -m tf_memorization.inspect_workdir --workdir="$workdir"
     "$PY" -m tf_memorization.estimate --workdir="$workdir" \
-      --gin_file=gin_configs/demo_estimate.gin
+      --data_dir="$data_dir" --gin_file=gin_configs/demo_estimate.gin
     ;;
   test)
     ensure_env
@@ -91,7 +92,7 @@ case "$cmd" in
     train_on_gpus --gin_file="gin_configs/$cmd.gin" "${args[@]}"
     ;;
   help|-h|--help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'
     ;;
   *)
     echo "error: unknown command '$cmd'; use demo, test, cifar100, cifar10, mnist or imagenet." >&2

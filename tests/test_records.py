@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from tf_memorization import masks
 from tf_memorization import records
 from tf_memorization.data import Dataset, Split
 from tf_memorization.training import TrialResult
@@ -43,13 +44,20 @@ def make_result(seed, n=N_TRAIN, n_test=N_TEST):
       metrics={'train_accuracy': 0.5, 'seed_used': seed})
 
 
-def make_mask(seed, n=N_TRAIN):
-  return np.random.default_rng(seed + 1000).random(n) < 0.6
+# Records name the subset design their masks come from; loading checks that
+# trial t's mask and seed are that design's.
+DESIGN = masks.SubsetDesign(num_trials=8, subset_ratio=0.6, seed=3)
 
 
-def metadata(dataset, fingerprint='f00dfeed', seed=1):
+def make_mask(t, n=N_TRAIN):
+  return DESIGN.mask(n, t)
+
+
+def metadata(dataset, fingerprint='f00dfeed', seed=1, info=None):
   return {'fingerprint': fingerprint, 'seed': seed,
-          'dataset': dataset.describe()}
+          'dataset': info or records.write_dataset_file('', dataset,
+                                                        write=False),
+          'design': DESIGN.fingerprint_fields()}
 
 
 @pytest.fixture
@@ -60,12 +68,12 @@ def workdir(tmp_path):
   return path
 
 
-def write_trial(workdir, t, fingerprint='f00dfeed', n=N_TRAIN):
+def write_trial(workdir, t, fingerprint='f00dfeed', n=N_TRAIN, info=None):
   """Writes trial t (mask and result derived from t); returns them."""
   mask, result = make_mask(t, n), make_result(t, n)
-  dataset = make_dataset()
   assert records.write_record(workdir, t, mask, result,
-                              metadata(dataset, fingerprint, seed=100 + t))
+                              metadata(make_dataset(), fingerprint,
+                                       seed=DESIGN.trial_seed(t), info=info))
   return mask, result
 
 
@@ -118,7 +126,7 @@ def test_round_trip(workdir):
                                rtol=1e-3, atol=1e-3)
     meta = loaded.metadata[row]
     assert meta['trial_index'] == t
-    assert meta['seed'] == 100 + t
+    assert meta['seed'] == DESIGN.trial_seed(t)
     assert meta['fingerprint'] == 'f00dfeed'
     assert meta['num_train'] == N_TRAIN and meta['num_test'] == N_TEST
     assert meta['metrics'] == result.metrics
@@ -369,8 +377,8 @@ def test_noisy_train_labels_are_what_correctness_uses(tmp_path):
   workdir = str(tmp_path / 'run')
   dataset = make_dataset()
   noisy = (dataset.train.labels + 1) % NUM_CLASSES
-  records.write_dataset_file(workdir, dataset, train_labels=noisy)
-  _, result = write_trial(workdir, 0)
+  info = records.write_dataset_file(workdir, dataset, train_labels=noisy)
+  _, result = write_trial(workdir, 0, info=info)
   loaded = records.load(workdir)
   np.testing.assert_array_equal(loaded.train_labels, noisy)
   np.testing.assert_array_equal(loaded.train_correct[0],

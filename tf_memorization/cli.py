@@ -5,8 +5,10 @@ errors a user can cause become `UserError`, printed as one sentence that names
 the file or binding and the fix, with exit status 2.
 """
 
+import contextlib
 import os
 import re
+import socket
 import sys
 import uuid
 
@@ -15,6 +17,7 @@ import gin
 # Import every module that registers gin configurables, so a binding to any
 # of them parses with skip_unknown=False.
 from tf_memorization import data  # pylint: disable=unused-import
+from tf_memorization import errors
 from tf_memorization import masks  # pylint: disable=unused-import
 from tf_memorization import models  # pylint: disable=unused-import
 from tf_memorization import records
@@ -22,43 +25,89 @@ from tf_memorization import strategy  # pylint: disable=unused-import
 from tf_memorization import training  # pylint: disable=unused-import
 
 EXIT_USER_ERROR = 2
+UserError = errors.UserError
 
 
-class UserError(Exception):
-  """Bad input from the user: a config, a flag, data or a workdir."""
+
+# Bindings that choose where files are read or written. Only the caller's
+# flags and gin files may set them: a workdir's config is written without
+# them and refused when it holds one, so that a shared workdir cannot make a
+# binary write, delete or build a dataset outside it.
+LOCATION_BINDINGS = ('load_dataset.data_dir', 'Estimator.report_dir')
+
+
+def _binding_name(statement):
+  """'configurable.parameter' of a gin binding statement (None for macros)."""
+  if not getattr(statement, 'arg_name', ''):
+    return None
+  return f'{statement.selector.rpartition(".")[2]}.{statement.arg_name}'
+
+
+def _statements(text):
+  from gin import config_parser  # pylint: disable=g-import-not-at-top
+  return list(config_parser.ConfigParser(
+      text, gin.config.ParserDelegate(skip_unknown=True)))
+
+
+def without_locations(text):
+  """A gin config text with its LOCATION_BINDINGS removed (each binding's
+  lines, continuation lines included), for writing into a workdir."""
+  statements = _statements(text)
+  lines = text.splitlines(keepends=True)
+  starts = [st.location.line_num - 1 for st in statements] + [len(lines)]
+  drop = set()
+  for statement, start, end in zip(statements, starts, starts[1:]):
+    if _binding_name(statement) in LOCATION_BINDINGS:
+      for number in range(start, end):
+        stripped = lines[number].strip()
+        if number == start or (stripped and not stripped.startswith('#')):
+          drop.add(number)
+  return ''.join(line for number, line in enumerate(lines)
+                 if number not in drop)
 
 
 def check_bindings_only(path):
-  """Refuses a gin file read from a workdir unless it holds only bindings.
+  """Refuses a gin file read from a workdir unless it holds only bindings,
+  none of them a location.
 
   A workdir's operative_config.gin is data, not code: an `import` (with
   `from __gin__ import dynamic_registration` it makes any function, e.g.
   os.system, a configurable a binding can call) or an `include` in it is
-  refused before gin parses anything.
+  refused before gin parses anything; so is a binding of a path
+  (LOCATION_BINDINGS), which only the caller chooses.
   """
   from gin import config_parser  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    with tf.io.gfile.GFile(path) as f:
-      text = f.read()
-    statements = list(config_parser.ConfigParser(
-        text, gin.config.ParserDelegate(skip_unknown=True)))
-  except (ValueError, SyntaxError, TypeError, KeyError, UnicodeDecodeError,
-          tf.errors.OpError) as e:
+    text = records.read_bytes(path).decode()
+    statements = _statements(text)
+  except (OSError, ValueError, SyntaxError, TypeError, KeyError,
+          UnicodeDecodeError, tf.errors.OpError) as e:
+    if isinstance(e, records.RecordError):
+      raise
     message = str(e).strip().replace('\n', ' ')
     raise UserError(f'{path} is not a valid gin config ({message}). Restore '
                     'it by running the train binary again with this '
                     '--workdir and the same flags.') from e
   for statement in statements:
+    line = statement.location.line_content.strip()
     if isinstance(statement, (config_parser.ImportStatement,
                               config_parser.IncludeStatement)):
-      line = statement.location.line_content.strip()
       raise UserError(
           f'{path} line {statement.location.line_num} holds {line!r}: a '
           'workdir\'s config may only hold bindings (nothing read from a '
           'workdir is executed). Delete that line, or rewrite the file by '
           'running the train binary again with this --workdir and the same '
           'flags.')
+    name = _binding_name(statement)
+    if name in LOCATION_BINDINGS:
+      flag = {'load_dataset.data_dir': '--data_dir=DIR'}.get(
+          name, f"--gin_bindings=\"{name} = '...'\"")
+      raise UserError(
+          f'{path} line {statement.location.line_num} binds {name}: a '
+          'workdir\'s config may not choose where files are read or written '
+          '(only your own flags and gin files do). Delete that line and pass '
+          f'the location yourself ({flag}).')
 
 
 def parse_gin(gin_files, gin_bindings):
@@ -89,8 +138,8 @@ def parse_gin(gin_files, gin_bindings):
 
 def user_error_types():
   """Exceptions that mean bad input, not a bug in this package."""
-  return (UserError, records.RecordError, records.NoSpaceError,
-          data.DataNotPreparedError)
+  return (UserError, errors.ConfigError, records.RecordError,
+          records.NoSpaceError, data.DataNotPreparedError)
 
 
 # gin appends where a configurable was called; the message says enough.
@@ -105,12 +154,14 @@ def exit_on_user_error(error):
   sys.exit(EXIT_USER_ERROR)
 
 
-def check_writable(workdir, flag='--workdir'):
+def check_writable(workdir, flag='--workdir', shown=None):
   """Creates `workdir` and checks a file can be written there.
 
   Args:
     workdir: the directory.
     flag: the flag that named it, for the error message.
+    shown: the path the message names (default `workdir`; e.g. the final
+      folder of a staging folder).
 
   Returns:
     The topmost directory this call created (None if `workdir` existed), for
@@ -134,8 +185,9 @@ def check_writable(workdir, flag='--workdir'):
     full = records.no_space_error(workdir, e)
     if full is not None:
       raise full from e
-    raise UserError(f'Cannot write to {flag}={workdir} ({e}). Choose a '
-                    'writable directory, or fix its permissions.') from e
+    raise UserError(f'Cannot write to {flag}={shown or workdir} ({e}). '
+                    'Choose a writable directory, or fix its '
+                    'permissions.') from e
   return created
 
 
@@ -153,6 +205,115 @@ def remove_if_empty(directory):
       os.rmdir(root)
   except OSError:
     pass  # not empty: it is kept
+
+
+_STAGE = '.tmp-'
+_OLD = '.old-'
+
+
+def _owner_tag():
+  """pid-random@host: names a staging folder after the process writing it."""
+  return f'{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}'
+
+
+def _dead_owner(name, marker):
+  """Whether the folder `name` (...<marker>pid-hex@host) is a dead process's."""
+  from tf_memorization import leases  # pylint: disable=g-import-not-at-top
+  tag = name.rstrip('/').rpartition(marker)[2]
+  pid_part, _, host = tag.partition('@')
+  pid = pid_part.partition('-')[0]
+  return bool(host) and leases.owner_is_dead(f'{host}:{pid}:x')
+
+
+def _remove_tree(path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(path)
+  except (OSError, tf.errors.OpError):
+    pass  # a leftover temporary folder; the error being raised says more
+
+
+def _rename_dir(source, target):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if '://' not in source:
+    os.rename(source, target)  # atomic on one file system
+  else:
+    tf.io.gfile.rename(source, target, overwrite=False)
+
+
+def _recover(final):
+  """Cleans up after a killed writer of `final`: its staging folders go, and
+  a swap killed halfway (`final` moved aside, the new one not yet in place)
+  is undone by moving the earlier folder back."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  parent, base = os.path.split(final.rstrip('/'))
+  if not tf.io.gfile.isdir(parent or '.'):
+    return
+  for name in sorted(tf.io.gfile.listdir(parent or '.')):
+    name = name.rstrip('/')
+    path = os.path.join(parent, name)
+    if name.startswith(base + _OLD) and _dead_owner(name, _OLD):
+      if not tf.io.gfile.exists(final):
+        _rename_dir(path, final)
+      else:
+        _remove_tree(path)
+    elif name.startswith(base + _STAGE) and _dead_owner(name, _STAGE):
+      _remove_tree(path)
+
+
+@contextlib.contextmanager
+def staged_output(final, flag, marker):
+  """A temporary folder beside `final`, swapped in for it when the block
+  succeeds and removed when it fails.
+
+  A failed run (bad input found late, a full disk, an exception) leaves
+  `final` as it was; a successful one replaces it whole, so readers never
+  see a mix of two runs. The swap is two renames (`final` aside, the new
+  folder in place): a process killed between them leaves `final` absent
+  and the earlier folder beside it, which the next run moves back.
+
+  Args:
+    final: the output folder (e.g. W/estimates).
+    flag: the flag or binding that named it, for the messages.
+    marker: a file every folder of ours holds (e.g. summary.json): an
+      existing non-empty `final` without it is someone else's folder and is
+      refused rather than replaced.
+
+  Yields:
+    The staging folder's path.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  final = final.rstrip('/') or final
+  _recover(final)
+  if tf.io.gfile.isdir(final):
+    entries = [e.rstrip('/') for e in tf.io.gfile.listdir(final)]
+    if entries and marker not in entries:
+      raise UserError(
+          f'{flag}={final} holds other files ({", ".join(sorted(entries)[:3])}'
+          f'{", ..." if len(entries) > 3 else ""}) and no {marker}: it is '
+          'not an output folder of this tool, and its contents would be '
+          'replaced. Choose a new or empty folder.')
+  tag = _owner_tag()
+  stage = f'{final}{_STAGE}{tag}'
+  created = check_writable(stage, flag, shown=final)
+  try:
+    yield stage
+  except BaseException:
+    _remove_tree(stage)
+    remove_if_empty(created)
+    raise
+  if not tf.io.gfile.exists(final):
+    _rename_dir(stage, final)
+    return
+  old = f'{final}{_OLD}{tag}'
+  _rename_dir(final, old)
+  try:
+    _rename_dir(stage, final)
+  except BaseException:
+    _rename_dir(old, final)
+    raise
+  _remove_tree(old)
 
 
 def binary_main(run_fn):

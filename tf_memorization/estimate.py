@@ -38,6 +38,7 @@ import gin  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import errors  # pylint: disable=g-import-not-at-top
 from tf_memorization import experiments as experiments_lib  # pylint: disable=g-import-not-at-top
 from tf_memorization import records as records_lib  # pylint: disable=g-import-not-at-top
 from tf_memorization import scores  # pylint: disable=g-import-not-at-top
@@ -51,6 +52,10 @@ def define_flags():
   flags.DEFINE_string('workdir', None, 'The train binary\'s workdir.')
   flags.DEFINE_string(
       'output_dir', None, 'Where the estimates go (default: WORKDIR/estimates).')
+  flags.DEFINE_string(
+      'data_dir', None, 'tfds data dir for the experiments and the report\'s '
+      'images (same as binding load_dataset.data_dir; a workdir\'s own '
+      'config never chooses it).')
 
 
 ESTIMATES_DIR = 'estimates'
@@ -59,6 +64,12 @@ PAIRS_CSV = 'influence_pairs.csv'
 TOPK_NPZ = 'influence_topk.npz'
 SUMMARY_JSON = 'summary.json'
 DENSE_NPY = 'influence_dense.npy'
+
+
+_EXPERIMENTS = {'removal': experiments_lib.RemovalExperiment,
+                'ablation': experiments_lib.AblationExperiment,
+                'leave_one_out': experiments_lib.LeaveOneOutExperiment,
+                'ratio_sweep': experiments_lib.SubsetRatioSweep}
 
 
 @gin.configurable
@@ -83,7 +94,11 @@ class Estimator:
       LeaveOneOutExperiment, SubsetRatioSweep).
     report: write the HTML report (report.py) at the end of the run.
     report_dir: its folder (None: W/report, or OUTPUT_DIR/report when the
-      estimates go to another --output_dir).
+      estimates go to another --output_dir). Only the caller's gin files
+      and bindings may set it: a workdir's config never chooses a path.
+    diverged_trials: trials whose model diverged (flagged in their records
+      by the train binary): 'refuse' (one error naming them) or 'skip'
+      (estimate without them; summary.json counts them).
   """
 
   def __init__(self, topk=10, influence_threshold=0.15,
@@ -91,30 +106,37 @@ class Estimator:
                memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
                block_size=2048, dense_influence=False, split_half=True,
                influence_scores='correct', experiments=(), report=True,
-               report_dir=None):
-    if influence_scores not in ('correct', 'prob'):
-      raise ValueError('Estimator.influence_scores must be "correct" or '
-                       f'"prob", got {influence_scores!r}.')
-    if block_size < 1 or topk < 0:
-      raise ValueError('Estimator.block_size must be >= 1 and '
-                       'Estimator.topk >= 0.')
-    self.topk = int(topk)
-    self.influence_threshold = float(influence_threshold)
-    self.memorization_threshold = float(memorization_threshold)
-    self.same_label = bool(same_label)
-    self.memorization_thresholds = tuple(float(t) for t in
-                                         memorization_thresholds)
-    self.block_size = int(block_size)
-    self.dense_influence = bool(dense_influence)
-    self.split_half = bool(split_half)
+               report_dir=None, diverged_trials='refuse'):
+    name = 'Estimator.'
+    errors.choice(name + 'influence_scores', influence_scores,
+                  ('correct', 'prob'))
+    self.topk = errors.integer(name + 'topk', topk, minimum=0)
+    self.influence_threshold = errors.number(name + 'influence_threshold',
+                                             influence_threshold)
+    self.memorization_threshold = errors.number(
+        name + 'memorization_threshold', memorization_threshold)
+    self.same_label = errors.boolean(name + 'same_label', same_label)
+    self.memorization_thresholds = errors.sequence(
+        name + 'memorization_thresholds', memorization_thresholds,
+        errors.number)
+    self.block_size = errors.integer(name + 'block_size', block_size,
+                                     minimum=1)
+    self.dense_influence = errors.boolean(name + 'dense_influence',
+                                          dense_influence)
+    self.split_half = errors.boolean(name + 'split_half', split_half)
     self.influence_scores = influence_scores
+    experiments = errors.sequence(name + 'experiments', experiments,
+                                  errors.string)
     unknown = set(experiments) - set(experiments_lib.KINDS)
     if unknown:
       raise ValueError(f'Estimator.experiments: unknown {sorted(unknown)}; '
                        f'choose from {experiments_lib.KINDS}.')
     self.experiments = tuple(experiments)
-    self.report = bool(report)
-    self.report_dir = report_dir
+    self.report = errors.boolean(name + 'report', report)
+    self.report_dir = errors.string(name + 'report_dir', report_dir,
+                                    allow_none=True)
+    self.diverged_trials = errors.choice(name + 'diverged_trials',
+                                         diverged_trials, ('refuse', 'skip'))
 
   def _test_values(self, loaded, rows=slice(None)):
     if self.influence_scores == 'prob':
@@ -202,42 +224,92 @@ def _mean_metric(loaded, key):
   return float(np.nanmean(values)) if values else float('nan')
 
 
-def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
-  """Computes every score for `workdir` and writes the outputs."""
+def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
+        log=print):
+  """Computes every score for `workdir` and writes the outputs.
+
+  Everything is written to a temporary folder beside the estimates folder
+  and swapped in once the whole run succeeded (records.staged_directory), so
+  a failed or killed estimate leaves the earlier estimates (and report) as
+  they were, never a mix of two runs.
+  """
   if not workdir:
     raise cli.UserError('--workdir is required: the train binary\'s workdir.')
   # The trials' own config comes first, so that experiments retrain exactly
   # the models the trials trained; the user's files and bindings follow.
+  # Locations (data_dir, report_dir) come only from the caller: the
+  # workdir's config may not bind them (cli.check_bindings_only).
   trial_config = os.path.join(workdir, records_lib.CONFIG_FILE)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config_files = ([trial_config] if tf.io.gfile.exists(trial_config) else [])
-  cli.parse_gin(config_files + list(gin_files), list(gin_bindings))
+  bindings = list(gin_bindings)
+  if data_dir:
+    bindings.append(f'load_dataset.data_dir = {data_dir!r}')
+  cli.parse_gin(config_files + list(gin_files), bindings)
   try:
     estimator = Estimator()
   except (ValueError, TypeError) as e:
     raise cli.UserError(f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
-  default_report_dir = os.path.join(output_dir or workdir, 'report')
+  for kind in estimator.experiments:  # a bad binding fails now, not later
+    try:
+      _EXPERIMENTS[kind]()
+    except (ValueError, TypeError) as e:
+      if isinstance(e, cli.user_error_types()):
+        raise
+      raise cli.UserError(f'Bad {_EXPERIMENTS[kind].__name__} config: '
+                          f'{e}'.replace('\n', ' ')) from e
+  report_dir = estimator.report_dir or os.path.join(output_dir or workdir,
+                                                    'report')
   flag = '--output_dir' if output_dir else '--workdir'
-  output_dir = output_dir or os.path.join(workdir, ESTIMATES_DIR)
-  created = cli.check_writable(output_dir, flag)
+  final = output_dir or os.path.join(workdir, ESTIMATES_DIR)
+  with cli.staged_output(final, flag, SUMMARY_JSON) as stage:
+    summary = _estimate(workdir, stage, final, estimator, log)
+    if estimator.report:
+      from tf_memorization import report as report_lib  # pylint: disable=g-import-not-at-top
+      inside = os.path.relpath(report_dir, final)
+      if '://' not in final and not inside.startswith(os.pardir):
+        # Inside the estimates folder: swapped in with it.
+        report_lib.build(workdir, os.path.join(stage, inside),
+                         estimates_dir=stage, parse_config=False, log=log)
+      else:
+        report_flag = 'Estimator.report_dir' if estimator.report_dir else flag
+        with cli.staged_output(report_dir, report_flag,
+                               report_lib.INDEX_HTML) as report_stage:
+          report_lib.build(workdir, report_stage, estimates_dir=stage,
+                           parse_config=False, log=log)
+  if estimator.report:
+    log(f'Report: {os.path.join(report_dir, "index.html")}')
+  return summary
 
+
+def _estimate(workdir, output_dir, shown_dir, estimator, log):
+  """The scores and experiments of `workdir`, written to `output_dir`.
+
+  Args:
+    workdir: the train binary's workdir.
+    output_dir: where the files go (a staging folder).
+    shown_dir: the folder they end up in, for the messages.
+    estimator: an Estimator.
+    log: callable taking one line.
+  """
   timings = {}
   start = time.perf_counter()
-  try:
-    loaded = records_lib.load(workdir, margins=False)
-    timings['load_seconds'] = time.perf_counter() - start
-    k, n = loaded.masks.shape
-    n_test = loaded.test_correct.shape[1]
-    log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
-        f'{n_test} test) in {timings["load_seconds"]:.1f}s.')
+  loaded = records_lib.load(workdir, margins=False,
+                            diverged=estimator.diverged_trials)
+  timings['load_seconds'] = time.perf_counter() - start
+  k, n = loaded.masks.shape
+  n_test = loaded.test_correct.shape[1]
+  log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
+      f'{n_test} test) in {timings["load_seconds"]:.1f}s.')
+  if loaded.diverged:
+    log(f'WARNING: left out {len(loaded.diverged)} diverged trials '
+        f'{sorted(loaded.diverged)[:10]} (Estimator.diverged_trials = '
+        "'skip').")
 
-    start = time.perf_counter()
-    mem = scores.memorization(loaded.masks, loaded.train_correct,
-                              loaded.train_prob)
-    _check_estimable(workdir, loaded, mem)
-  except BaseException:
-    cli.remove_if_empty(created)  # bad input leaves no empty folders behind
-    raise
+  start = time.perf_counter()
+  mem = scores.memorization(loaded.masks, loaded.train_correct,
+                            loaded.train_prob)
+  _check_estimable(workdir, loaded, mem)
   timings['memorization_seconds'] = time.perf_counter() - start
 
   start = time.perf_counter()
@@ -329,6 +401,10 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
       'influence_scores': estimator.influence_scores,
       'topk': estimator.topk,
       'split_half': split,
+      'diverged_trials': {
+          'policy': estimator.diverged_trials,
+          'skipped': len(loaded.diverged),
+          'trials': {str(t): r for t, r in sorted(loaded.diverged.items())}},
       'timings': timings,
       'operative_config': gin.operative_config_str(),
   }
@@ -347,13 +423,7 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, log=print):
   _replace(os.path.join(output_dir, SUMMARY_JSON),
            json.dumps(records_lib.json_safe(summary), indent=2,
                       sort_keys=True, allow_nan=False).encode())
-  log(format_summary(summary, output_dir))
-  if estimator.report:
-    from tf_memorization import report as report_lib  # pylint: disable=g-import-not-at-top
-    built = report_lib.build(workdir, estimator.report_dir or default_report_dir,
-                             estimates_dir=output_dir, parse_config=False,
-                             log=log)
-    log(f'Report: {built.path}')
+  log(format_summary(summary, shown_dir))
   return summary
 
 
@@ -371,18 +441,18 @@ def _run_experiments(workdir, output_dir, estimator, loaded, mem, infl, log):
   results = {}
   for kind in estimator.experiments:
     start = time.perf_counter()
+    experiment = _EXPERIMENTS[kind]()
     if kind == 'removal':
-      results[kind] = experiments_lib.RemovalExperiment().run(
-          workdir, output_dir, setup, mem, infl, log)
+      results[kind] = experiment.run(workdir, output_dir, setup, mem, infl,
+                                     log)
     elif kind == 'ablation':
-      results[kind] = experiments_lib.AblationExperiment().run(
-          workdir, output_dir, setup, loaded, mem, infl, estimator, log)
+      results[kind] = experiment.run(workdir, output_dir, setup, loaded, mem,
+                                     infl, estimator, log)
     elif kind == 'leave_one_out':
-      results[kind] = experiments_lib.LeaveOneOutExperiment().run(
-          workdir, output_dir, setup, mem, log)
+      results[kind] = experiment.run(workdir, output_dir, setup, mem, log)
     elif kind == 'ratio_sweep':
-      results[kind] = experiments_lib.SubsetRatioSweep().run(
-          workdir, output_dir, setup, loaded, mem, log)
+      results[kind] = experiment.run(workdir, output_dir, setup, loaded, mem,
+                                     log)
     results[kind]['seconds'] = time.perf_counter() - start
   return results
 
@@ -414,6 +484,9 @@ def format_summary(summary, output_dir):
        else f'{summary["lemma_2_1_bound"]:.4f}'),
       ('high-influence pairs', summary['num_pairs']),
   ]
+  skipped = (summary.get('diverged_trials') or {}).get('skipped')
+  if skipped:
+    rows.append(('diverged trials left out', skipped))
   split = summary['split_half']
   if split:
     rows += [('split-half memorization Pearson / Spearman',
@@ -428,7 +501,7 @@ def format_summary(summary, output_dir):
 
 def _main():
   f = flags.FLAGS
-  run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir,
+  run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir, f.data_dir,
       log=lambda line: print(line, flush=True))
 
 

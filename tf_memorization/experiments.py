@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import cli
+from tf_memorization import errors
 from tf_memorization import masks as masks_lib
 from tf_memorization import records
 from tf_memorization import runs
@@ -34,10 +35,6 @@ KINDS = ('ablation', 'removal', 'leave_one_out', 'ratio_sweep')
 def _seed(base_seed, name, index):
   digest = hashlib.sha256(f'{base_seed}:{name}:{index}'.encode()).digest()
   return int.from_bytes(digest[:4], 'little') & 0x7FFFFFFF
-
-
-def _mask_digest(mask):
-  return hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()[:16]
 
 
 def experiment_dir(workdir, name):
@@ -56,25 +53,32 @@ def prepare(workdir, name, setup, jobs):
                              setup.dataset.train.labels)
   plan = {'fingerprint': setup.fingerprint,
           'jobs': [{'index': j.index, 'seed': j.seed,
-                    'mask': _mask_digest(j.mask), **j.metadata} for j in jobs]}
-  path = os.path.join(directory, 'plan.json')
+                    'mask': records.mask_digest(j.mask), **j.metadata} for j in jobs]}
+  path = os.path.join(directory, records.PLAN_FILE)
   text = json.dumps(plan, sort_keys=True, indent=1)
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      if f.read() != text:
-        raise cli.UserError(
-            f'{path} describes other jobs than this run asks for (the config, '
-            'the estimates it starts from, or its bindings changed). Delete '
-            f'{directory} to redo the experiment, or restore its settings.')
+    if records.read_bytes(path) != text.encode():
+      raise cli.UserError(
+          f'{path} describes other jobs than this run asks for (the config, '
+          'the estimates it starts from, or its bindings changed). Delete '
+          f'{directory} to redo the experiment, or restore its settings.')
   else:
     records.atomic_write_text(path, text)
   return directory
 
 
+def load_planned(directory, setup, jobs):
+  """The records of an experiment folder, each checked against its planned
+  job (mask, seed) and the run's fingerprint: a record of other models
+  (copied, or a linked trials folder) is refused, not counted."""
+  return records.load(directory, margins=False, jobs=jobs,
+                      fingerprint=setup.fingerprint)
+
+
 def run_jobs(workdir, name, setup, jobs, log):
   directory = prepare(workdir, name, setup, jobs)
   runs.train_jobs(setup, directory, jobs, log=log, label=f'{name} models')
-  return records.load(directory, margins=False)
+  return load_planned(directory, setup, jobs)
 
 
 def _write_table(output_dir, stem, header, rows, summary):
@@ -130,11 +134,11 @@ class RemovalExperiment:
 
   def __init__(self, thresholds=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5), repeats=3,
                influence_set=True):
-    if repeats < 1:
-      raise ValueError('RemovalExperiment.repeats must be >= 1.')
-    self.thresholds = tuple(float(t) for t in thresholds)
-    self.repeats = int(repeats)
-    self.influence_set = bool(influence_set)
+    name = 'RemovalExperiment.'
+    self.thresholds = errors.sequence(name + 'thresholds', thresholds,
+                                      errors.number)
+    self.repeats = errors.integer(name + 'repeats', repeats, minimum=1)
+    self.influence_set = errors.boolean(name + 'influence_set', influence_set)
 
   def jobs(self, setup, memorization, pair_train):
     """The plan: full data, memorized vs random removal, influence set."""
@@ -288,10 +292,15 @@ class AblationExperiment:
 
   def __init__(self, trainable_blocks=(0,), max_trials=None,
                batched_heads=True, heads_per_group=256):
-    self.trainable_blocks = tuple(int(b) for b in trainable_blocks)
-    self.max_trials = max_trials
-    self.batched_heads = bool(batched_heads)
-    self.heads_per_group = int(heads_per_group)
+    name = 'AblationExperiment.'
+    self.trainable_blocks = errors.sequence(
+        name + 'trainable_blocks', trainable_blocks,
+        lambda n, v: errors.integer(n, v, minimum=0))
+    self.max_trials = errors.integer(name + 'max_trials', max_trials,
+                                     minimum=2, allow_none=True)
+    self.batched_heads = errors.boolean(name + 'batched_heads', batched_heads)
+    self.heads_per_group = errors.integer(name + 'heads_per_group',
+                                          heads_per_group, minimum=1)
 
   def _reference_weights(self, workdir, setup, log):
     directory = experiment_dir(workdir, 'ablation_reference')
@@ -391,14 +400,13 @@ class AblationExperiment:
         for job, result in zip(group, outputs):
           records.write_record(directory, job.index, job.mask, result, {
               'fingerprint': setup.fingerprint, 'seed': job.seed,
-              'dataset': setup.dataset_info,
-              'design': setup.design.fingerprint_fields(),
+              'dataset': setup.dataset_info, 'design': None,
               'num_trials': setup.design.num_trials,
               'subset_ratio': setup.design.subset_ratio, **job.metadata,
               'batched_heads': True})
         log(f'  {min(start + len(group), len(pending))}/{len(pending)} '
             'heads trained and recorded')
-    return records.load(directory, margins=False)
+    return load_planned(directory, setup, jobs)
 
   def _plot(self, output_dir, variants):
     plt = _pyplot()
@@ -538,9 +546,13 @@ class LeaveOneOutExperiment:
   """
 
   def __init__(self, examples='auto', per_group=10, repeats=3):
+    name = 'LeaveOneOutExperiment.'
+    if examples != 'auto':
+      examples = errors.sequence(name + 'examples', examples,
+                                 lambda n, v: errors.integer(n, v, minimum=0))
     self.examples = examples
-    self.per_group = int(per_group)
-    self.repeats = int(repeats)
+    self.per_group = errors.integer(name + 'per_group', per_group, minimum=1)
+    self.repeats = errors.integer(name + 'repeats', repeats, minimum=1)
 
   def chosen(self, memorization, seed):
     if self.examples != 'auto':
@@ -631,8 +643,12 @@ class SubsetRatioSweep:
   """
 
   def __init__(self, ratios=(0.5, 0.9), num_trials=None):
-    self.ratios = tuple(float(r) for r in ratios)
-    self.num_trials = num_trials
+    name = 'SubsetRatioSweep.'
+    self.ratios = errors.sequence(
+        name + 'ratios', ratios,
+        lambda n, v: errors.number(n, v, above=0, below=1))
+    self.num_trials = errors.integer(name + 'num_trials', num_trials,
+                                     minimum=2, allow_none=True)
 
   def run(self, workdir, output_dir, setup, main, main_mem, log):
     k = self.num_trials or main.num_trials
@@ -653,7 +669,8 @@ class SubsetRatioSweep:
                                     setup.dataset_info, design))
       n = len(setup.dataset.train)
       jobs = [runs.Job(t, design.mask(n, t), design.trial_seed(t),
-                       {'subset_ratio': ratio}) for t in range(design.num_trials)]
+                       {'subset_ratio': ratio}, from_design=True)
+              for t in range(design.num_trials)]
       loaded = run_jobs(workdir, f'ratio_{ratio:g}', sub, jobs, log)
       mem = scores.memorization(loaded.masks, loaded.train_correct)
       spearman = scores.rank_correlations(mem.memorization,

@@ -32,7 +32,7 @@ def _is_local(path):
   return '://' not in path
 
 
-def _owner_is_dead(owner):
+def owner_is_dead(owner):
   """Whether `owner` (host:pid:tag) is a process of this host that has exited.
 
   A killed worker's claims are taken over at once by a rerun on the same
@@ -95,7 +95,7 @@ class Leases:
     """Whether job `index` is unclaimed or its claim's worker is gone."""
     current = self.read(index)
     return (current is None or current[1] <= time.time()
-            or _owner_is_dead(current[0]))
+            or owner_is_dead(current[0]))
 
   def read(self, index):
     """(owner, expires) of a job's claim, or None when there is none."""
@@ -128,7 +128,7 @@ class Leases:
     owner, expires = current
     if owner == self.owner:
       return True
-    if expires > time.time() and not _owner_is_dead(owner):
+    if expires > time.time() and not owner_is_dead(owner):
       return False
     # A dead worker's claim: take it over, then check that this write won.
     records.atomic_replace(path, self._payload())

@@ -106,10 +106,14 @@ class SubsetDesign:
           f'SubsetDesign.num_trials must be an integer >= 2, got '
           f'{self.num_trials!r}: memorization needs trials with and without '
           'each example.')
-    if not 0.0 < self.subset_ratio < 1.0:
+    if isinstance(self.subset_ratio, bool) or not isinstance(
+        self.subset_ratio, (int, float)) or not 0.0 < self.subset_ratio < 1.0:
       raise ValueError(
           f'SubsetDesign.subset_ratio must be in (0, 1), got '
-          f'{self.subset_ratio}.')
+          f'{self.subset_ratio!r}.')
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+      raise ValueError(f'SubsetDesign.seed must be an integer, got '
+                       f'{self.seed!r}.')
 
   def mask(self, num_examples, trial_index):
     """Boolean [num_examples] mask of trial `trial_index`'s training subset."""

@@ -23,6 +23,8 @@ import gin
 import keras
 from keras import layers
 
+from tf_memorization import errors
+
 
 def _conv(filters, kernel_size, strides, weight_decay, name):
   return layers.Conv2D(
@@ -69,6 +71,12 @@ def bottleneck_block(x, filters, strides, weight_decay, name, expansion=4):
 
 
 _BLOCKS = {'basic': basic_block, 'bottleneck': bottleneck_block}
+
+
+def _check(name, width, weight_decay):
+  """The bindings every ResNet builder has, named after the builder."""
+  errors.integer(f'{name}.width', width, minimum=1)
+  errors.number(f'{name}.weight_decay', weight_decay, minimum=0)
 STEMS = ('cifar', 'imagenet')
 
 
@@ -94,6 +102,13 @@ def resnet(input_shape, num_classes, block='basic', stage_blocks=(2, 2, 2, 2),
                      f'{block!r}.')
   if stem not in STEMS:
     raise ValueError(f'resnet.stem must be one of {STEMS}, got {stem!r}.')
+  stage_blocks = errors.sequence('resnet.stage_blocks', stage_blocks,
+                                 lambda n, v: errors.integer(n, v, minimum=1),
+                                 allow_empty=False)
+  stage_widths = errors.sequence('resnet.stage_widths', stage_widths,
+                                 lambda n, v: errors.integer(n, v, minimum=1))
+  errors.integer('resnet.stem_width', stem_width, minimum=1, allow_none=True)
+  errors.number('resnet.weight_decay', weight_decay, minimum=0)
   if len(stage_blocks) != len(stage_widths):
     raise ValueError('resnet.stage_blocks and resnet.stage_widths must have '
                      'the same length.')
@@ -123,6 +138,8 @@ def resnet(input_shape, num_classes, block='basic', stage_blocks=(2, 2, 2, 2),
 def resnet_cifar(input_shape, num_classes, depth=20, width=16,
                  weight_decay=1e-4):
   """CIFAR ResNet-(6n+2) with basic blocks: 20, 32, 44, 56, 110."""
+  _check('resnet_cifar', width, weight_decay)
+  depth = errors.integer('resnet_cifar.depth', depth, minimum=8)
   if (depth - 2) % 6:
     raise ValueError(f'resnet_cifar.depth must be 6n+2 (20, 32, 56, ...), got '
                      f'{depth}.')
@@ -136,6 +153,7 @@ def resnet_cifar(input_shape, num_classes, depth=20, width=16,
 def resnet18(input_shape, num_classes, width=64, stem='cifar',
              weight_decay=5e-4):
   """ResNet-18: basic blocks [2, 2, 2, 2]."""
+  _check('resnet18', width, weight_decay)
   return resnet(input_shape, num_classes, block='basic',
                 stage_blocks=(2, 2, 2, 2),
                 stage_widths=(width, 2 * width, 4 * width, 8 * width),
@@ -146,6 +164,7 @@ def resnet18(input_shape, num_classes, width=64, stem='cifar',
 def resnet50(input_shape, num_classes, width=64, stem='cifar',
              weight_decay=5e-4):
   """ResNet-50: bottleneck blocks [3, 4, 6, 3] (the paper's model)."""
+  _check('resnet50', width, weight_decay)
   return resnet(input_shape, num_classes, block='bottleneck',
                 stage_blocks=(3, 4, 6, 3),
                 stage_widths=(width, 2 * width, 4 * width, 8 * width),
@@ -155,6 +174,7 @@ def resnet50(input_shape, num_classes, width=64, stem='cifar',
 @gin.configurable
 def small_resnet(input_shape, num_classes, width=32, weight_decay=1e-4):
   """A two-stage ResNet for 8x8 digits: trains in seconds on a CPU."""
+  _check('small_resnet', width, weight_decay)
   return resnet(input_shape, num_classes, block='basic', stage_blocks=(1, 1),
                 stage_widths=(width, 2 * width), stem='cifar',
                 weight_decay=weight_decay, name='small_resnet')

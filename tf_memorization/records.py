@@ -30,6 +30,8 @@ shapes do not match W/dataset.npz, records of several configs. Every error is
 a RecordError naming the file and what to do (see fix_hint).
 """
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -42,6 +44,7 @@ import os
 import platform
 import re
 import socket
+import stat
 import struct
 import time
 import uuid
@@ -51,10 +54,11 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TRIALS_DIR = 'trials'
 DATASET_FILE = 'dataset.npz'
 CONFIG_FILE = 'operative_config.gin'
+RUN_FILE = 'run.json'
 _RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
 _ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
                  'test_pred', 'test_prob', 'test_margin')
@@ -178,17 +182,40 @@ def atomic_write(path, payload):
   """Writes bytes to `path` via a unique temporary name and a rename.
 
   Returns False (and writes nothing) when `path` already exists, e.g. when
-  another worker finished the same trial first. Raises NoSpaceError when the
-  storage is full; nothing is left at `path` or at a temporary name then.
+  another worker finished the same trial first; of several processes
+  writing the same local path at once, exactly one gets True. Raises
+  NoSpaceError when the storage is full; nothing is left at `path` or at a
+  temporary name then.
   """
   tmp = _write_tmp(path, payload)
   with _removed_on_failure(tmp, path):
+    if '://' not in path:
+      # gfile's no-overwrite rename checks, then renames: two writers can
+      # both pass the check and the second replaces the first. A hard link
+      # is created exclusively (also on NFS), so exactly one writer wins.
+      try:
+        os.link(tmp, path)
+      except FileExistsError:
+        os.remove(tmp)
+        return False
+      except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+          raise
+      else:
+        os.remove(tmp)
+        return True
     try:
       tf.io.gfile.rename(tmp, path, overwrite=False)
     except tf.errors.AlreadyExistsError:
       tf.io.gfile.remove(tmp)
       return False
   return True
+
+
+# A file system without hard links (some FUSE and SMB mounts) says so with
+# one of these; atomic_write then falls back to gfile's rename.
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                  errno.EMLINK, errno.ENOSYS}
 
 
 def atomic_replace(path, payload):
@@ -223,10 +250,31 @@ def npz_bytes(arrays):
   return buffer.getvalue()
 
 
-def _read_bytes(path):
-  """The bytes of a file: local paths directly, URLs through tf.io.gfile."""
+def _open_regular(path):
+  """A local file opened for reading, refused unless it is a regular file.
+
+  A FIFO, a device, a directory or a link to one is refused with a
+  RecordError before anything is read: reading a FIFO from a workdir would
+  block forever. The check is made on the opened descriptor (O_NONBLOCK:
+  opening a FIFO does not wait for a writer), so the file cannot be swapped
+  between the check and the read.
+  """
+  fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  mode = os.fstat(fd).st_mode
+  if not stat.S_ISREG(mode):
+    os.close(fd)
+    kind = ('a FIFO' if stat.S_ISFIFO(mode) else
+            'a directory' if stat.S_ISDIR(mode) else 'a device or socket')
+    raise RecordError(f'{path} is {kind}, not a regular file: nothing is read '
+                      f'from it. Remove it. {fix_hint(path)}')
+  return os.fdopen(fd, 'rb')
+
+
+def read_bytes(path):
+  """The bytes of a file: local paths directly (regular files only, see
+  _open_regular), URLs through tf.io.gfile."""
   if '://' not in path:
-    with open(path, 'rb') as f:
+    with _open_regular(path) as f:
       return f.read()
   with tf.io.gfile.GFile(path, 'rb') as f:
     return f.read()
@@ -277,7 +325,7 @@ def load_npz(path, payload=None):
   """The arrays of an .npz file (allow_pickle=False), or a RecordError."""
   try:
     if payload is None:
-      payload = _read_bytes(path)
+      payload = read_bytes(path)
     # Not np.load's guess (a file that is no zip is tried as a pickle).
     zipfile.ZipFile(io.BytesIO(payload)).close()
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
@@ -368,8 +416,60 @@ def _pred_dtype(num_classes):
   return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
 
 
+# Written margins are clipped to float16's range, so that only a diverged
+# model (NaN) leaves a non-finite value in a record.
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _record_checksum(arrays, metadata):
+  """sha256 of a record's arrays and of every metadata field but itself.
+
+  The metadata is hashed as canonical JSON (sorted keys, no spaces), which a
+  JSON round trip reproduces exactly, so what the estimator relies on (trial
+  index, seed, fingerprint, dataset, design, diverged flag) cannot be edited
+  without failing the check.
+  """
+  fields = {key: value for key, value in metadata.items() if key != 'checksum'}
+  digest = hashlib.sha256(_checksum(arrays).encode())
+  digest.update(json.dumps(fields, sort_keys=True,
+                           separators=(',', ':')).encode())
+  return digest.hexdigest()
+
+
+def diverged_reason(arrays, metrics, num_classes):
+  """Why a trial's model is unusable (a sentence), or None when it is not.
+
+  A model diverged when its predictions hold NaN or infinite values, its
+  final loss is not finite, or it predicts one class for every train and
+  test example although that class is not every label (e.g. after a
+  learning rate far too high: every logit NaN, argmax 0).
+
+  Args:
+    arrays: the record's arrays (train_/test_ pred, prob, margin).
+    metrics: the trial's metrics (final_loss, accuracies).
+    num_classes: classes of the dataset.
+  """
+  for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin'):
+    values = np.asarray(arrays[field])
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+      return f'{bad} of its {field} values are NaN or infinite'
+  loss = metrics.get('final_loss')
+  if isinstance(loss, (int, float)) and not np.isfinite(loss):
+    return f'its final training loss is {loss}'
+  predictions = np.concatenate([np.asarray(arrays['train_pred']).ravel(),
+                                np.asarray(arrays['test_pred']).ravel()])
+  if num_classes > 1 and len(predictions) and (
+      predictions.min() == predictions.max()):
+    accuracies = [metrics.get(k) for k in ('train_accuracy', 'test_accuracy')]
+    if not all(a == 1.0 for a in accuracies):
+      return (f'it predicts class {int(predictions[0])} for every train and '
+              'test example')
+  return None
+
+
 def write_record(workdir, trial_index, mask, result, metadata):
-  """Writes trial `trial_index`'s record atomically; False if one exists.
+  """Writes trial `trial_index`'s record atomically.
 
   Args:
     workdir: the run's workdir.
@@ -377,17 +477,33 @@ def write_record(workdir, trial_index, mask, result, metadata):
     mask: bool [n] training subset of the trial.
     result: a training.TrialResult.
     metadata: JSON-serialisable dict; must hold 'fingerprint', 'seed',
-      'dataset' (with num_classes). Versions, time and host are added.
+      'dataset' (with num_classes) and 'design': the SubsetDesign's
+      fingerprint_fields() when the mask is that design's mask of trial t,
+      or None when a plan chose it (experiments). Versions, time, host, the
+      diverged flag and the checksum are added.
+
+  Returns:
+    The record's metadata (with its diverged flag), or False when a record
+    of that trial exists already (another worker wrote it first).
   """
-  pred_dtype = _pred_dtype(metadata['dataset']['num_classes'])
+  missing = [k for k in ('fingerprint', 'seed', 'dataset', 'design')
+             if k not in metadata]
+  if missing:
+    raise ValueError(f'write_record: metadata lacks {missing}.')
+  num_classes = int(metadata['dataset']['num_classes'])
+  pred_dtype = _pred_dtype(num_classes)
+
+  def margin(values):
+    return np.clip(values, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+
   arrays = {
       'mask': np.packbits(np.asarray(mask, bool)),
       'train_pred': result.train_pred.astype(pred_dtype),
       'train_prob': result.train_prob.astype(np.float16),
-      'train_margin': result.train_margin.astype(np.float16),
+      'train_margin': margin(result.train_margin),
       'test_pred': result.test_pred.astype(pred_dtype),
       'test_prob': result.test_prob.astype(np.float16),
-      'test_margin': result.test_margin.astype(np.float16),
+      'test_margin': margin(result.test_margin),
   }
   metadata = dict(metadata)
   metadata.update({
@@ -396,23 +512,30 @@ def write_record(workdir, trial_index, mask, result, metadata):
       'num_train': int(len(mask)),
       'num_test': int(len(result.test_pred)),
       'metrics': result.metrics,
+      'diverged': diverged_reason(arrays, result.metrics, num_classes),
       'versions': _library_versions(),
       'written_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
       'host': socket.gethostname(),
-      'checksum': _checksum(arrays),
   })
+  metadata['checksum'] = _record_checksum(arrays, metadata)
   arrays['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
-  return atomic_write(record_path(workdir, trial_index), npz_bytes(arrays))
+  if not atomic_write(record_path(workdir, trial_index), npz_bytes(arrays)):
+    return False
+  return metadata
 
 
-def read_record(path):
-  """Reads and verifies one record: (arrays dict, metadata dict).
+def _upgrade_hint(path):
+  workdir = os.path.dirname(os.path.dirname(path))
+  return (f'Retrain it ({fix_hint(path)}), or, if you trust the files of '
+          'this workdir, re-sign its format-1 records with python -m '
+          f'tf_memorization.inspect_workdir --workdir={workdir} '
+          '--upgrade_records (it checks every array, mask and seed first).')
 
-  The arrays are read-only views of the file's bytes.
-  """
+
+def _parse_record(path, payload):
+  """(arrays, metadata) of a record's bytes, structure checked, no checksum."""
   try:
-    payload = _read_bytes(path)
-    # The sha256 below covers the arrays; only the metadata's CRC is checked.
+    # The sha256 checks the arrays; only the metadata's CRC is checked here.
     arrays = _npz_views(payload, unchecked=_ARRAY_FIELDS)
   except (OSError, ValueError, EOFError, KeyError, struct.error,
           zipfile.BadZipFile) as e:
@@ -423,18 +546,48 @@ def read_record(path):
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a trial record of this '
                       f'format. {fix_hint(path)}')
-  metadata = _json_field(path, arrays, 'metadata')
-  if metadata.get('checksum') != _checksum(arrays):
+  return arrays, _json_field(path, arrays, 'metadata')
+
+
+def read_record(path, allow_format_1=False):
+  """Reads and verifies one record: (arrays dict, metadata dict).
+
+  The checksum covers the arrays and the metadata (format 2). Records of
+  format 1, whose checksum covers only the arrays, are refused unless
+  `allow_format_1` (the upgrade path). The arrays are read-only views of
+  the file's bytes.
+  """
+  arrays, metadata = _parse_record(path, read_bytes(path))
+  version = metadata.get('format_version')
+  if version == 1 and allow_format_1:
+    expected = _checksum(arrays)
+  elif version == FORMAT_VERSION:
+    expected = _record_checksum(arrays, metadata)
+  elif version == 1:
+    raise RecordError(
+        f'{path} is a record of format 1 (written by an earlier version), '
+        'whose checksum does not cover its metadata (trial index, seed, '
+        f'fingerprint): it is not trusted. {_upgrade_hint(path)}')
+  else:
+    raise RecordError(
+        f'{path} is a record of format {version!r}, which this version of '
+        f'tf_memorization (format {FORMAT_VERSION}) does not read. Upgrade '
+        f'tf_memorization, or delete it: {fix_hint(path)}')
+  if metadata.get('checksum') != expected:
     raise RecordError(f'{path} fails its checksum (the sha256 in its '
-                      'metadata): it was altered or corrupted after it was '
-                      f'written. {fix_hint(path)}')
+                      'metadata, over its arrays and metadata): it was '
+                      'altered or corrupted after it was written. '
+                      f'{fix_hint(path)}')
   return arrays, metadata
 
 
 def read_metadata(path):
-  """Only the metadata of a record (cheap; no checksum verification)."""
+  """Only the metadata of a record (cheap: reads the zip's metadata member
+  alone; no checksum verification)."""
   try:
-    with zipfile.ZipFile(io.BytesIO(_read_bytes(path))) as archive:
+    source = (io.BytesIO(read_bytes(path)) if '://' in path else
+              _open_regular(path))
+    with source, zipfile.ZipFile(source) as archive:
       with archive.open('metadata.npy') as member:
         arrays = {'metadata': np.lib.format.read_array(member,
                                                        allow_pickle=False)}
@@ -455,6 +608,64 @@ def list_records(workdir):
     if match:
       found[int(match.group(1))] = os.path.join(directory, name)
   return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------
+# The workdir's config: fixed by the first process, atomically
+
+
+def run_file_path(workdir):
+  return os.path.join(workdir, RUN_FILE)
+
+
+def read_run_file(workdir):
+  """W/run.json as a dict ({'fingerprint': ..., ...}), or None if absent."""
+  path = run_file_path(workdir)
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
+    value = json.loads(read_bytes(path).decode())
+  except (ValueError, UnicodeDecodeError) as e:
+    value = None
+    reason = str(e)
+  else:
+    reason = 'no fingerprint'
+  if not isinstance(value, dict) or not isinstance(value.get('fingerprint'),
+                                                   str):
+    raise RecordError(
+        f'{path} is not a run file of this format ({reason}): it was altered '
+        'or corrupted. If every record in the workdir is of the same config, '
+        'delete it; the train binary writes it again from the records.')
+  return value
+
+
+def fix_config(workdir, fingerprint, description=None):
+  """Makes `fingerprint` the workdir's config unless one is fixed already.
+
+  The first process into a workdir writes W/run.json with an exclusive
+  create (atomic_write): of several processes starting at the same moment
+  with different configs exactly one wins, and every later process compares
+  its fingerprint with the file before it trains.
+
+  Args:
+    workdir: the run's workdir.
+    fingerprint: this process's config fingerprint.
+    description: JSON-serialisable details kept beside it (dataset, design).
+
+  Returns:
+    The fixed fingerprint (this one, or the one another process fixed).
+  """
+  payload = json.dumps({'fingerprint': fingerprint,
+                        'description': description,
+                        'written_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                        'host': socket.gethostname()}, sort_keys=True,
+                       indent=1)
+  atomic_write(run_file_path(workdir), payload.encode())
+  return read_run_file(workdir)['fingerprint']
+
+
+# --------------------------------------------------------------------------
+# W/dataset.npz
 
 
 def write_dataset_file(workdir, dataset, train_labels=None, write=True):
@@ -515,7 +726,21 @@ def read_dataset_file(workdir):
     if len(shapes) != 1 or len(shapes.pop()) != 1:
       raise RecordError(f'{path}: its {split} labels and ids differ in shape. '
                         f'{fix_hint(path)}')
+  num_classes = info.get('num_classes')
+  if not isinstance(num_classes, int) or num_classes < 1:
+    raise RecordError(f'{path}: its num_classes is {num_classes!r}, not a '
+                      f'positive integer. {fix_hint(path)}')
+  for field in ('train_labels', 'test_labels', 'original_train_labels'):
+    labels = arrays[field]
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+      raise RecordError(f'{path}: its {field} hold values outside the '
+                        f'{num_classes} classes 0..{num_classes - 1}. '
+                        f'{fix_hint(path)}')
   return arrays, info
+
+
+# --------------------------------------------------------------------------
+# Loading a directory of records, every value checked
 
 
 @dataclasses.dataclass
@@ -538,6 +763,8 @@ class Records:
     fingerprint: the config fingerprint shared by all records.
     paths: list of k record paths.
     train_pred, test_pred: predicted classes (only with predictions=True).
+    diverged: {trial index: reason} of the diverged trials left out
+      (diverged='skip'); with diverged='keep' they are loaded and listed.
   """
   masks: np.ndarray
   train_correct: np.ndarray
@@ -558,6 +785,7 @@ class Records:
   test_margin: np.ndarray = None
   train_pred: np.ndarray = None    # only with predictions=True
   test_pred: np.ndarray = None
+  diverged: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_trials(self):
@@ -589,26 +817,298 @@ def _check_shapes(path, arrays, meta, n, n_test, workdir):
           f'record does not match the workdir\'s dataset. {fix_hint(path)}')
 
 
-def load(workdir, predictions=False, margins=True, trial_indices=None):
-  """Loads and validates every trial record of `workdir`.
+# The fields of the dataset description that identify the data.
+_DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
+                     'num_test', 'checksum')
 
-  Arrays are filled in place, one record at a time, so the peak memory is
-  that of the result (k x n bytes per bool array) plus one record.
+
+def _check_values(path, arrays, num_classes):
+  """Refuses values no model computes: classes outside the dataset's,
+  probabilities outside [0, 1], NaN or infinite probabilities or margins.
+
+  One min/max per array (a NaN fails every comparison), so the cost is a
+  few passes over memory the checksum has just read.
+  """
+  for field in ('train_pred', 'test_pred'):
+    values = arrays[field]
+    if len(values) and (values.min() < 0 or values.max() >= num_classes):
+      raise RecordError(
+          f'{path}: {field} holds classes outside 0..{num_classes - 1} (min '
+          f'{values.min()}, max {values.max()}): no model of this dataset '
+          f'predicts them. {fix_hint(path)}')
+  for field in ('train_prob', 'test_prob'):
+    values = arrays[field]
+    if len(values) and not (values.min() >= 0 and values.max() <= 1):
+      raise RecordError(
+          f'{path}: {field} holds values outside [0, 1] or NaN (min '
+          f'{values.min()}, max {values.max()}), and the record is not '
+          f'flagged as diverged. {fix_hint(path)}')
+  for field in ('train_margin', 'test_margin'):
+    values = arrays[field]
+    if len(values) and not (values.min() >= -_FLOAT16_MAX
+                            and values.max() <= _FLOAT16_MAX):
+      raise RecordError(
+          f'{path}: {field} holds NaN or infinite values, and the record is '
+          f'not flagged as diverged. {fix_hint(path)}')
+
+
+class _DesignJobs:
+  """The mask and seed of trial t under the subset design in the records.
+
+  Every main-run record names its design (SubsetDesign.fingerprint_fields,
+  under the checksum); its mask and seed must be that design's for its
+  trial index, so that a copied, renamed or foreign record is refused.
+  """
+
+  def __init__(self, n):
+    self._n = n
+    self._designs = {}
+
+  def __call__(self, path, meta):
+    from tf_memorization import masks  # pylint: disable=g-import-not-at-top
+    fields = meta.get('design')
+    if not isinstance(fields, dict):
+      raise RecordError(
+          f'{path} names no subset design: it holds a model of an '
+          'experiment (whose masks its plan.json chose), not a trial of the '
+          f'main run. Move it back to its experiment folder. '
+          f'{fix_hint(path)}')
+    key = json.dumps(fields, sort_keys=True)
+    if key not in self._designs:
+      try:
+        self._designs[key] = masks.SubsetDesign(
+            num_trials=int(fields.get('num_trials', 2)),
+            subset_ratio=float(fields['subset_ratio']),
+            design=fields['design'], seed=int(fields['seed']))
+      except (KeyError, TypeError, ValueError) as e:
+        raise RecordError(f'{path} names an unusable subset design '
+                          f'{fields!r} ({e}). {fix_hint(path)}') from e
+    design = self._designs[key]
+    t = meta['trial_index']
+    try:
+      return design.mask(self._n, t), design.trial_seed(t)
+    except ValueError as e:  # a balanced design's trial index out of range
+      raise RecordError(f'{path}: trial {t} is not a trial of its design '
+                        f'{fields!r} ({e}). {fix_hint(path)}') from e
+
+
+PLAN_FILE = 'plan.json'
+
+
+def mask_digest(mask):
+  """A short hash of a bool mask, as an experiment's plan.json keeps it."""
+  return hashlib.sha256(np.packbits(np.asarray(mask, bool)).tobytes()
+                        ).hexdigest()[:16]
+
+
+def _planned(directory):
+  """{index: (mask digest, seed)} of the folder's plan.json."""
+  path = os.path.join(directory, PLAN_FILE)
+  try:
+    plan = json.loads(read_bytes(path).decode())
+    return {int(job['index']): (str(job['mask']), int(job['seed']))
+            for job in plan['jobs']}
+  except (OSError, tf.errors.OpError, ValueError, UnicodeDecodeError,
+          KeyError, TypeError) as e:
+    raise RecordError(
+        f'{path} is missing or unreadable ({type(e).__name__}: {e}): the '
+        f'models in {directory} cannot be checked against their plan. Run '
+        'the estimate binary again with the same flags (it rewrites the '
+        'plan), or delete the folder to redo the experiment.') from e
+
+
+def _plan_jobs(directory, jobs):
+  """The job lookup of an experiment's folder: (mask or its digest, seed)."""
+  if jobs == 'plan':
+    by_index = _planned(directory)
+  else:
+    by_index = {int(job.index): (np.asarray(job.mask, bool), int(job.seed))
+                for job in jobs}
+
+  def lookup(path, meta):
+    job = by_index.get(meta['trial_index'])
+    if job is None:
+      raise RecordError(
+          f'{path} holds model {meta["trial_index"]}, which its folder\'s '
+          'plan does not hold: it belongs to another experiment. '
+          f'{fix_hint(path)}')
+    return job
+
+  return lookup
+
+
+DIVERGED_POLICIES = ('refuse', 'skip', 'keep')
+
+
+class _Checker:
+  """Checks every record of one directory against what it must be."""
+
+  def __init__(self, directory, dataset_info, n, n_test, jobs, fingerprint):
+    self.directory = directory
+    self.info = dataset_info
+    self.n, self.n_test = n, n_test
+    self.num_classes = int(dataset_info['num_classes'])
+    self.jobs = (_DesignJobs(n) if jobs is None else
+                 _plan_jobs(directory, jobs))
+    self.fingerprint = fingerprint
+
+  def __call__(self, t, path):
+    """(arrays, metadata) of record t, or a RecordError saying what is wrong."""
+    arrays, meta = read_record(path)
+    if meta.get('trial_index') != t:
+      raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
+                        f'{t}: it was renamed. Move it back or delete it.')
+    _check_shapes(path, arrays, meta, self.n, self.n_test, self.directory)
+    dataset = meta.get('dataset')
+    if not isinstance(dataset, dict) or any(
+        dataset.get(k) != self.info.get(k) for k in _DATASET_IDENTITY):
+      raise RecordError(
+          f'{path} was trained on other data than '
+          f'{os.path.join(self.directory, DATASET_FILE)} describes (its '
+          'name, version, sizes or labels differ): it belongs to another '
+          'workdir. Move it there, or delete it.')
+    if self.fingerprint is not None and meta.get('fingerprint') != (
+        self.fingerprint):
+      raise RecordError(
+          f'{path} was trained with another config (fingerprint '
+          f'{meta.get("fingerprint")}) than the one this folder is fixed to '
+          f'({self.fingerprint}, in {run_file_path(self.directory)} or '
+          'plan.json). Move it to its own workdir, or delete it.')
+    mask, seed = self.jobs(path, meta)
+    if isinstance(mask, str):  # a plan.json digest
+      same_mask = mask == hashlib.sha256(arrays['mask'].tobytes()
+                                         ).hexdigest()[:16]
+    else:
+      same_mask = np.array_equal(arrays['mask'], np.packbits(mask))
+    if meta.get('seed') != seed or not same_mask:
+      raise RecordError(
+          f'{path}: its mask or seed is not the one trial {t} of its '
+          'design (or plan) has: it was trained on another subset, or '
+          f'copied from another trial. {fix_hint(path)}')
+    if meta.get('diverged') is None:
+      _check_values(path, arrays, self.num_classes)
+    return arrays, meta
+
+
+def _checked_records(found, checker, workers=None):
+  """(t, path, arrays, metadata) for each record of `found`, in order.
+
+  Records are read and checked by a few threads (reading, sha256 and the
+  numpy checks release the GIL), with at most 2 x workers records in flight,
+  so memory holds only those beyond the caller's arrays.
+  """
+  items = list(found.items())
+  workers = workers or min(8, os.cpu_count() or 1)
+  if workers < 2 or len(items) < 4:
+    for t, path in items:
+      yield (t, path, *checker(t, path))
+    return
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    position = 0
+    try:
+      while pending or position < len(items):
+        while position < len(items) and len(pending) < 2 * workers:
+          t, path = items[position]
+          pending.append((t, path, pool.submit(checker, t, path)))
+          position += 1
+        t, path, future = pending.popleft()
+        yield (t, path, *future.result())
+    finally:
+      for _, _, future in pending:
+        future.cancel()
+
+
+def _expected_fingerprint(directory, fingerprint):
+  if fingerprint is not None:
+    return fingerprint
+  fixed = read_run_file(directory)
+  return None if fixed is None else fixed['fingerprint']
+
+
+def check(directory, trial_indices=None, jobs=None, fingerprint=None,
+          dataset_info=None):
+  """Verifies records of `directory` as `load` would, keeping nothing.
 
   Args:
-    workdir: the train binary's --workdir.
+    directory: a workdir or an experiment's folder.
+    trial_indices: check only these trials' records (those that exist).
+    jobs, fingerprint: as for `load`.
+    dataset_info: the data the records must be of (write_dataset_file's
+      info); default: W/dataset.npz's.
+
+  Returns:
+    {trial index: metadata} of the verified records (diverged included).
+  """
+  found = list_records(directory)
+  if trial_indices is not None:
+    wanted = set(int(t) for t in trial_indices)
+    found = {t: p for t, p in found.items() if t in wanted}
+  if not found:
+    return {}
+  if dataset_info is None:
+    dataset_info = read_dataset_file(directory)[1]
+  checker = _Checker(directory, dataset_info, dataset_info['num_train'],
+                     dataset_info['num_test'], jobs,
+                     _expected_fingerprint(directory, fingerprint))
+  by_fingerprint, verified = {}, {}
+  for t, path, _, meta in _checked_records(found, checker):
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    verified[t] = meta
+  _refuse_mixed(directory, by_fingerprint)
+  return verified
+
+
+def _refuse_mixed(directory, by_fingerprint):
+  if len(by_fingerprint) > 1:
+    groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
+                       for fp, p in by_fingerprint.items())
+    raise RecordError(
+        f'{directory} mixes records of {len(by_fingerprint)} different '
+        f'training configs or datasets ({groups}). Move each config\'s '
+        'records to its own workdir.')
+
+
+def load(workdir, predictions=False, margins=True, trial_indices=None,
+         jobs=None, fingerprint=None, diverged='refuse'):
+  """Loads and validates every trial record of `workdir`.
+
+  Every record is checked before any of its values is used: the zip
+  structure, its sha256 (arrays and metadata), its trial index, shapes and
+  dataset against W/dataset.npz, its fingerprint against the folder's fixed
+  config (W/run.json, or `fingerprint`), its mask and seed against its
+  subset design (or the experiment's plan, `jobs`), and its values
+  (classes within the dataset's, probabilities in [0, 1], finite margins)
+  unless it is flagged as diverged. Arrays are filled in place, a few
+  records at a time, so the peak memory is that of the result plus a few
+  records.
+
+  Args:
+    workdir: the train binary's --workdir, or an experiment's folder.
     predictions: also return the predicted classes.
     margins: also return the logit margins (float16 [k, n] and [k, n_test]).
     trial_indices: load only these trials (default: all found).
+    jobs: the planned jobs (objects with index, mask and seed) when the
+      masks come from a plan (experiments), not from a subset design; or
+      'plan': the jobs of the folder's plan.json (mask digests).
+    fingerprint: the config fingerprint every record must have (default:
+      the one W/run.json fixes; without it, the records must agree).
+    diverged: what to do with records flagged as diverged: 'refuse' (a
+      RecordError naming them and the fix), 'skip' (leave them out, listed
+      in Records.diverged) or 'keep'.
 
   Returns:
     A `Records`.
 
   Raises:
-    RecordError: no records, a corrupt record, records of different configs
-      or data, or shapes that do not match the dataset (the message names the
+    RecordError: no records, a corrupt or altered record, records of
+      different configs or data, shapes or masks that do not match, values
+      out of range, or diverged trials under 'refuse' (the message names the
       files and says what to do).
   """
+  if diverged not in DIVERGED_POLICIES:
+    raise ValueError(f'diverged must be one of {DIVERGED_POLICIES}, got '
+                     f'{diverged!r}.')
   dataset_arrays, dataset_info = read_dataset_file(workdir)
   train_labels = dataset_arrays['train_labels']
   test_labels = dataset_arrays['test_labels']
@@ -632,10 +1132,11 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
     out['train_margin'] = np.zeros((k, n), np.float16)
     out['test_margin'] = np.zeros((k, n_test), np.float16)
   if predictions:
-    num_classes = int(dataset_info.get('num_classes') or 2**15)
+    num_classes = int(dataset_info['num_classes'])
     out['train_pred'] = np.zeros((k, n), _pred_dtype(num_classes))
     out['test_pred'] = np.zeros((k, n_test), _pred_dtype(num_classes))
-  metadata, paths, by_fingerprint = [], [], {}
+  metadata, paths, kept, by_fingerprint = [], [], [], {}
+  diverged_trials = {}
   labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
 
   def is_label(pred, labels, name):
@@ -649,13 +1150,15 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
       labels_as[name, dtype] = cast
     return pred == labels_as[name, dtype]
 
-  for row, (t, path) in enumerate(found.items()):
-    arrays, meta = read_record(path)
+  checker = _Checker(workdir, dataset_info, n, n_test, jobs,
+                     _expected_fingerprint(workdir, fingerprint))
+  row = 0
+  for t, path, arrays, meta in _checked_records(found, checker):
     by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
-    if meta.get('trial_index') != t:
-      raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
-                        f'{t}: it was renamed. Move it back or delete it.')
-    _check_shapes(path, arrays, meta, n, n_test, workdir)
+    if meta.get('diverged') is not None:
+      diverged_trials[t] = meta['diverged']
+      if diverged != 'keep':
+        continue
     out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
     out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
                                          'train')
@@ -667,18 +1170,34 @@ def load(workdir, predictions=False, margins=True, trial_indices=None):
         out[field][row] = arrays[field]
     metadata.append(meta)
     paths.append(path)
-  if len(by_fingerprint) > 1:
-    groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
-                       for fp, p in by_fingerprint.items())
+    kept.append(t)
+    row += 1
+  _refuse_mixed(workdir, by_fingerprint)
+  if diverged_trials and diverged == 'refuse':
+    shown = sorted(diverged_trials)[:10]
+    first = shown[0]
     raise RecordError(
-        f'{workdir} mixes records of {len(by_fingerprint)} different training '
-        f'configs or datasets ({groups}). Move each config\'s records to its '
-        'own workdir.')
+        f'{len(diverged_trials)} of the {k} trials in {workdir} diverged '
+        f'(trials {shown}{", ..." if len(diverged_trials) > 10 else ""}; '
+        f'#{first}: {diverged_trials[first]}, see {found[first]}): their '
+        'predictions say nothing about memorization. Fix the training config '
+        '(e.g. lower TrialTrainer.base_learning_rate) and train into a new '
+        '--workdir, or estimate without them: bind Estimator.diverged_trials '
+        "= 'skip' (summary.json counts them).")
+  if not kept:
+    raise RecordError(
+        f'Every one of the {k} trials in {workdir} diverged (e.g. #'
+        f'{next(iter(diverged_trials))}: '
+        f'{next(iter(diverged_trials.values()))}): nothing can be estimated. '
+        'Fix the training config (e.g. lower TrialTrainer.base_learning_rate) '
+        'and train into a new --workdir.')
+  trimmed = {name: array[:row] for name, array in out.items()}
   return Records(
       train_labels=train_labels, test_labels=test_labels,
       original_train_labels=dataset_arrays['original_train_labels'],
       train_ids=dataset_arrays['train_ids'], test_ids=dataset_arrays['test_ids'],
-      trial_indices=np.array(list(found), np.int64), metadata=metadata,
+      trial_indices=np.array(kept, np.int64), metadata=metadata,
       dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
-      paths=paths, train_margin=out.pop('train_margin', None),
-      test_margin=out.pop('test_margin', None), **out)
+      paths=paths, train_margin=trimmed.pop('train_margin', None),
+      test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
+      **trimmed)

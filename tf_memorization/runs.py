@@ -40,11 +40,17 @@ _NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
 
 @dataclasses.dataclass
 class Job:
-  """One model to train: its index in its directory, mask and seed."""
+  """One model to train: its index in its directory, mask and seed.
+
+  `from_design`: the mask and seed are the run's subset design's for trial
+  `index` (the records then name the design, and loading checks them
+  against it); otherwise a plan chose them (experiments).
+  """
   index: int
   mask: np.ndarray
   seed: int
   metadata: dict = dataclasses.field(default_factory=dict)
+  from_design: bool = False
 
 
 @dataclasses.dataclass
@@ -124,12 +130,18 @@ def build(workdir, write=True, design=None, trainer_kwargs=None):
 
 
 def build_outputs(workdir, setup):
-  """Writes (or checks) W/dataset.npz and writes W/operative_config.gin."""
+  """Writes (or checks) W/dataset.npz and writes W/operative_config.gin.
+
+  The config is written without its locations (cli.LOCATION_BINDINGS, e.g.
+  --data_dir): a workdir never tells a later process where to read or write.
+  """
   records.write_dataset_file(workdir, setup.clean_dataset,
                              setup.dataset.train.labels)
   records.atomic_write_text(
       os.path.join(workdir, records.CONFIG_FILE),
-      f'# fingerprint: {setup.fingerprint}\n' + gin.operative_config_str())
+      f'# fingerprint: {setup.fingerprint}\n'
+      '# Locations (data_dir) are not stored: pass them with the flags.\n'
+      + cli.without_locations(gin.operative_config_str()))
 
 
 def format_seconds(seconds):
@@ -139,24 +151,49 @@ def format_seconds(seconds):
   return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
 
 
-def check_fingerprint(directory, fingerprint):
-  """Refuses to add records to a directory that holds another config's.
+def _another_config(what, theirs, setup, directory):
+  return cli.UserError(
+      f'{what} was trained with another config (fingerprint {theirs}, this '
+      f'run {setup.fingerprint}; compare '
+      f'{os.path.join(directory, records.CONFIG_FILE)} with your gin files). '
+      'Use a new --workdir for this config.')
 
-  One record suffices: every record was checked against the directory's
-  fingerprint by the run that wrote it (records.load checks them all).
+
+def check_workdir(directory, setup, selected):
+  """Refuses to train into a workdir of another config; verifies its records.
+
+  The first process into a workdir fixes its config (records.fix_config,
+  an exclusive create of W/run.json), so of several processes starting
+  together with different configs one trains and the others are refused
+  here, before any training. A workdir of an earlier version (records but
+  no W/run.json) is fixed to its records' fingerprint, which must be ours.
+  Every existing record of the `selected` trials is verified in full
+  (records.check: checksum, dataset, mask, seed, values), since the run
+  skips them as done.
+
+  Returns:
+    {trial index: metadata} of the verified records among `selected`.
   """
-  found = records.list_records(directory)
-  if not found:
-    return found
-  path = next(iter(found.values()))
-  meta = records.read_metadata(path)
-  if meta.get('fingerprint') != fingerprint:
-    raise cli.UserError(
-        f'{path} was trained with another config (fingerprint '
-        f'{meta.get("fingerprint")}, this run {fingerprint}; compare '
-        f'{os.path.join(directory, records.CONFIG_FILE)} with your gin '
-        'files). Use a new --workdir for this config.')
-  return found
+  fixed = records.read_run_file(directory)
+  if fixed is not None and fixed['fingerprint'] != setup.fingerprint:
+    raise _another_config(directory, fixed['fingerprint'], setup, directory)
+  if fixed is None:
+    for path in records.list_records(directory).values():
+      theirs = records.read_metadata(path).get('fingerprint')
+      if theirs != setup.fingerprint:
+        raise _another_config(path, theirs, setup, directory)
+  verified = records.check(directory, trial_indices=selected,
+                           fingerprint=setup.fingerprint,
+                           dataset_info=setup.dataset_info)
+  if setup.chief and fixed is None:
+    theirs = records.fix_config(directory, setup.fingerprint, {
+        'dataset': {k: setup.dataset_info[k] for k in ('name', 'version',
+                                                       'num_train',
+                                                       'num_test')},
+        'design': setup.design.fingerprint_fields()})
+    if theirs != setup.fingerprint:  # another process came first
+      raise _another_config(directory, theirs, setup, directory)
+  return verified
 
 
 TENSORBOARD_DIR = 'tensorboard'
@@ -221,12 +258,13 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
     lease_seconds: how long a claim lasts without renewal.
 
   Returns:
-    (trained, skipped): lists of job indices.
+    (trained, skipped, diverged): lists of job indices; `diverged` are the
+    trained jobs whose model diverged (flagged in their records).
   """
   found = records.list_records(directory)
   pending = [job for job in jobs if job.index not in found]
   skipped = [job.index for job in jobs if job.index in found]
-  trained = []
+  trained, diverged = [], []
   trainer = setup.trainer
   # The workers of one multi-worker strategy train the same jobs in step:
   # they must not claim or skip jobs on their own.
@@ -274,12 +312,14 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
         results = trainer.train_trials(
             [job.mask for job in ready], [job.seed for job in ready],
             checkpoints=[checkpoint_path(directory, job.index)
-                         for job in ready])
+                         for job in ready],
+            checkpoint_tag=setup.fingerprint)
         group_seconds = time.perf_counter() - group_start
         for job, result in zip(ready, results):
           metadata = {'fingerprint': setup.fingerprint, 'seed': job.seed,
                       'dataset': setup.dataset_info,
-                      'design': setup.design.fingerprint_fields(),
+                      'design': (setup.design.fingerprint_fields()
+                                 if job.from_design else None),
                       'num_trials': setup.design.num_trials,
                       'subset_ratio': setup.design.subset_ratio,
                       **job.metadata}
@@ -289,6 +329,14 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
             (trained if written else skipped).append(job.index)
             if written:
               _write_scalars(writer, job.index, result.metrics)
+              if written['diverged']:
+                diverged.append(job.index)
+                log(f'WARNING: {label[:-1] if label.endswith("s") else label}'
+                    f' #{job.index} diverged: {written["diverged"]}. Its '
+                    'record is flagged; the estimator refuses it unless '
+                    "Estimator.diverged_trials = 'skip'. Lower "
+                    'TrialTrainer.base_learning_rate (or check the data) '
+                    'and use a new --workdir.')
             path = checkpoint_path(directory, job.index)
             if tf.io.gfile.exists(path):
               tf.io.gfile.remove(path)
@@ -321,4 +369,4 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
     else:
       log(f'#{job.index}: claimed by a live worker '
           f'({(lease.read(job.index) or ("?",))[0]}); left to it.')
-  return trained, skipped
+  return trained, skipped, diverged

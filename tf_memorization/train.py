@@ -47,6 +47,7 @@ class RunSummary:
   skipped: list
   fingerprint: str
   workdir: str
+  diverged: list = dataclasses.field(default_factory=list)
 
 
 def select_trials(num_trials, trials=None, shard_index=None, num_shards=None):
@@ -79,6 +80,7 @@ def select_trials(num_trials, trials=None, shard_index=None, num_shards=None):
 def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
         num_shards=None, data_dir=None, log=print):
   """Parses the config, then trains and records this process's trials."""
+  from tf_memorization import records  # pylint: disable=g-import-not-at-top
   from tf_memorization import runs  # pylint: disable=g-import-not-at-top
 
   if not workdir:
@@ -99,7 +101,7 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
   try:
     # Check the workdir's records before writing its config (write=False).
     setup = runs.build(workdir, write=False, design=design)
-    found = runs.check_fingerprint(workdir, setup.fingerprint)
+    found = runs.check_workdir(workdir, setup, selected)
   except BaseException:
     cli.remove_if_empty(created)  # bad input leaves no empty workdir behind
     raise
@@ -115,15 +117,20 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
       f'{setup_seconds:.1f}s; {len(selected)} trials selected, '
       f'{len(selected) - len(pending)} already done, {len(pending)} to train '
       f'(fingerprint {setup.fingerprint}).')
-  jobs = [runs.Job(t, design.mask(len(dataset.train), t), design.trial_seed(t))
-          for t in pending]
-  trained, skipped = runs.train_jobs(setup, workdir, jobs, log=log)
+  jobs = [runs.Job(t, design.mask(len(dataset.train), t), design.trial_seed(t),
+                   from_design=True) for t in pending]
+  trained, skipped, diverged = runs.train_jobs(setup, workdir, jobs, log=log)
   skipped = sorted(skipped + [t for t in selected if t in found])
-  total = len(cli.records.list_records(workdir))
+  diverged += [t for t, meta in found.items() if meta.get('diverged')]
+  total = len(records.list_records(workdir))
   log(f'Done: trained {len(trained)}, skipped {len(skipped)}; {workdir} holds '
       f'{total} of {design.num_trials} trials.')
+  if diverged:
+    log(f'WARNING: {len(diverged)} of this run\'s {len(selected)} trials '
+        f'diverged (trials {sorted(diverged)[:10]}): see the warnings above.')
   return RunSummary(trained=trained, skipped=skipped,
-                    fingerprint=setup.fingerprint, workdir=workdir)
+                    fingerprint=setup.fingerprint, workdir=workdir,
+                    diverged=sorted(diverged))
 
 
 def _main():

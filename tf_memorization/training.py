@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import data as data_lib
+from tf_memorization import errors
 from tf_memorization import records
 from tf_memorization import strategy as strategy_lib
 
@@ -159,19 +160,47 @@ class TrialTrainer:
                jit_compile=False, preprocessing=None, trainable_layers=None,
                models_per_step=1, in_graph_input='auto',
                checkpoint_seconds=600.0, deterministic_ops=False):
-    if epochs < 1 or batch_size < 1:
-      raise ValueError('TrialTrainer.epochs and TrialTrainer.batch_size must '
-                       'be positive.')
-    if models_per_step < 1:
-      raise ValueError('TrialTrainer.models_per_step must be >= 1, got '
-                       f'{models_per_step}.')
+    name = 'TrialTrainer.'
+    epochs = errors.integer(name + 'epochs', epochs, minimum=1)
+    batch_size = errors.integer(name + 'batch_size', batch_size, minimum=1)
+    eval_batch_size = errors.integer(name + 'eval_batch_size',
+                                     eval_batch_size, minimum=1)
+    base_learning_rate = errors.number(name + 'base_learning_rate',
+                                       base_learning_rate, above=0)
+    errors.choice(name + 'schedule', schedule, SCHEDULES)
+    decay_boundaries = errors.sequence(
+        name + 'decay_boundaries', decay_boundaries,
+        lambda n, v: errors.number(n, v, minimum=0, maximum=1))
+    decay_factor = errors.number(name + 'decay_factor', decay_factor, above=0)
+    warmup_epochs = errors.number(name + 'warmup_epochs', warmup_epochs,
+                                  minimum=0)
+    momentum = errors.number(name + 'momentum', momentum, minimum=0, below=1)
+    errors.boolean(name + 'nesterov', nesterov)
+    label_smoothing = errors.number(name + 'label_smoothing', label_smoothing,
+                                    minimum=0, below=1)
+    errors.boolean(name + 'mixed_precision', mixed_precision)
+    errors.boolean(name + 'jit_compile', jit_compile)
+    if trainable_layers is not None:
+      trainable_layers = errors.sequence(name + 'trainable_layers',
+                                         trainable_layers, errors.string)
+    models_per_step = errors.integer(name + 'models_per_step',
+                                     models_per_step, minimum=1)
+    if in_graph_input != 'auto':
+      errors.boolean(name + 'in_graph_input', in_graph_input)
+    checkpoint_seconds = errors.number(name + 'checkpoint_seconds',
+                                       checkpoint_seconds, minimum=0,
+                                       allow_none=True)
+    errors.boolean(name + 'deterministic_ops', deterministic_ops)
+    if not callable(model_fn):
+      raise errors.ConfigError(f'{name}model_fn must be a model builder '
+                               f'such as @small_resnet, got {model_fn!r}.')
     self.dataset = dataset
     self.strategy = strategy
-    self.epochs = int(epochs)
-    self.batch_size = int(batch_size)
-    self.eval_batch_size = int(eval_batch_size)
-    self.momentum = float(momentum)
-    self.models_per_step = int(models_per_step)
+    self.epochs = epochs
+    self.batch_size = batch_size
+    self.eval_batch_size = eval_batch_size
+    self.momentum = momentum
+    self.models_per_step = models_per_step
     self.pipeline = data_lib.make_pipeline(
         dataset, preprocessing or data_lib.Preprocessing())
     possible = (isinstance(self.pipeline, data_lib.InMemoryPipeline) and
@@ -422,9 +451,10 @@ class TrialTrainer:
              for v in self._slot_momentums(k)}
     return [v for v in self.optimizer.variables if id(v) not in slots]
 
-  def _write_checkpoint(self, path, k, seed, mask, epoch):
+  def _write_checkpoint(self, path, k, seed, mask, epoch, tag):
     arrays = {'epoch': np.int64(epoch), 'seed': np.int64(seed),
-              'mask': np.packbits(np.asarray(mask, bool))}
+              'mask': np.packbits(np.asarray(mask, bool)),
+              'tag': np.array(str(tag))}
     arrays.update({f'w{i}': np.asarray(w.numpy())
                    for i, w in enumerate(self.models[k].weights)})
     arrays.update({f'm{i}': np.asarray(v.numpy())
@@ -433,13 +463,18 @@ class TrialTrainer:
                    for i, v in enumerate(self._shared_optimizer_variables())})
     records.atomic_replace(path, records.npz_bytes(arrays))
 
-  def read_checkpoint(self, path, seed, mask):
-    """A trial's checkpoint as arrays, or None when absent or not its own."""
+  def read_checkpoint(self, path, seed, mask, tag=''):
+    """A trial's checkpoint as arrays, or None when absent or not its own.
+
+    Its own: the same seed, mask and `tag` (the config fingerprint of the
+    run that wrote it), so a checkpoint of another config is never resumed.
+    """
     if not path or not tf.io.gfile.exists(path):
       return None
     try:
       state = records.load_npz(path)
       same = (int(state['epoch']) < self.epochs and int(state['seed']) == seed
+              and str(state['tag']) == str(tag)
               and np.array_equal(state['mask'],
                                  np.packbits(np.asarray(mask, bool))))
       weights = self.models[0].weights
@@ -468,7 +503,7 @@ class TrialTrainer:
     """Trains on the examples where `mask` is True; predicts on everything."""
     return self.train_trials([mask], [seed])[0]
 
-  def train_trials(self, masks, seeds, checkpoints=None):
+  def train_trials(self, masks, seeds, checkpoints=None, checkpoint_tag=''):
     """Trains up to `models_per_step` trials together; a TrialResult each.
 
     The trials must have the same `total_steps`. Fewer than K trials are
@@ -476,7 +511,8 @@ class TrialTrainer:
     `checkpoints` (a path per trial) the trials resume from their
     checkpoints when all of them hold one of the same epoch, and write them
     as `checkpoint_seconds` says; the caller deletes them once the records
-    are written.
+    are written. A checkpoint resumes only trials of its `checkpoint_tag`
+    (the caller's config fingerprint).
     """
     count = len(masks)
     if not 1 <= count <= self.models_per_step or len(seeds) != count:
@@ -504,7 +540,7 @@ class TrialTrainer:
     self._total_steps.assign(total_steps)
     start_epoch = 0
     if checkpoints:
-      states = [self.read_checkpoint(p, s, m)
+      states = [self.read_checkpoint(p, s, m, checkpoint_tag)
                 for p, s, m in zip(checkpoints, seeds, masks)]
       epochs = {None if st is None else int(st['epoch']) for st in states}
       if len(epochs) == 1 and None not in epochs:
@@ -539,7 +575,8 @@ class TrialTrainer:
           and epoch + 1 < self.epochs and time.perf_counter()
           - last_checkpoint >= self.checkpoint_seconds):
         for k, path in enumerate(checkpoints):
-          self._write_checkpoint(path, k, seeds[k], masks[k], epoch + 1)
+          self._write_checkpoint(path, k, seeds[k], masks[k], epoch + 1,
+                                 checkpoint_tag)
         last_checkpoint = time.perf_counter()
     losses = losses.numpy()
     train_s = time.perf_counter() - start - setup_s
