@@ -4,11 +4,25 @@ The CPU is split before any TensorFlow op runs, so MirroredStrategy can be
 tested on a CPU-only machine (2 replicas).
 """
 
+import atexit
+import contextlib
+import hashlib
+import io
+import json
 import os
+import shutil
+import stat
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# tfds's default data dir, for this process and the binaries it starts: a
+# test that passes no data dir never writes to ~/tensorflow_datasets.
+_DEFAULT_DATA_DIR = tempfile.mkdtemp(prefix='tfds_default_')
+os.environ['TFDS_DATA_DIR'] = _DEFAULT_DATA_DIR
+atexit.register(shutil.rmtree, _DEFAULT_DATA_DIR, ignore_errors=True)
 
 import gin  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -44,3 +58,71 @@ def train_tiny(path, bindings, data_dir, trials=None):
                       trials=trials, data_dir=data_dir, log=lambda _: None)
   gin.clear_config()
   return summary
+
+
+def snapshot(directory):
+  """{relative path: sha256} of the files under `directory`; None if absent.
+
+  A file that is not a regular one (a FIFO a test planted) is listed by its
+  kind, never opened.
+  """
+  if not os.path.exists(directory):
+    return None
+  found = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, directory)
+      if not stat.S_ISREG(os.stat(path).st_mode):
+        found[relative] = 'not a regular file'
+        continue
+      with open(path, 'rb') as f:
+        found[relative] = hashlib.sha256(f.read()).hexdigest()
+  return found
+
+
+def read_npz(path):
+  with np.load(path, allow_pickle=False) as npz:
+    return {name: npz[name] for name in npz.files}
+
+
+def rewrite_record(path, fix_checksum=True, **replace):
+  """Rewrites a record with some arrays (and metadata fields) replaced.
+
+  With fix_checksum the sha256 in its metadata is recomputed as the writer
+  computes it (over arrays and metadata), so only the checks after the
+  checksum can catch what was changed.
+  """
+  from tf_memorization import records  # pylint: disable=g-import-not-at-top
+  arrays = read_npz(path)
+  meta = json.loads(str(arrays.pop('metadata')))
+  meta.update(replace.pop('metadata', {}))
+  arrays.update(replace)
+  if fix_checksum:
+    meta['checksum'] = records._record_checksum(arrays, meta)  # pylint: disable=protected-access
+  arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def run_in_process(run_fn):
+  """Calls a binary's main as absl's app.run would; (status, out, err)."""
+  from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+  main = cli.binary_main(run_fn)
+  out, err = io.StringIO(), io.StringIO()
+  status = 0
+  cwd = os.getcwd()
+  try:
+    os.chdir(REPO)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      main(['binary'])
+  except SystemExit as e:
+    status = e.code
+  except Exception:  # pylint: disable=broad-except
+    import traceback  # pylint: disable=g-import-not-at-top
+    err.write(traceback.format_exc())
+    status = 1
+  finally:
+    os.chdir(cwd)
+    gin.clear_config()
+  return status, out.getvalue(), err.getvalue()

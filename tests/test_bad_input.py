@@ -23,26 +23,22 @@ flag parsing. So the module takes well under a minute and a half on two cores.
 """
 
 import concurrent.futures
-import contextlib
-import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
 
-from tf_memorization import cli
 from tf_memorization import estimate
 from tf_memorization import records
 from tf_memorization import train
 
-from conftest import REPO, train_tiny
+from conftest import (REPO, read_npz, rewrite_record, run_in_process,
+                      snapshot, train_tiny)
 
 TINY = 'gin_configs/tiny.gin'
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 4, 1442, 355
@@ -63,48 +59,6 @@ runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
 
 
 # ----------------------------------------------------------------- helpers
-
-_checksum = records._checksum  # pylint: disable=protected-access
-
-
-def snapshot(directory):
-  """{relative path: sha256} of the files under `directory`; None if absent."""
-  if not os.path.exists(directory):
-    return None
-  found = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        found[os.path.relpath(path, directory)] = hashlib.sha256(
-            f.read()).hexdigest()
-  return found
-
-
-def read_npz(path):
-  with np.load(path, allow_pickle=False) as npz:
-    return {name: npz[name] for name in npz.files}
-
-
-def write_npz(path, arrays, **kwargs):
-  with open(path, 'wb') as f:
-    np.savez(f, **arrays, **kwargs)
-
-
-def rewrite_record(path, fix_checksum=True, **replace):
-  """Rewrites a record with some arrays replaced; a valid .npz.
-
-  With fix_checksum the sha256 in its metadata is recomputed, so only the
-  checks after the checksum can catch what was changed.
-  """
-  arrays = read_npz(path)
-  meta = json.loads(str(arrays.pop('metadata')))
-  meta.update(replace.pop('metadata', {}))
-  arrays.update(replace)
-  if fix_checksum:
-    meta['checksum'] = _checksum(arrays)
-  arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
-  write_npz(path, arrays)
 
 
 class Payload:
@@ -139,28 +93,6 @@ def train_main(workdir, bindings=(), trials=None, data_dir=None):
 def estimate_main(workdir, output_dir=None):
   return lambda: estimate.run(workdir, output_dir=output_dir,
                               log=lambda _: None)
-
-
-def run_in_process(run_fn):
-  """Calls a binary's main as absl's app.run would; (status, out, err)."""
-  main = cli.binary_main(run_fn)
-  out, err = io.StringIO(), io.StringIO()
-  status = 0
-  cwd = os.getcwd()
-  try:
-    os.chdir(REPO)
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      main(['binary'])
-  except SystemExit as e:
-    status = e.code
-  except Exception:  # pylint: disable=broad-except
-    import traceback  # pylint: disable=g-import-not-at-top
-    err.write(traceback.format_exc())
-    status = 1
-  finally:
-    os.chdir(cwd)
-    gin.clear_config()
-  return status, out.getvalue(), err.getvalue()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -316,13 +248,15 @@ def cases(trained, other_design_record, digits_data_dir, tmp_path_factory):
   for t in range(1, NUM_TRIALS):
     os.remove(records.record_path(w, t))
   add('one_trial', w, call=estimate_main(w))
+  # Masks that hold no example out, re-signed: not the design's masks.
   w = copy('no_example_held_out')
   for t in (2, 3):
     os.remove(records.record_path(w, t))
   for t in (0, 1):
     rewrite_record(records.record_path(w, t),
                    mask=np.packbits(np.ones(NUM_TRAIN, bool)))
-  add('no_example_held_out', w, call=estimate_main(w))
+  add('no_example_held_out', w, call=estimate_main(w),
+      damaged=records.record_path(w, 0))
 
   # --- data not prepared on an offline machine ------------------------------
   w = fresh('unprepared')
@@ -491,14 +425,15 @@ def test_disk_full_during_a_record_write(cases):
 
 
 def test_records_of_another_design_in_the_workdir(cases):
-  line = check(cases, 'other_design_estimate', 'different training configs',
-               'trial_000007.npz', 'own workdir')
-  assert 'trial_000000.npz' in line  # names a record of each config
+  # The foreign record is named: W/run.json says which config is the
+  # workdir's.
+  check(cases, 'other_design_estimate', 'different training configs',
+        'trial_000007.npz', records.RUN_FILE, 'own workdir')
 
 
 def test_training_another_design_into_a_workdir(cases):
-  check(cases, 'other_design_train', 'another config', 'trial_000000.npz',
-        'Use a new --workdir')
+  check(cases, 'other_design_train', 'is fixed (by', records.RUN_FILE,
+        'another config', 'Use a new --workdir')
 
 
 def test_training_other_data_into_a_workdir(cases):
@@ -550,9 +485,12 @@ def test_estimate_with_a_single_trial(cases):
         f'Train the other {NUM_TRIALS - 1}', 'tf_memorization.train')
 
 
-def test_estimate_with_no_example_held_out(cases):
-  check(cases, 'no_example_held_out', 'held out of any of the 2 trials',
-        '1 that holds it out', f'Train the other 2 of the run\'s {NUM_TRIALS}')
+def test_estimate_with_masks_that_are_not_the_designs(cases):
+  # Records re-signed with masks that hold no example out: they are not
+  # the design's masks of their trials, so they are refused before any
+  # estimate is made of them.
+  _check_damaged(cases, 'no_example_held_out', 'its mask or seed is not the '
+                 'one trial 0 of its design')
 
 
 def test_unprepared_dataset_offline_fails_fast(cases):

@@ -94,20 +94,24 @@ def workdir(tmp_path_factory, digits_data_dir):
 
 
 @pytest.fixture(scope='module')
-def estimated(workdir):
-  """estimate.run() in process with all four experiments; (summary, lines)."""
+def estimated(workdir, digits_data_dir):
+  """estimate.run() in process with all four experiments; (summary, lines).
+
+  The data dir comes from the caller (as --data_dir): the workdir's config
+  holds no location.
+  """
   from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
   lines = []
   try:
     summary = estimate.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                           log=lines.append)
+                           data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return summary, lines
 
 
 @pytest.fixture(scope='module')
-def rerun(workdir, estimated):
+def rerun(workdir, estimated, digits_data_dir):
   """The same estimate.run() again; record files before and after."""
   from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
   del estimated
@@ -115,7 +119,7 @@ def rerun(workdir, estimated):
   lines = []
   try:
     summary = estimate.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                           log=lines.append)
+                           data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return before, _record_files(workdir), summary, lines

@@ -378,3 +378,293 @@ def test_per_class_keeps_the_order_within_each_class():
   assert report._per_class([4, 3, 2, 1, 0, 5], labels, 2) == {
       1: [4, 2], 0: [3, 1], 2: [5]}
   assert report._per_class([], labels, 2) == {}
+
+
+# --------------------------------------------------------------------------
+# Hostile workdirs: every value that reaches the page is escaped
+
+_ATTACK = ('<script>alert(1)</script>"><img src=x onerror=alert(1)></style>'
+           "'><a href=javascript:alert(1)>javascript:alert(1) & &amp; "
+           r'$\foo$ $x^$')
+
+
+class _Hostile:
+  """Hands out hostile strings, each tagged so it can be found in the page."""
+
+  def __init__(self):
+    self.tags = {}  # tag: where the string was written
+
+  def __call__(self, where):
+    tag = f'H{len(self.tags)}H'
+    self.tags[tag] = where
+    return tag + _ATTACK
+
+  def replace_leaves(self, value, where, keep=(), keys=()):
+    """`value` with every string, number and null replaced by a hostile
+    string (lists and objects kept), but for the object keys in `keep`;
+    the keys of the objects at the paths in `keys` become hostile too."""
+    if isinstance(value, dict):
+      return {(self(f'{where} key') if where in keys else k):
+              (v if k in keep else
+               self.replace_leaves(v, f'{where}.{k}', keep, keys))
+              for k, v in value.items()}
+    if isinstance(value, list):
+      return [self.replace_leaves(v, f'{where}.{i}', keep, keys)
+              for i, v in enumerate(value)]
+    return self(where)
+
+
+def _rewrite_json(path, change):
+  with open(path) as f:
+    value = json.load(f)
+  with open(path, 'w') as f:
+    json.dump(change(value), f)
+
+
+def _rewrite_csv(path, columns, hostile):
+  """Replaces the cells of `columns` (and adds a hostile column)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  header = rows[0]
+  wanted = [header.index(c) for c in columns]
+  name = os.path.basename(path)
+  out = [header + [hostile(f'csv {name} header')]]
+  for number, row in enumerate(rows[1:]):
+    for column in wanted:
+      row[column] = hostile(f'csv {name} {header[column]} row {number}')
+    out.append(row + [hostile(f'csv {name} extra cell {number}')])
+  with open(path, 'w', newline='') as f:
+    csv.writer(f).writerows(out)
+
+
+def _rewrite_dataset_ids(workdir, hostile):
+  """Hostile tfds ids in W/dataset.npz, its checksum recomputed as
+  records.write_dataset_file computes it."""
+  path = os.path.join(workdir, records.DATASET_FILE)
+  arrays = records.load_npz(path)
+  info = json.loads(str(arrays.pop('info')))
+  for split in ('train', 'test'):
+    ids = [f'{split}id{i}{_ATTACK}'
+           for i in range(len(arrays[f'{split}_ids']))]
+    arrays[f'{split}_ids'] = np.asarray(ids).astype(str)
+  info['checksum'] = records._checksum(arrays)  # pylint: disable=protected-access
+  arrays['info'] = np.array(json.dumps(info, sort_keys=True))
+  with open(path, 'wb') as f:
+    f.write(records.npz_bytes(arrays))
+  records.read_dataset_file(workdir)  # the report's reader accepts it
+
+
+# Where the page shows the hostile strings written (the others it does not
+# read, or only into a figure, or in a removal row of no known condition).
+_SHOWN = re.compile('|'.join([
+    r'summary\.dataset\.(name|version|num_classes|image_shape\..*)',
+    r'summary\.design.*', r'summary\.memorization_counts.*',
+    r'summary\.(num_train|num_test|num_trials|subset_ratios\..*|'
+    r'mean_(train|heldout|test)_accuracy|lemma_2_1_bound|split_half\..*|'
+    r'undefined_memorization|(median|max)_memorization_stderr|'
+    r'max_stderr_of_memorized|pair_thresholds\..*|num_pairs|'
+    r'memorization_vs_influence\..*|influence_scores|fingerprint|workdir|'
+    r'operative_config)',
+    r'summary\.label_noise\.(num_flipped|auc|num_flipped_estimable|'
+    r'precision_at_flipped)',
+    r'removal\.(repeats|num_influenced_test_examples|table\..*)',
+    r'ablation\.(trials_used|variants\.\d+\.(variant|mean_test_accuracy|'
+    r'memorized_025|num_pairs))',
+    r'leave_one_out\.(repeats|spearman|pearson|mean_abs_difference)',
+    r'ratio_sweep\.table\..*', r'operative_config\.gin']))
+
+
+@pytest.fixture()
+def hostile_workdir(runs, tmp_path):
+  """A copy of the noisy workdir (all experiments) whose estimates, ids and
+  config hold hostile strings; (workdir, the _Hostile that wrote them)."""
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(runs['noisy'][0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'report'))
+  estimates = os.path.join(workdir, 'estimates')
+  hostile = _Hostile()
+  _rewrite_json(os.path.join(estimates, 'summary.json'),
+                lambda s: hostile.replace_leaves(
+                    s, 'summary', keys=('summary.design',
+                                        'summary.memorization_counts')))
+  # Conditions pick the rows of the removal tables: kept, and one more row.
+  def removal(value):
+    value = hostile.replace_leaves(value, 'removal', keep=('condition',))
+    value['table'].append(hostile.replace_leaves(value['table'][0],
+                                                 'removal.extra'))
+    return value
+  _rewrite_json(os.path.join(estimates, 'removal.json'), removal)
+  for name in ('ablation', 'leave_one_out', 'label_noise',
+               'memorization_vs_influence'):
+    _rewrite_json(os.path.join(estimates, f'{name}.json'),
+                  lambda v, name=name: hostile.replace_leaves(v, name))
+  header = ['subset_ratio', 'effective_ratio', 'trials', 'mean_test_accuracy',
+            'examples_memorization_ge_0.25', 'median_stderr', 'mean_stderr',
+            'spearman_with_main', 'lemma_2_1_bound']
+  with open(os.path.join(estimates, 'ratio_sweep.json'), 'w') as f:
+    json.dump(hostile.replace_leaves(
+        {'main_subset_ratio': 0.5, 'table': [dict.fromkeys(header, 0.5)] * 2},
+        'ratio_sweep'), f)
+  _rewrite_csv(os.path.join(estimates, 'memorization.csv'), ('id', 'label'),
+               hostile)
+  _rewrite_csv(os.path.join(estimates, 'influence_pairs.csv'),
+               ('train_id', 'test_id', 'label', 'memorization'), hostile)
+  _rewrite_dataset_ids(workdir, hostile)
+  with open(os.path.join(workdir, records.CONFIG_FILE), 'a') as f:
+    f.write(f'# {hostile("operative_config.gin")}\n')
+  return workdir, hostile
+
+
+_ALLOWED_ATTRIBUTES = {'lang', 'charset', 'name', 'content', 'id', 'href',
+                       'src', 'alt', 'class', 'open'}
+
+
+def test_hostile_estimates_are_escaped(hostile_workdir, monkeypatch):
+  workdir, hostile = hostile_workdir
+  load_images = report._load_images  # pylint: disable=protected-access
+
+  def hostile_class_names(*args):  # into the grids' row titles (matplotlib)
+    images = load_images(*args)
+    images.class_names = [hostile(f'class name {c}') for c in range(10)]
+    return images
+
+  monkeypatch.setattr(report, '_load_images', hostile_class_names)
+  try:
+    built = report.build(workdir, log=lambda _: None)
+  finally:
+    gin.clear_config()
+  report_dir = os.path.join(workdir, 'report')
+  page, parser = _parse(report_dir)
+  # Nothing hostile is markup: no script, no injected tag or attribute.
+  assert '<script' not in page.lower()
+  assert not re.search(r'<[^>]*\son\w+\s*=', page), 'an event handler'
+  assert page.count('</style>') == 1 and page.count('<img') == len(
+      [t for t, _ in parser.tags if t == 'img'])
+  for fragment in ('<script>', '"><img', '<img src=x', 'onerror=alert(1)>',
+                   "'><a", '<a href=java'):
+    assert fragment not in page, fragment
+  assert not re.findall(r'&(?!amp;|lt;|gt;|quot;|#x27;)', page)
+  for tag, attrs in parser.tags:
+    assert tag in ('html', 'head', 'meta', 'title', 'style', 'body', 'h1',
+                   'h2', 'h3', 'p', 'nav', 'a', 'section', 'table', 'tr', 'th',
+                   'td', 'details', 'summary', 'pre', 'figure', 'img',
+                   'figcaption', 'span', 'b', 'ul', 'li', 'code'), tag
+    assert set(attrs) <= _ALLOWED_ATTRIBUTES, (tag, attrs)
+    for key in ('src', 'href'):
+      if key in attrs:
+        assert re.fullmatch(r'#[a-z-]+|[a-z_]+\.png', attrs[key]), attrs
+  # Every link: a file of the report folder, or a section of the page.
+  ids = {a.get('id') for _, a in parser.tags}
+  sources = [a['src'] for tag, a in parser.tags if tag == 'img']
+  assert sources and set(sources) | {'index.html'} == set(
+      os.listdir(report_dir))
+  for src in sources:
+    _check_inside(src)
+    _check_png(os.path.join(report_dir, src))
+  for tag, attrs in parser.tags:
+    if tag == 'a':
+      assert attrs['href'][1:] in ids
+  # The values are shown, escaped (not dropped): as text they read back.
+  text = ''.join(parser.text)
+  escaped = html.escape(_ATTACK, quote=True)
+  shown = {t: where for t, where in hostile.tags.items()
+           if _SHOWN.fullmatch(where)}
+  assert {w.split('.')[0] for w in shown.values()} == {
+      'summary', 'removal', 'ablation', 'leave_one_out', 'ratio_sweep',
+      'operative_config'}
+  assert len(shown) > 80, len(shown)
+  missing = [where for t, where in shown.items()
+             if t + escaped not in page or t + _ATTACK not in text]
+  assert not missing, missing
+  for split in ('train', 'test'):  # the tfds ids of the example tables
+    assert re.search(split + r'id\d+' + re.escape(escaped), page), split
+  for section in ('run', 'config', 'memorization-histogram', 'most-memorized',
+                  'least-memorized', 'influence-pairs', 'removal',
+                  'label-noise', 'leave-one-out', 'ablation', 'ratio-sweep'):
+    assert section in built.sections, section
+
+
+def _set(path, change):
+  """Rewrites the JSON file `path` (created if absent) with change(value)."""
+  value = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      value = json.load(f)
+  with open(path, 'w') as f:
+    json.dump(change(value), f)
+
+
+def _write(path, text):
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def _csv_cell(path, column, value):
+  """Sets `column` of the first row of the CSV `path` to `value`."""
+  with open(path) as f:
+    lines = f.read().splitlines()
+  header, row = lines[0].split(','), lines[1].split(',')
+  row[header.index(column)] = value
+  _write(path, '\n'.join([lines[0], ','.join(row)] + lines[2:]) + '\n')
+
+
+def _topk_strings(path):
+  arrays = records.load_npz(path)
+  arrays['train_indices'] = arrays['train_indices'].astype(str)
+  with open(path, 'wb') as f:
+    f.write(records.npz_bytes(arrays))
+
+
+# (file of W/estimates, how it is spoilt, what the one error line says)
+_UNUSABLE = [
+    ('summary.json', lambda p: _set(p, lambda s: dict(s, design='<b>')),
+     'summary.json: design is a JSON string where the estimate binary writes '
+     'an object'),
+    ('summary.json', lambda p: _set(p, lambda s: dict(
+        s, split_half=dict(s['split_half'], trials_per_half=2))),
+     'split_half.trials_per_half is a JSON number where the estimate binary '
+     'writes a list'),
+    ('summary.json', lambda p: _write(p, '[1, 2]'), 'holds a JSON list'),
+    ('summary.json', lambda p: _write(p, '{"num_trials": <script>'),
+     'is not valid JSON'),
+    ('removal.json', lambda p: _set(p, lambda _: {'table': [1]}),
+     'removal.json: table[0] is a JSON number where the estimate binary '
+     'writes an object'),
+    ('ablation.json', lambda p: _set(p, lambda _: {'variants': {'a': 1}}),
+     'variants is a JSON object where the estimate binary writes a list'),
+    ('memorization.csv',
+     lambda p: _csv_cell(p, 'memorization', '<script>alert(1)</script>'),
+     "memorization.csv line 2: '<script>alert(1)</script>' in column "
+     "'memorization', not a number"),
+    ('influence_pairs.csv', lambda p: _csv_cell(p, 'train_index', '100000'),
+     'influence_pairs.csv: train_index 100000 is out of range'),
+    ('influence_pairs.csv', lambda p: _csv_cell(p, 'test_index', '-1'),
+     'influence_pairs.csv: test_index -1 is out of range'),
+    ('influence_topk.npz', _topk_strings,
+     'influence_topk.npz is not an integer train_indices'),
+]
+
+
+@pytest.mark.parametrize(
+    'name, spoil, message', _UNUSABLE,
+    ids=[f'{n}-{i}' for i, (n, *_) in enumerate(_UNUSABLE)])
+def test_unusable_estimates_are_one_clear_error(runs, tmp_path, name, spoil,
+                                                message):
+  """A value the report cannot use: a UserError naming the file and the fix
+  (the binaries print it as one line and exit 2), and no report at all."""
+  from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(runs['clean'][0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'report'))
+  spoil(os.path.join(workdir, 'estimates', name))
+  with pytest.raises(cli.UserError) as raised:
+    try:
+      report.build(workdir, log=lambda _: None)
+    finally:
+      gin.clear_config()
+  text = str(raised.value)
+  assert message in text, text
+  assert os.path.join(workdir, 'estimates', name) in text
+  assert 'Run the estimate binary again' in text, text
+  assert not os.path.exists(os.path.join(workdir, 'report'))

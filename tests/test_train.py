@@ -41,7 +41,14 @@ def test_cifar100_end_to_end_under_mirrored_strategy(tmp_path):
     assert '2 replica(s)' in lines[0]  # MirroredStrategy over 2 CPU devices
     assert any('ETA' in line for line in lines)
 
-    loaded = records.load(workdir, predictions=True)
+    # Three SGD steps on random mock images: a trial may still predict one
+    # class for everything, which its record flags (as diverged).
+    loaded = records.load(workdir, predictions=True, diverged='keep')
+    for row, t in enumerate(loaded.trial_indices):
+      constant = len(np.unique(np.concatenate([loaded.train_pred[row],
+                                               loaded.test_pred[row]]))) == 1
+      assert (loaded.metadata[row]['diverged'] is not None) == constant
+      assert (t in loaded.diverged) == constant
     k, n = loaded.masks.shape
     assert (k, n) == (2, 48)
     assert loaded.test_correct.shape == (2, 48)

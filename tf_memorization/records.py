@@ -860,19 +860,28 @@ class _DesignJobs:
   trial index, so that a copied, renamed or foreign record is refused.
   """
 
-  def __init__(self, n):
+  def __init__(self, directory, n):
+    self._directory = directory
     self._n = n
     self._designs = {}
+    self._plan = None
 
   def __call__(self, path, meta):
     from tf_memorization import masks  # pylint: disable=g-import-not-at-top
     fields = meta.get('design')
+    if fields is None and 'design' in meta:
+      # A model an experiment planned: checked against its folder's plan.
+      if not tf.io.gfile.exists(os.path.join(self._directory, PLAN_FILE)):
+        raise RecordError(
+            f'{path} holds a model of an experiment (its mask was planned, '
+            f'not drawn from a subset design), but {self._directory} has no '
+            f'{PLAN_FILE}: it is not a trial of this run. Move it back to '
+            f'its experiment folder. {fix_hint(path)}')
+      if self._plan is None:
+        self._plan = _plan_jobs(self._directory, 'plan')
+      return self._plan(path, meta)
     if not isinstance(fields, dict):
-      raise RecordError(
-          f'{path} names no subset design: it holds a model of an '
-          'experiment (whose masks its plan.json chose), not a trial of the '
-          f'main run. Move it back to its experiment folder. '
-          f'{fix_hint(path)}')
+      raise RecordError(f'{path} names no subset design. {fix_hint(path)}')
     key = json.dumps(fields, sort_keys=True)
     if key not in self._designs:
       try:
@@ -948,7 +957,7 @@ class _Checker:
     self.info = dataset_info
     self.n, self.n_test = n, n_test
     self.num_classes = int(dataset_info['num_classes'])
-    self.jobs = (_DesignJobs(n) if jobs is None else
+    self.jobs = (_DesignJobs(directory, n) if jobs is None else
                  _plan_jobs(directory, jobs))
     self.fingerprint = fingerprint
 
@@ -968,12 +977,13 @@ class _Checker:
           'name, version, sizes or labels differ): it belongs to another '
           'workdir. Move it there, or delete it.')
     if self.fingerprint is not None and meta.get('fingerprint') != (
-        self.fingerprint):
+        self.fingerprint[0]):
       raise RecordError(
           f'{path} was trained with another config (fingerprint '
-          f'{meta.get("fingerprint")}) than the one this folder is fixed to '
-          f'({self.fingerprint}, in {run_file_path(self.directory)} or '
-          'plan.json). Move it to its own workdir, or delete it.')
+          f'{meta.get("fingerprint")}) than the one {self.fingerprint[1]} '
+          f'({self.fingerprint[0]}): it does not belong here (a mix of '
+          'different training configs). Move it to its own workdir, or '
+          'delete it.')
     mask, seed = self.jobs(path, meta)
     if isinstance(mask, str):  # a plan.json digest
       same_mask = mask == hashlib.sha256(arrays['mask'].tobytes()
@@ -1020,10 +1030,13 @@ def _checked_records(found, checker, workers=None):
 
 
 def _expected_fingerprint(directory, fingerprint):
+  """(fingerprint, where it comes from) the records must have, or None."""
   if fingerprint is not None:
-    return fingerprint
+    return fingerprint, 'this run has'
   fixed = read_run_file(directory)
-  return None if fixed is None else fixed['fingerprint']
+  if fixed is None:
+    return None
+  return fixed['fingerprint'], f'{run_file_path(directory)} fixes'
 
 
 def check(directory, trial_indices=None, jobs=None, fingerprint=None,
@@ -1090,7 +1103,9 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     trial_indices: load only these trials (default: all found).
     jobs: the planned jobs (objects with index, mask and seed) when the
       masks come from a plan (experiments), not from a subset design; or
-      'plan': the jobs of the folder's plan.json (mask digests).
+      'plan': the jobs of the folder's plan.json (mask digests). Default:
+      each record's subset design, or for a record of planned masks its
+      folder's plan.json.
     fingerprint: the config fingerprint every record must have (default:
       the one W/run.json fixes; without it, the records must agree).
     diverged: what to do with records flagged as diverged: 'refuse' (a

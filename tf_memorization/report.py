@@ -1,7 +1,7 @@
 r"""A self-contained HTML report of a workdir's estimates: W/report/index.html.
 
     python -m tf_memorization.report --workdir=W [--output_dir=DIR]
-        [--gin_bindings="load_dataset.data_dir = '/data/tfds'"]
+        [--data_dir=/data/tfds]
 
 The estimate binary builds it at the end of its run (gin `Estimator.report`,
 default True; `Estimator.report_dir`, default W/report). Built on its own, it
@@ -16,6 +16,13 @@ The folder holds index.html (CSS inline, no scripts, nothing fetched from the
 network) and the PNGs it shows; every link is a relative path inside it, so
 the folder can be copied or archived as is. Sections of experiments that did
 not run are listed at the end with the binding that enables them.
+
+A workdir may be shared or come from someone else, so everything read from it
+is untrusted: every value reaches the page as escaped text (a string where a
+number belongs is shown as that string), every image is one of this module's
+own file names, and a value the report cannot use (a list where an object
+belongs, a CSV cell that is no number, an index out of range) is one UserError
+naming the file, before anything of the report is written.
 """
 
 import array
@@ -97,25 +104,131 @@ def _exists(path):
   return _gfile().exists(path)
 
 
-def _read_text(path):
-  with _gfile().GFile(path) as f:
-    return f.read()
+def _read_text(path, errors='strict'):
+  with _gfile().GFile(path, 'rb') as f:
+    payload = f.read()
+  try:
+    return payload.decode('utf-8', errors)
+  except UnicodeDecodeError as e:
+    raise cli.UserError(f'{path} is not UTF-8 text ({e}): it was altered or '
+                        'not written by this package. Run the binary that '
+                        'wrote it again.') from e
 
 
-def _read_json(path):
-  return json.loads(_read_text(path)) if _exists(path) else None
+def _rerun(workdir):
+  return ('Run the estimate binary again to rewrite it (python -m '
+          f'tf_memorization.estimate --workdir={workdir}).')
 
 
-def _read_csv(path, float_columns=(), int_columns=()):
+class _Json:
+  """A JSON object of an estimates file, read as untrusted input.
+
+  A workdir may be shared or come from someone else, so any value may have any
+  type: a nested object or list is checked when it is used (a UserError
+  naming the file and the key otherwise, not an AttributeError deep in the
+  report), and leaves come back as they are, of whatever type, for _fmt and
+  _e to show.
+  """
+
+  def __init__(self, value, path, workdir, where=''):
+    self._value, self._path, self._workdir = value, path, workdir
+    self._where = where
+
+  def _error(self, key, kind, value):
+    return cli.UserError(
+        f'{self._path}: {self._where}{key} is a JSON {_json_type(value)} '
+        f'where the estimate binary writes {kind}: the file was altered or '
+        f'not written by this version of it. {_rerun(self._workdir)}')
+
+  def __bool__(self):
+    return bool(self._value)
+
+  def get(self, key, default=None):
+    """A leaf (any JSON value)."""
+    return self._value.get(key, default)
+
+  def keys(self):
+    return self._value.keys()
+
+  def items(self):
+    return self._value.items()
+
+  def obj(self, key):
+    """The object at `key` (empty when absent or null)."""
+    value = self._value.get(key)
+    if value is None:
+      value = {}
+    if not isinstance(value, dict):
+      raise self._error(key, 'an object', value)
+    return _Json(value, self._path, self._workdir, f'{self._where}{key}.')
+
+  def array(self, key):
+    """The list at `key` (empty when absent or null), its items leaves."""
+    value = self._value.get(key)
+    if value is None:
+      return []
+    if not isinstance(value, list):
+      raise self._error(key, 'a list', value)
+    return value
+
+  def objs(self, key):
+    """The list of objects at `key`."""
+    out = []
+    for number, value in enumerate(self.array(key)):
+      if not isinstance(value, dict):
+        raise self._error(f'{key}[{number}]', 'an object', value)
+      out.append(_Json(value, self._path, self._workdir,
+                       f'{self._where}{key}[{number}].'))
+    return out
+
+
+def _json_type(value):
+  for kind, name in ((dict, 'object'), (list, 'list'), (str, 'string'),
+                     (bool, 'boolean'), ((int, float), 'number')):
+    if isinstance(value, kind):
+      return name
+  return 'null'
+
+
+def _read_json(path, workdir):
+  """The _Json of the object in file `path`, or None when there is none."""
+  if not _exists(path):
+    return None
+  try:
+    value = json.loads(_read_text(path))
+  except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+    raise cli.UserError(f'{path} is not valid JSON ({e}). '
+                        f'{_rerun(workdir)}') from e
+  if not isinstance(value, dict):
+    raise cli.UserError(f'{path} holds a JSON {_json_type(value)}, not the '
+                        f'object the estimate binary writes. '
+                        f'{_rerun(workdir)}')
+  return _Json(value, path, workdir)
+
+
+def _csv_error(path, line, workdir, what):
+  return cli.UserError(f'{path} line {line}: {what}: the file was altered or '
+                       f'not written by the estimate binary. {_rerun(workdir)}')
+
+
+def _read_csv(path, workdir, float_columns=(), int_columns=()):
   """The named columns of a CSV with a header row, as numpy arrays.
 
   Values go straight into typed arrays (empty cells: NaN, or -1 in an
   integer column), so the
   memorization table of ImageNet (1.28M rows) costs megabytes, not the
-  gigabyte its cells would as Python strings.
+  gigabyte its cells would as Python strings. A cell that is no number (the
+  file may come from anyone) is a UserError naming the file, its line and
+  column.
   """
+  if not _exists(path):
+    raise cli.UserError(f'{path} is missing. {_rerun(workdir)}')
   reader = csv.reader(io.StringIO(_read_text(path)))
-  header = next(reader)
+  try:
+    header = next(reader)
+  except (StopIteration, csv.Error) as e:
+    raise cli.UserError(f'{path} has no header row ({e or "empty"}). '
+                        f'{_rerun(workdir)}') from e
   missing = [c for c in (*float_columns, *int_columns) if c not in header]
   if missing:
     raise cli.UserError(f'{path} lacks the columns {missing}: it was not '
@@ -125,10 +238,22 @@ def _read_csv(path, float_columns=(), int_columns=()):
              for c in float_columns] +
             [(header.index(c), array.array('q'), int, -1)
              for c in int_columns])
-  for row in reader:
-    for column, values, kind, empty in wanted:
-      cell = row[column]
-      values.append(kind(cell) if cell else empty)
+  try:
+    for row in reader:
+      for column, values, kind, empty in wanted:
+        try:
+          cell = row[column]
+          values.append(kind(cell) if cell else empty)
+        except IndexError as e:
+          raise _csv_error(path, reader.line_num, workdir,
+                           f'{len(row)} cells, the header {len(header)}') from e
+        except (ValueError, OverflowError) as e:
+          raise _csv_error(
+              path, reader.line_num, workdir,
+              f'{cell[:40]!r} in column {header[column]!r}, not '
+              f'{"a number" if kind is float else "a 64-bit integer"}') from e
+  except csv.Error as e:
+    raise _csv_error(path, reader.line_num, workdir, f'bad CSV ({e})') from e
   names = (*float_columns, *int_columns)
   return {name: np.array(values, np.float64 if kind is float else np.int64)
           for name, (_, values, kind, _) in zip(names, wanted)}
@@ -136,7 +261,7 @@ def _read_csv(path, float_columns=(), int_columns=()):
 
 @dataclasses.dataclass
 class _Inputs:
-  summary: dict
+  summary: _Json
   memorization: np.ndarray   # [n], NaN where undefined
   stderr: np.ndarray
   consistency: np.ndarray
@@ -157,31 +282,70 @@ class _Inputs:
     return self.labels != self.original_labels
 
 
+def _is_real(array_):
+  return (np.issubdtype(array_.dtype, np.integer) or
+          np.issubdtype(array_.dtype, np.floating))
+
+
+def _check_indices(path, workdir, name, indices, low, high):
+  """A UserError unless every index is in [low, high) (else the report would
+  index the labels with it, or wrap a negative one round silently)."""
+  bad = np.flatnonzero((indices < low) | (indices >= high))
+  if len(bad):
+    raise cli.UserError(
+        f'{path}: {name} {int(indices[bad[0]])} is out of range (the workdir '
+        f'has {high} such examples): the estimates belong to another workdir '
+        f'or were altered. {_rerun(workdir)}')
+
+
 def _load_inputs(workdir, estimates_dir):
   summary_path = os.path.join(estimates_dir, SUMMARY_JSON)
   if not _exists(summary_path):
     raise cli.UserError(
         f'{summary_path} is missing: run the estimate binary first '
         f'(python -m tf_memorization.estimate --workdir={workdir}).')
-  summary = _read_json(summary_path)
+  summary = _read_json(summary_path, workdir)
   arrays, _ = records.read_dataset_file(workdir)
-  mem = _read_csv(os.path.join(estimates_dir, MEMORIZATION_CSV),
+  dataset_path = os.path.join(workdir, records.DATASET_FILE)
+  for name in ('train_labels', 'test_labels', 'original_train_labels'):
+    if not np.issubdtype(arrays[name].dtype, np.integer):
+      raise cli.UserError(f'{dataset_path}: its {name} are '
+                          f'{arrays[name].dtype}, not integers. '
+                          f'{records.fix_hint(dataset_path)}')
+  mem_path = os.path.join(estimates_dir, MEMORIZATION_CSV)
+  mem = _read_csv(mem_path, workdir,
                   ('memorization', 'memorization_stderr', 'consistency'),
                   ('k_in', 'k_out'))
-  n = len(arrays['train_labels'])
+  n, n_test = len(arrays['train_labels']), len(arrays['test_labels'])
   if len(mem['memorization']) != n:
     raise cli.UserError(
         f'{estimates_dir}/{MEMORIZATION_CSV} has {len(mem["memorization"])} '
         f'rows but {workdir}/{records.DATASET_FILE} {n} training examples: '
         'the estimates belong to another workdir. Run the estimate binary '
         'again.')
-  pairs = _read_csv(os.path.join(estimates_dir, PAIRS_CSV),
-                    ('influence', 'influence_stderr'),
+  pairs_path = os.path.join(estimates_dir, PAIRS_CSV)
+  pairs = _read_csv(pairs_path, workdir, ('influence', 'influence_stderr'),
                     ('train_index', 'test_index'))
+  _check_indices(pairs_path, workdir, 'train_index', pairs['train_index'], 0, n)
+  _check_indices(pairs_path, workdir, 'test_index', pairs['test_index'], 0,
+                 n_test)
   topk_path = os.path.join(estimates_dir, TOPK_NPZ)
-  topk = (records.load_npz(topk_path) if _exists(topk_path) else
-          {'train_indices': np.zeros((len(arrays['test_labels']), 0), np.int64),
-           'influence': np.zeros((len(arrays['test_labels']), 0), np.float32)})
+  if _exists(topk_path):
+    topk = records.load_npz(topk_path)
+    indices, influence = topk.get('train_indices'), topk.get('influence')
+    if (indices is None or influence is None or indices.ndim != 2 or
+        indices.shape != influence.shape or len(indices) != n_test or
+        not np.issubdtype(indices.dtype, np.integer) or
+        not _is_real(influence)):
+      raise cli.UserError(
+          f'{topk_path} is not an integer train_indices and a real influence '
+          f'array of shape [{n_test}, topk] (the test examples of '
+          f'{dataset_path}): it was altered or belongs to another workdir. '
+          f'{_rerun(workdir)}')
+    _check_indices(topk_path, workdir, 'train index', indices, -1, n)
+  else:
+    indices = np.zeros((n_test, 0), np.int64)
+    influence = np.zeros((n_test, 0), np.float64)
   config_path = os.path.join(workdir, records.CONFIG_FILE)
   return _Inputs(
       summary=summary,
@@ -194,10 +358,11 @@ def _load_inputs(workdir, estimates_dir):
       pairs={'train': pairs['train_index'], 'test': pairs['test_index'],
              'influence': pairs['influence'],
              'stderr': pairs['influence_stderr']},
-      topk_indices=np.asarray(topk['train_indices'], np.int64),
-      topk_influence=np.asarray(topk['influence'], np.float64),
-      training_config=(_read_text(config_path) if _exists(config_path)
-                       else ''))
+      topk_indices=np.asarray(indices, np.int64),
+      topk_influence=np.asarray(influence, np.float64),
+      # Shown, not parsed here: undecodable bytes are shown replaced.
+      training_config=(_read_text(config_path, errors='replace')
+                       if _exists(config_path) else ''))
 
 
 def _ablation_memorization(workdir, log):
@@ -465,10 +630,12 @@ def _figure(width, height):
   return Figure(figsize=(width, height), dpi=DPI)
 
 
-def _save(fig, output_dir, name):
+def _save(fig, files, name):
+  """Renders `fig` into files[name] (the PNGs are written once the whole page
+  is built: a bad input found half way leaves no partial report)."""
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=DPI)
-  records.atomic_replace(os.path.join(output_dir, name), buffer.getvalue())
+  files[name] = buffer.getvalue()
   return name
 
 
@@ -477,6 +644,15 @@ _CELL_WIDTH = 1.2    # column pitch
 _CAPTION = 0.42      # two caption lines under an image
 _ROW_GAP = 0.12
 _TITLE_WIDTH = 1.1   # row titles at the left
+
+
+def _figure_text(value):
+  """`value` as text for a figure, every `$` escaped.
+
+  matplotlib reads text between two `$` as mathtext, so a class name or a JSON
+  value such as `$\\foo$` would fail the drawing; escaped, it is drawn as is.
+  """
+  return _text(value, None).replace('$', r'\$')
 
 
 def _draw_image(ax, image, x, y, side):
@@ -503,11 +679,11 @@ def _draw_image(ax, image, x, y, side):
     ax.imshow(image[..., :3], **kwargs)
 
 
-def _grid(output_dir, name, rows, title_width=_TITLE_WIDTH, gap_after=None):
+def _grid(files, name, rows, title_width=_TITLE_WIDTH, gap_after=None):
   """One PNG of labelled image rows.
 
   Args:
-    output_dir: the report folder.
+    files: {name: PNG bytes} of the report, which gets this one.
     name: the PNG's file name.
     rows: [(row title, [cell])], a cell a dict: image (uint8 array or None),
       lines (one or two caption lines), flipped (red border and caption),
@@ -527,7 +703,8 @@ def _grid(output_dir, name, rows, title_width=_TITLE_WIDTH, gap_after=None):
   for r, (title, cells) in enumerate(rows):
     y = 0.08 + r * row_height
     if title_width:
-      ax.text(0.08, y + _CELL / 2, title, ha='left', va='center', fontsize=9)
+      ax.text(0.08, y + _CELL / 2, _figure_text(title), ha='left',
+              va='center', fontsize=9)
     for c, cell in enumerate(cells):
       x = (title_width + c * _CELL_WIDTH + (_CELL_WIDTH - _CELL) / 2
            + (gap if gap_after and c >= gap_after else 0.0))
@@ -541,14 +718,15 @@ def _grid(output_dir, name, rows, title_width=_TITLE_WIDTH, gap_after=None):
       ax.add_patch(Rectangle((x, y), _CELL, _CELL, fill=False,
                              edgecolor=edge, linewidth=line_width))
       for number, line in enumerate(cell.get('lines', ())):
-        ax.text(x + _CELL / 2, y + _CELL + 0.05 + 0.17 * number, line,
+        ax.text(x + _CELL / 2, y + _CELL + 0.05 + 0.17 * number,
+                _figure_text(line),
                 ha='center', va='top', fontsize=7,
                 color='#d62728' if cell.get('flipped') and not number
                 else 'black')
   ax.set_xlim(0, width)
   ax.set_ylim(height, 0)
   ax.set_aspect('auto')
-  return _save(fig, output_dir, name)
+  return _save(fig, files, name)
 
 
 def _label_text(inputs, i):
@@ -564,13 +742,13 @@ def _memorization_cell(inputs, images, i):
 
 
 def _class_title(images, c):
-  names = images.class_names
-  if names and c < len(names) and names[c] != str(c):
-    return f'class {c}\n{names[c][:16]}'
+  names = images.class_names  # the dataset's (any text: _grid escapes it)
+  if names and 0 <= c < len(names) and _text(names[c]) != str(c):
+    return f'class {c}\n{_text(names[c])[:16]}'
   return f'class {c}'
 
 
-def _histogram(output_dir, inputs, variants):
+def _histogram(files, inputs, variants):
   full = inputs.memorization[np.isfinite(inputs.memorization)]
   if not len(full):
     return None
@@ -581,14 +759,16 @@ def _histogram(output_dir, inputs, variants):
              if np.isfinite(v).any()])
   edges = np.linspace(-1.025, 1.025, 42)  # bins centred on multiples of 0.05
   edges = edges[np.searchsorted(edges, low, side='right') - 1:]
-  k = inputs.summary.get('num_trials')
+  k = _text(inputs.summary.get('num_trials'))
   ax.hist(full, bins=edges, histtype='stepfilled', alpha=0.5, log=True,
-          label=f'full network ({k} trials)')
+          label=_figure_text(f'full network ({k} trials)'))
   for name, trials, values in variants:
     values = values[np.isfinite(values)]
     ax.hist(values, bins=edges, histtype='stepfilled', alpha=0.5, log=True,
-            label=f'{name} ({trials} trials)')
-  threshold = (inputs.summary.get('pair_thresholds') or {}).get('memorization')
+            label=_figure_text(f'{name} ({trials} trials)'))
+  # Drawn only when it is a number (the run table shows whatever it is).
+  threshold = _number(inputs.summary.obj('pair_thresholds').get(
+      'memorization'))
   if threshold is not None:
     ax.axvline(threshold, color='grey', ls='--', lw=0.8,
                label=f'memorization {threshold:g}')
@@ -601,7 +781,7 @@ def _histogram(output_dir, inputs, variants):
   ax.set_title('Memorization of the training examples')
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, output_dir, 'memorization_histogram.png')
+  return _save(fig, files, 'memorization_histogram.png')
 
 
 # --------------------------------------------------------------------------
@@ -632,11 +812,58 @@ summary { cursor: pointer; color: #1f4e99; }
 """
 
 
+# Every value that reaches the page comes from files anyone may have written
+# (a workdir may be shared or copied), so markup is a type: _Html, made only
+# from this module's literals (_html's templates) with every value filled in
+# escaped. The page and its parts (_table, _figure_html, _Sections) escape
+# whatever is not _Html, so a value that skipped _fmt or _e shows as text,
+# never as markup; and joining or adding plain text to markup escapes it.
+
+
+class _Html(str):
+  """Markup, safe to put in the page as it is (from _html, _e, _fmt)."""
+
+  def __add__(self, other):
+    return _Html(str.__add__(self, _e(other)))
+
+  def __radd__(self, other):
+    return _Html(str.__add__(_e(other), self))
+
+
 def _e(value):
-  return html.escape(str(value), quote=True)
+  """`value` as escaped text (str() of it); markup is kept as it is."""
+  if isinstance(value, _Html):
+    return value
+  return _Html(html.escape(str(value), quote=True))
 
 
-def _fmt(value, digits=4):
+def _html(template, *values):
+  """The markup `template` (a literal of this module) with its `{}` fields
+  filled by `values`, each escaped (_e) unless it is markup already."""
+  return _Html(template.format(*(_e(v) for v in values)))
+
+
+def _join(parts, separator=''):
+  return _Html(_e(separator).join(_e(p) for p in parts))
+
+
+def _number(value):
+  """`value` as a finite float when it is a real number, else None."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, float, np.integer, np.floating)):
+    return None
+  value = float(value)
+  return value if np.isfinite(value) else None
+
+
+def _text(value, digits=4):
+  """Any value, e.g. a leaf of a JSON file, as plain text.
+
+  Numbers are formatted (`digits` decimals, None: the shortest form), a
+  missing or non-finite one is a dash; text is as it is; lists and objects
+  show their items, so a string a hostile file put where a number belongs
+  is shown (escaped by the callers), not a crash.
+  """
   if value is None:
     return '–'
   if isinstance(value, (bool, np.bool_)):
@@ -644,57 +871,75 @@ def _fmt(value, digits=4):
   if isinstance(value, (int, np.integer)):
     return f'{int(value):,}'
   if isinstance(value, (float, np.floating)):
-    return '–' if not np.isfinite(value) else f'{float(value):.{digits}f}'
+    if not np.isfinite(value):
+      return '–'
+    return (f'{float(value):g}' if digits is None
+            else f'{float(value):.{digits}f}')
+  if isinstance(value, str):
+    return value
+  if isinstance(value, (list, tuple)):
+    return '[' + ', '.join(_text(v, digits) for v in value) + ']'
+  if isinstance(value, dict):
+    return '{' + ', '.join(f'{_text(k, digits)}: {_text(v, digits)}'
+                           for k, v in value.items()) + '}'
   return str(value)
 
 
+def _fmt(value, digits=4):
+  """`value` (a number, or whatever a file holds in its place) as markup."""
+  return _e(_text(value, digits))
+
+
 def _mean_std(pair):
+  """'mean ± std' of a [mean, std] pair; anything else shown as it is."""
+  if not isinstance(pair, list) or len(pair) > 2:
+    return _fmt(pair)
   if not pair or pair[0] is None:
-    return '–'
-  std = pair[1] if len(pair) > 1 else None
-  return f'{pair[0]:.4f} ± {std:.4f}' if std is not None else f'{pair[0]:.4f}'
+    return _fmt(None)
+  if len(pair) < 2 or pair[1] is None:
+    return _fmt(pair[0])
+  return _html('{} ± {}', _fmt(pair[0]), _fmt(pair[1]))
 
 
 def _table(header, rows, numeric=()):
-  """An HTML table; cells are escaped unless given as ('html', markup)."""
-  out = ['<table>', '<tr>' + ''.join(f'<th>{_e(h)}</th>' for h in header)
-         + '</tr>']
+  """An HTML table; cells are escaped text unless they are markup (_Html)."""
+  out = [_html('<table>'), _html('<tr>{}</tr>', _join(
+      _html('<th>{}</th>', h) for h in header))]
   for row in rows:
-    cells = []
-    for column, cell in enumerate(row):
-      markup = (cell[1] if isinstance(cell, tuple) and cell[:1] == ('html',)
-                else _e(cell))
-      css = ' class="num"' if column in numeric else ''
-      cells.append(f'<td{css}>{markup}</td>')
-    out.append('<tr>' + ''.join(cells) + '</tr>')
-  out.append('</table>')
-  return '\n'.join(out)
+    out.append(_html('<tr>{}</tr>', _join(
+        _html('<td class="num">{}</td>' if column in numeric else
+              '<td>{}</td>', cell) for column, cell in enumerate(row))))
+  out.append(_html('</table>'))
+  return _join(out, '\n')
 
 
 def _figure_html(src, alt, caption=None):
-  parts = [f'<figure><img src="{_e(src)}" alt="{_e(alt)}">']
-  if caption:
-    parts.append(f'<figcaption>{caption}</figcaption>')
-  parts.append('</figure>')
-  return ''.join(parts)
+  """An image of the report folder, by one of the names this module writes
+  (never a name from an input, so a src cannot lead anywhere else)."""
+  if src not in _GENERATED + _COPIED:
+    raise ValueError(f'{src!r} is not a file of the report')
+  return _html('<figure><img src="{}" alt="{}">{}</figure>', src, alt,
+               _html('<figcaption>{}</figcaption>', caption) if caption
+               else '')
 
 
 def _label_html(inputs, i):
   label, original = int(inputs.labels[i]), int(inputs.original_labels[i])
   if label != original:
-    return ('html', f'<span class="flipped">{label} (was {original})</span>')
-  return str(label)
+    return _html('<span class="flipped">{} (was {})</span>', label, original)
+  return _e(label)
 
 
 def _examples_table(inputs, indices):
-  rows = [[int(i), str(inputs.train_ids[i]), _label_html(inputs, i),
+  rows = [[int(i), inputs.train_ids[i], _label_html(inputs, i),
            _fmt(inputs.memorization[i]), _fmt(inputs.stderr[i]),
            _fmt(inputs.consistency[i]), f'{inputs.k_in[i]} / {inputs.k_out[i]}']
           for i in indices]
-  return ('<details><summary>The examples shown, as a table</summary>' +
-          _table(['index', 'tfds id', 'label', 'memorization', 'stderr',
-                  'held-out accuracy', 'k_in / k_out'], rows,
-                 numeric=(0, 3, 4, 5)) + '</details>')
+  return _html('<details><summary>The examples shown, as a table</summary>'
+               '{}</details>', _table(
+                   ['index', 'tfds id', 'label', 'memorization', 'stderr',
+                    'held-out accuracy', 'k_in / k_out'], rows,
+                   numeric=(0, 3, 4, 5)))
 
 
 class _Sections:
@@ -704,36 +949,40 @@ class _Sections:
     self.items = []
 
   def add(self, section_id, title, body):
-    self.items.append((section_id, title, body))
+    # Ids are this module's literals, used bare in id= and href="#...".
+    if not re.fullmatch(r'[a-z]+(-[a-z]+)*', section_id):
+      raise ValueError(f'bad section id {section_id!r}')
+    self.items.append((section_id, _e(title), _e(body)))
 
   def html(self):
-    return '\n'.join(
-        f'<section id="{_e(i)}">\n<h2>{_e(t)}</h2>\n{b}\n</section>'
-        for i, t, b in self.items)
+    return _join((_html('<section id="{}">\n<h2>{}</h2>\n{}\n</section>', i, t,
+                        b) for i, t, b in self.items), '\n')
 
   def nav(self):
-    return ('<nav>' + ''.join(f'<a href="#{_e(i)}">{_e(t)}</a>'
-                              for i, t, _ in self.items) + '</nav>')
+    return _html('<nav>{}</nav>', _join(
+        _html('<a href="#{}">{}</a>', i, t) for i, t, _ in self.items))
 
 
 def _run_rows(summary):
-  dataset = summary.get('dataset') or {}
-  design = summary.get('design') or {}
-  split = summary.get('split_half')
+  dataset = summary.obj('dataset')
+  design = summary.obj('design')
+  split = summary.obj('split_half')
   rows = [
-      ('dataset', f'{dataset.get("name")} (version {dataset.get("version")}, '
-                  f'{dataset.get("num_classes")} classes, images '
-                  f'{dataset.get("image_shape")})'),
-      ('training / test examples',
-       f'{_fmt(summary.get("num_train"))} / {_fmt(summary.get("num_test"))}'),
+      ('dataset', _html('{} (version {}, {} classes, images {})',
+                        _fmt(dataset.get('name')), _fmt(dataset.get('version')),
+                        _fmt(dataset.get('num_classes')),
+                        _fmt(dataset.get('image_shape')))),
+      ('training / test examples', _html('{} / {}', _fmt(summary.get(
+          'num_train')), _fmt(summary.get('num_test')))),
       ('trials (k)', _fmt(summary.get('num_trials'))),
-      ('subset ratio', ', '.join(f'{r:g}' for r in
-                                 summary.get('subset_ratios') or [])),
-      ('subset design', ', '.join(f'{k} {v}' for k, v in design.items())),
+      ('subset ratio', _join((_fmt(r, None) for r in
+                              summary.array('subset_ratios')), ', ')),
+      ('subset design', _join((_html('{} {}', k, _fmt(v, None))
+                               for k, v in design.items()), ', ')),
       ('mean accuracy of the trials: train / held-out / test',
-       f'{_fmt(summary.get("mean_train_accuracy"))} / '
-       f'{_fmt(summary.get("mean_heldout_accuracy"))} / '
-       f'{_fmt(summary.get("mean_test_accuracy"))}'),
+       _html('{} / {} / {}', _fmt(summary.get('mean_train_accuracy')),
+             _fmt(summary.get('mean_heldout_accuracy')),
+             _fmt(summary.get('mean_test_accuracy')))),
       ('Lemma 2.1 bound on E[(estimate − true)²]',
        _fmt(summary.get('lemma_2_1_bound'))
        if summary.get('lemma_2_1_bound') is not None
@@ -741,107 +990,109 @@ def _run_rows(summary):
   ]
   if split:
     rows += [
-        ('split-half consistency (even vs odd trials, '
-         f'{"/".join(str(t) for t in split.get("trials_per_half", []))}): '
-         'memorization Pearson / Spearman',
-         f'{_fmt(split.get("memorization_pearson"), 3)} / '
-         f'{_fmt(split.get("memorization_spearman"), 3)}'),
+        (_html('split-half consistency (even vs odd trials, {}): memorization '
+               'Pearson / Spearman',
+               _join((_fmt(t) for t in split.array('trials_per_half')), '/')),
+         _html('{} / {}', _fmt(split.get('memorization_pearson'), 3),
+               _fmt(split.get('memorization_spearman'), 3))),
         ('split-half pairs: per half, Jaccard',
-         f'{" / ".join(str(p) for p in split.get("pairs_per_half", []))}, '
-         f'{_fmt(split.get("pairs_jaccard"), 3)}'),
+         _html('{}, {}', _join((_fmt(p) for p in split.array(
+             'pairs_per_half')), ' / '), _fmt(split.get('pairs_jaccard'), 3))),
     ]
   else:
     rows.append(('split-half consistency',
                  'not computed (needs k ≥ 4 and Estimator.split_half = True)'))
-  for threshold, count in (summary.get('memorization_counts') or {}).items():
-    rows.append((f'examples with memorization ≥ {threshold}', _fmt(count)))
-  thresholds = summary.get('pair_thresholds') or {}
+  for threshold, count in summary.obj('memorization_counts').items():
+    rows.append((_html('examples with memorization ≥ {}', threshold),
+                 _fmt(count)))
+  thresholds = summary.obj('pair_thresholds')
   rows += [
       ('examples with no estimate (never in or never out)',
        _fmt(summary.get('undefined_memorization'))),
-      ('memorization stderr: median / max / max where memorization ≥ '
-       f'{thresholds.get("memorization", "threshold")}',
-       f'{_fmt(summary.get("median_memorization_stderr"))} / '
-       f'{_fmt(summary.get("max_memorization_stderr"))} / '
-       f'{_fmt(summary.get("max_stderr_of_memorized"))}'),
-      ('high-influence pairs (influence ≥ '
-       f'{thresholds.get("influence")}, memorization ≥ '
-       f'{thresholds.get("memorization")}, same label: '
-       f'{_fmt(thresholds.get("same_label"))})', _fmt(summary.get('num_pairs'))),
+      (_html('memorization stderr: median / max / max where memorization ≥ {}',
+             _fmt(thresholds.get('memorization', 'threshold'), None)),
+       _html('{} / {} / {}', _fmt(summary.get('median_memorization_stderr')),
+             _fmt(summary.get('max_memorization_stderr')),
+             _fmt(summary.get('max_stderr_of_memorized')))),
+      (_html('high-influence pairs (influence ≥ {}, memorization ≥ {}, same '
+             'label: {})', _fmt(thresholds.get('influence'), None),
+             _fmt(thresholds.get('memorization'), None),
+             _fmt(thresholds.get('same_label'))),
+       _fmt(summary.get('num_pairs'))),
   ]
-  correlation = summary.get('memorization_vs_influence')
+  correlation = summary.obj('memorization_vs_influence')
   if correlation:
     rows.append(('memorization vs largest influence: Pearson / Spearman',
-                 f'{_fmt(correlation.get("pearson"), 3)} / '
-                 f'{_fmt(correlation.get("spearman"), 3)}'))
-  rows += [('influence scores', summary.get('influence_scores')),
-           ('config fingerprint', summary.get('fingerprint')),
-           ('workdir', summary.get('workdir'))]
+                 _html('{} / {}', _fmt(correlation.get('pearson'), 3),
+                       _fmt(correlation.get('spearman'), 3))))
+  rows += [('influence scores', _fmt(summary.get('influence_scores'))),
+           ('config fingerprint', _fmt(summary.get('fingerprint'))),
+           ('workdir', _fmt(summary.get('workdir')))]
   return rows
 
 
-def _copy(estimates_dir, output_dir, name):
-  """Copies an experiment's PNG into the report; its name, or None."""
+def _copy(estimates_dir, files, name):
+  """Copies an experiment's PNG into the report's files; its name, or None."""
   source = os.path.join(estimates_dir, name)
   if not _exists(source):
     return None
   with _gfile().GFile(source, 'rb') as f:
-    records.atomic_replace(os.path.join(output_dir, name), f.read())
+    files[name] = f.read()
   return name
 
 
-def _embed_copy(estimates_dir, output_dir, written, name, alt, caption):
+def _embed_copy(estimates_dir, files, name, alt, caption):
   """Copies an experiment's PNG and returns its figure HTML ('' if absent)."""
-  png = _copy(estimates_dir, output_dir, name)
+  png = _copy(estimates_dir, files, name)
   if not png:
-    return ''
-  written.add(png)
+    return _Html()
   return _figure_html(png, alt, caption)
 
 
 def _removal_section(removal):
-  table = removal.get('table') or []
-  curve = [e for e in table if e['condition'] in ('full', 'memorized',
-                                                  'random')]
-  influence = [e for e in table if e['condition'] in ('full', 'influence_set',
-                                                      'influence_random')]
+  table = removal.objs('table')
+  curve = [e for e in table if e.get('condition') in ('full', 'memorized',
+                                                      'random')]
+  influence = [e for e in table if e.get('condition') in (
+      'full', 'influence_set', 'influence_random')]
 
   def rows(entries):
-    return [[e['condition'], '' if e.get('threshold') is None
-             else f'{e["threshold"]:g}', _fmt(e.get('num_removed')),
+    return [[_fmt(e.get('condition')), '' if e.get('threshold') is None
+             else _fmt(e.get('threshold'), None), _fmt(e.get('num_removed')),
              _mean_std(e.get('test_accuracy')),
              _mean_std(e.get('influenced_accuracy'))] for e in entries]
 
   header = ['condition', 'memorization ≥', 'removed', 'test accuracy',
             'accuracy on the influenced test examples']
-  parts = [f'<p>Test accuracy (mean ± std over {removal.get("repeats")} '
-           'models a condition) after removing the training examples with '
-           'memorization over each threshold, against removing as many random '
-           'examples.</p>', _table(header, rows(curve), numeric=(2, 3, 4))]
-  if any(e['condition'] == 'influence_set' for e in influence):
-    parts += ['<h3>Influence set</h3>',
-              '<p>Removing the training examples of the high-influence pairs '
-              f'({removal.get("num_influenced_test_examples")} influenced test '
-              'examples), against removing as many random examples.</p>',
+  parts = [_html('<p>Test accuracy (mean ± std over {} models a condition) '
+                 'after removing the training examples with memorization over '
+                 'each threshold, against removing as many random '
+                 'examples.</p>', _fmt(removal.get('repeats'))),
+           _table(header, rows(curve), numeric=(2, 3, 4))]
+  if any(e.get('condition') == 'influence_set' for e in influence):
+    parts += [_html('<h3>Influence set</h3>'),
+              _html('<p>Removing the training examples of the high-influence '
+                    'pairs ({} influenced test examples), against removing as '
+                    'many random examples.</p>',
+                    _fmt(removal.get('num_influenced_test_examples'))),
               _table(header, rows(influence), numeric=(2, 3, 4))]
-  return '\n'.join(parts)
+  return _join(parts, '\n')
 
 
 def _not_run_section(summary, shown):
   items = []
   for kind, title in _EXPERIMENTS.items():
     if kind not in shown:
-      binding = f'Estimator.experiments = ({kind!r},)'
-      items.append(f'<li>{_e(title)}: <code>{_e(binding)}</code> (estimate '
-                   'binary)</li>')
-  if not summary.get('label_noise'):
-    items.append('<li>Label-noise detection: <code>label_noise.fraction = '
-                 '0.05</code> (train binary, in a new workdir)</li>')
+      items.append(_html('<li>{}: <code>{}</code> (estimate binary)</li>',
+                         title, f'Estimator.experiments = ({kind!r},)'))
+  if not summary.obj('label_noise'):
+    items.append(_html('<li>Label-noise detection: <code>label_noise.fraction '
+                       '= 0.05</code> (train binary, in a new workdir)</li>'))
   if not items:
     return None
-  return ('<p>These sections are left out because their experiments did not '
-          'run; the binding that enables each:</p><ul>' + ''.join(items) +
-          '</ul>')
+  return _html('<p>These sections are left out because their experiments did '
+               'not run; the binding that enables each:</p><ul>{}</ul>',
+               _join(items))
 
 
 # --------------------------------------------------------------------------
@@ -870,9 +1121,33 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
     config = os.path.join(workdir, records.CONFIG_FILE)
     cli.parse_gin([config] if _exists(config) else [], list(gin_bindings))
   inputs = _load_inputs(workdir, estimates_dir)
-  summary = inputs.summary
-  cli.check_writable(output_dir)
+  created = cli.check_writable(output_dir)
+  try:
+    page, files, sections, images, flipped_drawn = _render(
+        workdir, estimates_dir, inputs, log)
+  except BaseException:
+    cli.remove_if_empty(created)  # nothing of the report was written
+    raise
+  # Only now is anything written: the images first, then the page showing
+  # them.
+  for name, payload in files.items():
+    records.atomic_replace(os.path.join(output_dir, name), payload)
+  path = os.path.join(output_dir, INDEX_HTML)
+  records.atomic_write_text(path, page)
+  for name in _GENERATED + _COPIED:  # left over from an earlier report
+    stale = os.path.join(output_dir, name)
+    if name not in files and _exists(stale):
+      _gfile().remove(stale)
+  seconds = time.perf_counter() - start
+  return Report(path=path, sections=[s[0] for s in sections.items],
+                images=images.available, num_flipped_shown=flipped_drawn,
+                seconds=seconds)
 
+
+def _render(workdir, estimates_dir, inputs, log):
+  """The page and its PNGs, in memory: (page, {name: PNG bytes}, _Sections,
+  _Images, flipped examples drawn)."""
+  summary = inputs.summary
   classes, top, bottom = _example_grids(inputs, PER_CLASS, MAX_CLASSES)
   pair_rows = _pair_rows(inputs, MAX_PAIR_TESTS, PER_TEST)
   flipped = np.flatnonzero(inputs.flipped)
@@ -887,49 +1162,48 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
   images = _load_images(inputs, sorted(train_needed),
                         sorted(j for j, _ in pair_rows), log)
 
-  written, flipped_drawn = set(), 0
+  files, flipped_drawn = {}, 0  # the PNGs, written at the end
   sections = _Sections()
-  dataset = summary.get('dataset') or {}
+  dataset = summary.obj('dataset')
 
   sections.add('run', 'Run', _table(['quantity', 'value'], _run_rows(summary)))
   config_parts = []
   if inputs.training_config:
-    config_parts.append('<details open><summary>Training config '
-                        f'({_e(records.CONFIG_FILE)}, what the trials ran '
-                        'with)</summary><pre>'
-                        f'{_e(inputs.training_config)}</pre></details>')
+    config_parts.append(_html(
+        '<details open><summary>Training config ({}, what the trials ran '
+        'with)</summary><pre>{}</pre></details>', records.CONFIG_FILE,
+        inputs.training_config))
   if summary.get('operative_config'):
-    config_parts.append('<details><summary>Estimator config (operative gin of '
-                        'the estimate binary)</summary><pre>'
-                        f'{_e(summary["operative_config"])}</pre></details>')
-  sections.add('config', 'Config', '\n'.join(config_parts)
-               or '<p class="note">No config found.</p>')
+    config_parts.append(_html(
+        '<details><summary>Estimator config (operative gin of the estimate '
+        'binary)</summary><pre>{}</pre></details>',
+        _fmt(summary.get('operative_config'))))
+  sections.add('config', 'Config', _join(config_parts, '\n')
+               or _html('<p class="note">No config found.</p>'))
 
   # Memorization histogram (with the ablation's variants overlaid).
   variants = _ablation_memorization(workdir, log)
-  histogram = _histogram(output_dir, inputs, variants)
+  histogram = _histogram(files, inputs, variants)
   if histogram:
-    written.add(histogram)
     caption = ('Memorization estimates of all training examples'
                + (', full network against the ablation\'s retrained top '
                   '(same subset masks, everything below frozen at a reference '
                   'model)' if variants else '') + '.')
-    body = _figure_html(histogram, 'memorization histogram', _e(caption))
+    body = _figure_html(histogram, 'memorization histogram', caption)
   else:
-    body = '<p class="note">No example has a memorization estimate.</p>'
+    body = _html('<p class="note">No example has a memorization estimate.</p>')
   ablation_png = (None if variants else
-                  _copy(estimates_dir, output_dir, 'ablation_histogram.png'))
+                  _copy(estimates_dir, files, 'ablation_histogram.png'))
   if ablation_png:
-    written.add(ablation_png)
     body += _figure_html(ablation_png, 'ablation histogram',
                          'The ablation\'s histogram (its records were not '
                          'found to redraw it).')
   sections.add('memorization-histogram', 'Memorization histogram', body)
 
-  note = ('' if images.available else
-          f'<p class="note">{_e(images.note or "No images.")}</p>')
-  shown_classes = (f'{len(classes)} of {dataset.get("num_classes")} classes '
-                   '(those whose top examples are the most memorized)'
+  note = (_Html() if images.available else
+          _html('<p class="note">{}</p>', images.note or 'No images.'))
+  shown_classes = (f'{len(classes)} of {_text(dataset.get("num_classes"))} '
+                   'classes (those whose top examples are the most memorized)'
                    if len(classes) < len(top) else 'every class')
   legend = ('Caption: the label trained on and memorization ± standard '
             'error. Red border: a flipped label (label 3 (was 5): trained as '
@@ -948,13 +1222,13 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
             for c in classes if chosen.get(c)]
     if not rows:
       sections.add(section_id, title,
-                   '<p class="note">No example has an estimate.</p>')
+                   _html('<p class="note">No example has an estimate.</p>'))
       continue
-    written.add(_grid(output_dir, name, rows))
+    _grid(files, name, rows)
     indices = [i for c in classes for i in chosen.get(c, [])]
     flipped_drawn += int(inputs.flipped[indices].sum())
     sections.add(section_id, title, note + _figure_html(
-        name, title, _e(f'{what}; {shown_classes}. {legend}')) +
+        name, title, f'{what}; {shown_classes}. {legend}') +
                  _examples_table(inputs, indices))
 
   # High-influence pairs.
@@ -972,72 +1246,71 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
                       f'infl {value:.2f}' + (f' ± {stderr:.2f}'
                                              if stderr is not None else '')]})
         flipped_drawn += int(inputs.flipped[i])
-        table.append([j, str(inputs.test_ids[j]), int(inputs.test_labels[j]),
-                      int(i), str(inputs.train_ids[i]), _label_html(inputs, i),
-                      _fmt(value) + ('' if stderr is None
-                                     else f' ± {_fmt(stderr)}'),
+        table.append([j, inputs.test_ids[j], int(inputs.test_labels[j]),
+                      int(i), inputs.train_ids[i], _label_html(inputs, i),
+                      _fmt(value) if stderr is None else
+                      _html('{} ± {}', _fmt(value), _fmt(stderr)),
                       _fmt(inputs.memorization[i]), _fmt(is_pair)])
       rows.append((f'test #{j}', cells))
-    written.add(_grid(output_dir, 'influence_pairs.png', rows, title_width=0,
-                      gap_after=1))
-    thresholds = summary.get('pair_thresholds') or {}
+    _grid(files, 'influence_pairs.png', rows, title_width=0, gap_after=1)
+    thresholds = summary.obj('pair_thresholds')
+    influence, memorization = (_text(thresholds.get(key), None)
+                               for key in ('influence', 'memorization'))
     if pairs_found:
       what = (f'The {len(pair_rows)} test examples with the most influential '
-              'high-influence pairs (influence ≥ '
-              f'{thresholds.get("influence")}, memorization ≥ '
-              f'{thresholds.get("memorization")}'
+              f'high-influence pairs (influence ≥ {influence}, memorization ≥ '
+              f'{memorization}'
               + (', same label' if thresholds.get('same_label') else '') +
-              f'; {_fmt(summary.get("num_pairs"))} pairs in all), each beside '
+              f'; {_text(summary.get("num_pairs"))} pairs in all), each beside '
               f'its up to {PER_TEST} most influential training examples. Blue '
               'border: a pair over the thresholds (± its standard error).')
     else:
-      what = ('No pair passes the thresholds (influence ≥ '
-              f'{thresholds.get("influence")}, memorization ≥ '
-              f'{thresholds.get("memorization")}); shown instead: the '
+      what = (f'No pair passes the thresholds (influence ≥ {influence}, '
+              f'memorization ≥ {memorization}); shown instead: the '
               f'{len(pair_rows)} test examples with the largest influence of '
               'any training example, beside their most influential training '
               'examples.')
     body = (note + _figure_html('influence_pairs.png', 'influence pairs',
-                                _e(what + ' Red border: a flipped label.')) +
-            '<details><summary>The pairs shown, as a table</summary>' +
-            _table(['test index', 'test tfds id', 'test label', 'train index',
-                    'train tfds id', 'train label', 'influence',
-                    'memorization', 'over thresholds'], table,
-                   numeric=(0, 3, 6, 7)) + '</details>')
+                                what + ' Red border: a flipped label.') +
+            _html('<details><summary>The pairs shown, as a table</summary>{}'
+                  '</details>', _table(
+                      ['test index', 'test tfds id', 'test label',
+                       'train index', 'train tfds id', 'train label',
+                       'influence', 'memorization', 'over thresholds'], table,
+                      numeric=(0, 3, 6, 7))))
   else:
-    body = ('<p class="note">No influence estimates to show (no pair over the '
-            'thresholds and Estimator.topk = 0).</p>')
+    body = _html('<p class="note">No influence estimates to show (no pair over '
+                 'the thresholds and Estimator.topk = 0).</p>')
   sections.add('influence-pairs', 'High-influence pairs', body)
 
   # Experiments.
-  ran = set((summary.get('experiments') or {}).keys())
+  ran = set(summary.obj('experiments').keys())
   shown = set()
 
   def earlier(kind):
-    return ('' if kind in ran else
-            '<p class="note">From an earlier run of the estimate binary '
-            '(this summary lists no such experiment).</p>')
+    return (_Html() if kind in ran else
+            _html('<p class="note">From an earlier run of the estimate binary '
+                  '(this summary lists no such experiment).</p>'))
 
-  removal = _read_json(os.path.join(estimates_dir, 'removal.json'))
+  removal = _read_json(os.path.join(estimates_dir, 'removal.json'), workdir)
   if removal:
     shown.add('removal')
     body = earlier('removal')
-    body += _embed_copy(estimates_dir, output_dir, written, 'removal.png',
-                        'removal curve',
+    body += _embed_copy(estimates_dir, files, 'removal.png', 'removal curve',
                         'Test accuracy after removing memorized vs random '
                         'training examples (mean ± std).')
     sections.add('removal', _EXPERIMENTS['removal'],
                  body + _removal_section(removal))
 
-  if summary.get('label_noise'):
-    noise = summary['label_noise']
-    body = (f'<p>{_fmt(noise.get("num_flipped"))} training labels were '
-            'flipped before training. Ranking the examples by memorization '
-            f'finds them with ROC AUC <b>{_fmt(noise.get("auc"), 3)}</b>; '
-            f'precision among the {_fmt(noise.get("num_flipped_estimable"))} '
-            'most memorized: '
-            f'{_fmt(noise.get("precision_at_flipped"), 3)}.</p>')
-    body += _embed_copy(estimates_dir, output_dir, written,
+  noise = summary.obj('label_noise')
+  if noise:
+    body = _html('<p>{} training labels were flipped before training. Ranking '
+                 'the examples by memorization finds them with ROC AUC '
+                 '<b>{}</b>; precision among the {} most memorized: {}.</p>',
+                 _fmt(noise.get('num_flipped')), _fmt(noise.get('auc'), 3),
+                 _fmt(noise.get('num_flipped_estimable')),
+                 _fmt(noise.get('precision_at_flipped'), 3))
+    body += _embed_copy(estimates_dir, files,
                         'label_noise_roc.png', 'ROC curve',
                         'ROC curve of memorization as a detector of '
                         'flipped labels.')
@@ -1045,43 +1318,43 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
       cells = [_memorization_cell(inputs, images, i) for i in flipped_shown]
       rows = [('', cells[s:s + PER_CLASS])
               for s in range(0, len(cells), PER_CLASS)]
-      written.add(_grid(output_dir, 'flipped.png', rows, title_width=0))
+      _grid(files, 'flipped.png', rows, title_width=0)
       flipped_drawn += len(flipped_shown)
       body += (note + _figure_html(
           'flipped.png', 'flipped labels',
-          _e(f'The {len(flipped_shown)} flipped examples with the highest '
-             'memorization. ' + legend)) +
+          f'The {len(flipped_shown)} flipped examples with the highest '
+          'memorization. ' + legend) +
                _examples_table(inputs, flipped_shown))
     sections.add('label-noise', 'Label-noise detection', body)
 
-  loo = _read_json(os.path.join(estimates_dir, 'leave_one_out.json'))
+  loo = _read_json(os.path.join(estimates_dir, 'leave_one_out.json'), workdir)
   if loo:
     shown.add('leave_one_out')
-    body = earlier('leave_one_out') + (
-        f'<p>{len(loo.get("examples", []))} examples, each left out of '
-        f'{loo.get("repeats")} models trained on the full set: Spearman '
-        f'{_fmt(loo.get("spearman"), 3)}, Pearson '
-        f'{_fmt(loo.get("pearson"), 3)}, mean |difference| '
-        f'{_fmt(loo.get("mean_abs_difference"), 3)}.</p>')
-    body += _embed_copy(estimates_dir, output_dir, written,
+    body = earlier('leave_one_out') + _html(
+        '<p>{} examples, each left out of {} models trained on the full set: '
+        'Spearman {}, Pearson {}, mean |difference| {}.</p>',
+        len(loo.array('examples')), _fmt(loo.get('repeats')),
+        _fmt(loo.get('spearman'), 3), _fmt(loo.get('pearson'), 3),
+        _fmt(loo.get('mean_abs_difference'), 3))
+    body += _embed_copy(estimates_dir, files,
                         'leave_one_out.png', 'estimate vs leave-one-out',
                         'Subsampled estimate against direct '
                         'leave-one-out memorization (± standard error).')
     sections.add('leave-one-out', _EXPERIMENTS['leave_one_out'], body)
 
-  ablation = _read_json(os.path.join(estimates_dir, 'ablation.json'))
+  ablation = _read_json(os.path.join(estimates_dir, 'ablation.json'), workdir)
   if ablation:
     shown.add('ablation')
-    rows = [[v.get('variant'), _fmt(v.get('mean_test_accuracy')),
+    rows = [[_fmt(v.get('variant')), _fmt(v.get('mean_test_accuracy')),
              _fmt(v.get('memorized_025')), _fmt(v.get('num_pairs'))]
-            for v in ablation.get('variants', [])]
+            for v in ablation.objs('variants')]
     sections.add('ablation', _EXPERIMENTS['ablation'], earlier('ablation') + (
-        f'<p>On the first {ablation.get("trials_used")} subset masks; the '
-        'histogram above overlays the variants.</p>') + _table(
-            ['variant', 'mean test accuracy', 'memorization ≥ 0.25',
-             'high-influence pairs'], rows, numeric=(1, 2, 3)))
+        _html('<p>On the first {} subset masks; the histogram above overlays '
+              'the variants.</p>', _fmt(ablation.get('trials_used')))) + _table(
+                  ['variant', 'mean test accuracy', 'memorization ≥ 0.25',
+                   'high-influence pairs'], rows, numeric=(1, 2, 3)))
 
-  sweep = _read_json(os.path.join(estimates_dir, 'ratio_sweep.json'))
+  sweep = _read_json(os.path.join(estimates_dir, 'ratio_sweep.json'), workdir)
   if sweep:
     shown.add('ratio_sweep')
     header = ['subset_ratio', 'effective_ratio', 'trials',
@@ -1089,7 +1362,7 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
               'median_stderr', 'mean_stderr', 'spearman_with_main',
               'lemma_2_1_bound']
     rows = [[_fmt(entry.get(h), 3) for h in header]
-            for entry in sweep.get('table', [])]
+            for entry in sweep.objs('table')]
     sections.add('ratio-sweep', _EXPERIMENTS['ratio_sweep'],
                  earlier('ratio_sweep') + _table(
                      [h.replace('_', ' ') for h in header], rows,
@@ -1099,27 +1372,19 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
   if not_run:
     sections.add('not-run', 'Not run', not_run)
 
-  title = f'Memorization report: {dataset.get("name", "")}'
-  page = '\n'.join([
-      '<!DOCTYPE html>', '<html lang="en">', '<head>',
-      '<meta charset="utf-8">',
-      '<meta name="viewport" content="width=device-width, initial-scale=1">',
-      f'<title>{_e(title)}</title>', f'<style>{_CSS}</style>', '</head>',
-      '<body>', f'<h1>{_e(title)}</h1>',
-      f'<p class="note">{_e(summary.get("num_trials"))} trials, built '
-      f'{_e(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} from '
-      f'{_e(estimates_dir)}.</p>',
-      sections.nav(), sections.html(), '</body>', '</html>', ''])
-  path = os.path.join(output_dir, INDEX_HTML)
-  records.atomic_write_text(path, page)
-  for name in _GENERATED + _COPIED:  # left over from an earlier report
-    stale = os.path.join(output_dir, name)
-    if name not in written and _exists(stale):
-      _gfile().remove(stale)
-  seconds = time.perf_counter() - start
-  return Report(path=path, sections=[s[0] for s in sections.items],
-                images=images.available, num_flipped_shown=flipped_drawn,
-                seconds=seconds)
+  title = _html('Memorization report: {}', _fmt(dataset.get('name')))
+  page = _join([
+      _html('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">'
+            '\n<meta name="viewport" content="width=device-width, '
+            'initial-scale=1">'),
+      _html('<title>{}</title>\n<style>{}</style>\n</head>\n<body>', title,
+            _Html(_CSS)),
+      _html('<h1>{}</h1>', title),
+      _html('<p class="note">{} trials, built {} from {}.</p>',
+            _fmt(summary.get('num_trials')),
+            time.strftime('%Y-%m-%d %H:%M:%S %Z'), estimates_dir),
+      sections.nav(), sections.html(), _html('</body>\n</html>\n')], '\n')
+  return page, files, sections, images, flipped_drawn
 
 
 def define_flags():
@@ -1132,14 +1397,20 @@ def define_flags():
   flags.DEFINE_multi_string(
       'gin_bindings', [], 'Bindings after the workdir\'s config, e.g. '
       '"load_dataset.data_dir = \'/data/tfds\'".')
+  flags.DEFINE_string(
+      'data_dir', None, 'tfds data dir of the images (same as binding '
+      'load_dataset.data_dir; a workdir\'s own config never chooses it).')
 
 
 def _main():
   f = flags.FLAGS
   if not f.workdir:
     raise cli.UserError('--workdir is required: a workdir with estimates.')
+  bindings = list(f.gin_bindings)
+  if f.data_dir:
+    bindings.append(f'load_dataset.data_dir = {f.data_dir!r}')
   report = build(f.workdir, f.output_dir, f.estimates_dir,
-                 gin_bindings=f.gin_bindings,
+                 gin_bindings=bindings,
                  log=lambda line: print(line, flush=True))
   print(f'Report: {report.path} ({report.seconds:.1f}s)', flush=True)
 

@@ -152,9 +152,10 @@ def format_seconds(seconds):
 
 
 def _another_config(what, theirs, setup, directory):
+  """The refusal of a workdir of another config; `what` names the evidence."""
   return cli.UserError(
-      f'{what} was trained with another config (fingerprint {theirs}, this '
-      f'run {setup.fingerprint}; compare '
+      f'{what} another config (fingerprint {theirs}, this run '
+      f'{setup.fingerprint}; compare '
       f'{os.path.join(directory, records.CONFIG_FILE)} with your gin files). '
       'Use a new --workdir for this config.')
 
@@ -175,13 +176,16 @@ def check_workdir(directory, setup, selected):
     {trial index: metadata} of the verified records among `selected`.
   """
   fixed = records.read_run_file(directory)
+  fixed_by = (f'{directory} is fixed (by '
+              f'{records.run_file_path(directory)}) to')
   if fixed is not None and fixed['fingerprint'] != setup.fingerprint:
-    raise _another_config(directory, fixed['fingerprint'], setup, directory)
+    raise _another_config(fixed_by, fixed['fingerprint'], setup, directory)
   if fixed is None:
     for path in records.list_records(directory).values():
       theirs = records.read_metadata(path).get('fingerprint')
       if theirs != setup.fingerprint:
-        raise _another_config(path, theirs, setup, directory)
+        raise _another_config(f'{path} was trained with', theirs, setup,
+                              directory)
   verified = records.check(directory, trial_indices=selected,
                            fingerprint=setup.fingerprint,
                            dataset_info=setup.dataset_info)
@@ -192,7 +196,7 @@ def check_workdir(directory, setup, selected):
                                                        'num_test')},
         'design': setup.design.fingerprint_fields()})
     if theirs != setup.fingerprint:  # another process came first
-      raise _another_config(directory, theirs, setup, directory)
+      raise _another_config(fixed_by, theirs, setup, directory)
   return verified
 
 
