@@ -58,6 +58,13 @@ except ImportError:
 '''
 
 
+def records_format():
+  """The record format, so that a reused workdir is of this version's."""
+  sys.path.insert(0, os.path.dirname(HERE))
+  from tf_memorization import records  # pylint: disable=g-import-not-at-top
+  return records.FORMAT_VERSION
+
+
 def _child(code):
   """Runs `code` in a fresh python; returns (wall, peak RSS bytes, stdout)."""
   wrapper = ('import json, resource\n' + code + BLAS_INFO +
@@ -191,7 +198,8 @@ def main():
   k, n, n_test = args.num_trials, args.num_train, args.num_test
   repo = os.path.dirname(HERE)
   workdir = args.workdir or os.path.join(
-      tempfile.gettempdir(), f'tf_memorization_bench_{k}_{n}_{n_test}')
+      tempfile.gettempdir(),
+      f'tf_memorization_bench_v{records_format()}_{k}_{n}_{n_test}')
   load_average = [os.getloadavg()[0]]
 
   import synthetic_records  # pylint: disable=g-import-not-at-top

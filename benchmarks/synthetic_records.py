@@ -88,7 +88,8 @@ def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
                  'heldout_accuracy': float(correct[~mask].mean()),
                  'test_accuracy': float(test_correct.mean())})
     records.write_record(workdir, t, mask, result, {
-        'fingerprint': 'synthetic', 'seed': t, 'dataset': info,
+        'fingerprint': 'synthetic', 'seed': design.trial_seed(t),
+        'dataset': info,
         'design': design.fingerprint_fields(), 'subset_ratio': subset_ratio,
         'num_trials': num_trials})
     if log and (t + 1) % 250 == 0:

@@ -34,6 +34,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, 'gin_configs')
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slow: trains real runs or starts binaries (the fast tier, '
+      '`./run.sh test -m "not slow"`, leaves these out)')
+
+
 @pytest.fixture(autouse=True)
 def _clear_gin():
   gin.clear_config()

@@ -40,6 +40,8 @@ from tf_memorization import train
 from conftest import (REPO, read_npz, rewrite_record, run_in_process,
                       snapshot, train_tiny)
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 TINY = 'gin_configs/tiny.gin'
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 4, 1442, 355
 BINDINGS = ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]

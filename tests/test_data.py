@@ -6,7 +6,14 @@ their exact pixel values (the digits' train images are pairwise distinct, which
 the `digits` fixture checks).
 """
 
+import glob
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +21,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tf_memorization import data
+from tf_memorization import preparing
+from tf_memorization.datasets import sklearn_digits
+
+from conftest import REPO
 
 NONE = data.Preprocessing(augment='none')
 DIGITS_STD = np.float32(255.0)  # sklearn_digits is normalised as x / 255
@@ -385,3 +396,209 @@ def test_load_dataset_under_mock_data(tmp_path):
   described = dataset.describe()
   assert described['num_train'] == 20
   assert described['image_shape'] == [32, 32, 3]
+
+
+# --------------------------------------------------------------------------
+# Preparing from several processes at once
+
+# Imports TensorFlow, says so, then waits for the go file, so that all
+# processes prepare at the same moment. Every generation of the dataset
+# prints GENERATING; mode 'stall' then holds the lock until killed.
+_PREPARER = r"""
+import os, sys, time
+from tf_memorization import data
+from tf_memorization.datasets import sklearn_digits
+
+data_dir, ready, go, mode = sys.argv[1:5]
+generate = sklearn_digits.SklearnDigits._split_generators
+
+def counted(self, dl_manager):
+  print('GENERATING', file=sys.stderr, flush=True)
+  if mode == 'stall':
+    time.sleep(600)
+  return generate(self, dl_manager)
+
+sklearn_digits.SklearnDigits._split_generators = counted
+open(ready, 'w').close()
+while not os.path.exists(go):
+  time.sleep(0.005)
+data.prepare_builder('sklearn_digits', data_dir)
+"""
+_WAITING = 'Waiting for another process preparing sklearn_digits'
+
+
+def _start_preparers(tmp_path, data_dir, modes):
+  """Starts one process per mode; returns them and their log paths."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
+  procs, logs = [], []
+  for i, mode in enumerate(modes):
+    log = tmp_path / f'preparer{i}.log'
+    with open(log, 'wb') as out:
+      procs.append(subprocess.Popen(
+          [sys.executable, '-c', _PREPARER, data_dir,
+           str(tmp_path / f'ready{i}'), str(tmp_path / f'go{i}'), mode],
+          cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+    logs.append(log)
+  return procs, logs
+
+
+def _wait_for(condition, procs, timeout=60.0):
+  deadline = time.time() + timeout
+  while not condition():
+    if time.time() > deadline or any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      raise AssertionError('preparer processes did not get there in time')
+    time.sleep(0.02)
+
+
+def _finish(procs, timeout=60.0):
+  try:
+    return [p.wait(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+
+
+def _assert_equal_datasets(a, b):
+  for x, y in ((a.train, b.train), (a.test, b.test)):
+    np.testing.assert_array_equal(x.labels, y.labels)
+    np.testing.assert_array_equal(x.ids, y.ids)
+    np.testing.assert_array_equal(x.images, y.images)
+
+
+@pytest.mark.slow
+def test_processes_starting_together_prepare_once(tmp_path, digits):
+  """Without the lock 2 of the 3 died in tfds's rename (5 runs of 5)."""
+  data_dir = str(tmp_path / 'tfds')
+  count = 3
+  procs, logs = _start_preparers(tmp_path, data_dir, ['count'] * count)
+  _wait_for(lambda: all((tmp_path / f'ready{i}').exists()
+                        for i in range(count)), procs)
+  for i in range(count):  # all imported TensorFlow: start them together
+    (tmp_path / f'go{i}').touch()
+  codes = _finish(procs)
+  outputs = [log.read_text(errors='replace') for log in logs]
+  assert codes == [0] * count, '\n'.join(outputs)
+  everything = ''.join(outputs)
+  assert everything.count('GENERATING') == 1, everything
+  # Each of the others waited (one line each) or came after the preparer.
+  assert all(out.count(_WAITING) <= 1 for out in outputs)
+  assert everything.count(_WAITING) + 1 <= count
+  assert os.path.exists(preparing.lock_path(data_dir, 'sklearn_digits'))
+  assert not glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
+  # The same data as one process alone prepares.
+  _assert_equal_datasets(data.load_dataset('sklearn_digits',
+                                           data_dir=data_dir), digits)
+
+
+@pytest.mark.slow
+def test_killed_preparer_does_not_block_the_next(tmp_path, digits, capfd,
+                                                 monkeypatch):
+  """The holder is killed while this process waits for the lock."""
+  data_dir = str(tmp_path / 'tfds')
+  procs, logs = _start_preparers(tmp_path, data_dir, ['stall'])
+  holder = procs[0]
+  (tmp_path / 'go0').touch()
+  # The holder has the lock and an incomplete dir, and stalls in generating.
+  _wait_for(lambda: 'GENERATING' in logs[0].read_text(errors='replace'),
+            procs)
+  assert glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
+  generated = []
+  generate = sklearn_digits.SklearnDigits._split_generators
+
+  def counted(self, dl_manager):
+    generated.append(holder.poll())
+    return generate(self, dl_manager)
+
+  monkeypatch.setattr(sklearn_digits.SklearnDigits, '_split_generators',
+                      counted)
+  killer = threading.Timer(1.0, holder.send_signal, [signal.SIGKILL])
+  killer.start()
+  try:
+    builder = data.prepare_builder('sklearn_digits', data_dir)
+  finally:
+    killer.cancel()
+    _finish(procs)
+  assert holder.returncode == -signal.SIGKILL
+  # This process waited (one line), then prepared after the holder died.
+  assert capfd.readouterr().err.count(_WAITING) == 1
+  assert generated == [-signal.SIGKILL]
+  assert builder.is_prepared()
+  # The killed attempt's incomplete dir was removed before preparing again.
+  assert not glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
+  _assert_equal_datasets(data.load_dataset('sklearn_digits',
+                                           data_dir=data_dir), digits)
+
+
+def test_prepared_dataset_takes_no_lock(digits_data_dir, monkeypatch):
+  """A prepared dataset loads from a data dir that may be read-only."""
+
+  def refuse(*args):
+    raise AssertionError(f'locked a prepared dataset: {args}')
+
+  monkeypatch.setattr(preparing, 'exclusive', refuse)
+  builder = data.prepare_builder('sklearn_digits', digits_data_dir)
+  assert builder.is_prepared()
+  assert not os.path.exists(preparing.lock_path(digits_data_dir,
+                                                'sklearn_digits'))
+
+
+def test_default_data_dir_is_locked_too(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds.core.constants, 'DATA_DIR', str(tmp_path))
+  locked = []
+  exclusive = preparing.exclusive
+
+  def recording(root, name):
+    locked.append((root, name))
+    return exclusive(root, name)
+
+  monkeypatch.setattr(preparing, 'exclusive', recording)
+  builder = data.prepare_builder('sklearn_digits', None)
+  assert builder.is_prepared()
+  assert locked == [(str(tmp_path), 'sklearn_digits')]
+  assert os.path.exists(preparing.lock_path(tmp_path, 'sklearn_digits'))
+
+
+def test_unwritable_data_dir_says_so(tmp_path, monkeypatch):
+  def read_only(root, name):
+    raise OSError(30, 'Read-only file system',
+                  preparing.lock_path(root, name))
+
+  monkeypatch.setattr(preparing, 'exclusive', read_only)
+  with pytest.raises(data.DataNotPreparedError,
+                     match='cannot be prepared there.*Read-only'):
+    data.prepare_builder('sklearn_digits', str(tmp_path))
+
+
+def test_claims_on_non_local_dirs_wait_and_take_over(monkeypatch, capsys):
+  """gs:// and the like have no OS locks: a claim file with an expiry."""
+  monkeypatch.setattr(preparing, 'POLL_SECONDS', 0.02)
+  root = f'ram://prepare-{os.getpid()}-{time.time_ns()}'
+  path = preparing.claim_path(root, 'ds')
+  events = []
+
+  def second():
+    with preparing._claimed(root, 'ds'):  # pylint: disable=protected-access
+      events.append('second holds')
+
+  with preparing.exclusive(root, 'ds'):
+    assert tf.io.gfile.exists(path)
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)
+    events.append('first releases')
+  thread.join(10)
+  assert events == ['first releases', 'second holds']
+  assert not tf.io.gfile.exists(path)
+  assert capsys.readouterr().err.count('Waiting for another process '
+                                       'preparing ds in ram://') == 1
+  # A dead holder's claim (expired) is taken over at once.
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(b'{"owner": "dead", "expires": 1.0}')
+  started = time.time()
+  with preparing.exclusive(root, 'ds'):
+    assert preparing._read_claim(path)[0] != 'dead'  # pylint: disable=protected-access
+  assert time.time() - started < 1.0
+  assert not tf.io.gfile.exists(path)

@@ -30,6 +30,8 @@ from tf_memorization import train
 
 from conftest import GIN_DIR, REPO, train_tiny
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 6, 1442, 355
 BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}', 'TrialTrainer.epochs = 1',
             "get_strategy.kind = 'one_device'"]

@@ -36,6 +36,8 @@ from tf_memorization import train
 
 from conftest import GIN_DIR, REPO
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 NUM_TRIALS, NUM_TRAIN = 4, 1442
 NOISE_FRACTION, NOISE_SEED = 0.05, 3
 TRAIN_BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}',

@@ -29,6 +29,8 @@ from tf_memorization import train
 
 from conftest import GIN_DIR, REPO
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 TIMEOUT_S = 240
 WROTE = 'WROTE '
 # Runs the train binary as `python -m` would, printing WROTE <path> for every

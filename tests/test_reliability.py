@@ -23,6 +23,8 @@ from tf_memorization import training
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 TINY_ARGS = ['--gin_file=gin_configs/tiny.gin',
              "--gin_bindings=get_strategy.kind = 'one_device'",
              "--gin_bindings=SubsetDesign.design = 'independent'"]

@@ -30,6 +30,8 @@ from tf_memorization import train
 
 from conftest import GIN_DIR, REPO
 
+pytestmark = pytest.mark.slow  # trains real runs; see conftest
+
 NUM_TRIALS = 4
 TRAIN_BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}',
                   'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]

@@ -84,6 +84,7 @@ def test_cifar100_end_to_end_under_mirrored_strategy(tmp_path):
     assert again.fingerprint == summary.fingerprint
 
 
+@pytest.mark.slow
 def test_shards_and_ranges_resume_and_extend(tmp_path, digits_data_dir):
   workdir = str(tmp_path / 'w')
   gin_file = [os.path.join(GIN_DIR, 'tiny.gin')]
@@ -153,6 +154,7 @@ def _run_binary(args, cwd):
       capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--gin_file=gin_configs/missing.gin'], 'missing.gin does not exist'),
     (['--gin_file=gin_configs/tiny.gin',
@@ -173,6 +175,7 @@ def test_binary_bad_input_exits_2_with_one_line(tmp_path, args, message):
   assert not (workdir / 'trials').exists()
 
 
+@pytest.mark.slow
 def test_binary_unwritable_workdir_exits_2(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
@@ -182,6 +185,7 @@ def test_binary_unwritable_workdir_exits_2(tmp_path):
   assert 'Cannot write to --workdir' in result.stderr
 
 
+@pytest.mark.slow
 def test_packed_run_writes_the_same_records_as_one_model_per_step(
     tmp_path, digits_data_dir):
   gin_file = [os.path.join(GIN_DIR, 'tiny.gin')]

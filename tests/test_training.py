@@ -493,6 +493,7 @@ _TWO_STRATEGIES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_second_mirrored_strategy_in_one_process_trains(digits_data_dir):
   """Regression: two get_strategy('mirrored') calls in one process.
 
@@ -634,6 +635,7 @@ def test_models_per_step_must_be_positive(digits):
 # In-graph input: the same batches as the tf.data pipeline
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['one_device', 'mirrored'])
 def test_in_graph_input_trains_the_same_trial_as_the_pipeline(digits, kind):
   strategy = strategy_lib.get_strategy(kind, num_cpu_devices=2)

@@ -147,6 +147,7 @@ def test_a_checkpoint_of_another_config_is_not_resumed(digits_data_dir,
   np.testing.assert_array_equal(again.train_margin, clean.train_margin)
 
 
+@pytest.mark.slow
 def test_after_a_kill_another_config_is_refused_before_training(
     tmp_path, digits_data_dir):
   workdir = str(tmp_path / 'w')
@@ -177,6 +178,7 @@ def test_after_a_kill_another_config_is_refused_before_training(
 # 2. The first process into a workdir fixes its config, atomically
 
 
+@pytest.mark.slow
 def test_two_configs_racing_into_an_empty_workdir(tmp_path, digits_data_dir):
   workdir = str(tmp_path / 'w')
   processes = [subprocess.Popen(
@@ -306,17 +308,48 @@ def test_a_record_resigned_with_another_fingerprint_is_refused(workdir):
     records.load(workdir)
 
 
-def test_a_record_of_format_1_is_refused_with_the_upgrade(workdir):
-  path = records.record_path(workdir, 3)
+def _as_format_1(path, **replace):
+  """Rewrites a record as the earlier version wrote it (format 1: the
+  checksum covers the arrays only)."""
   arrays = read_npz(path)
   meta = json.loads(str(arrays.pop('metadata')))
+  arrays.update(replace)
+  del meta['diverged']
   meta.update(format_version=1, checksum=records._checksum(arrays))  # pylint: disable=protected-access
-  arrays['metadata'] = np.array(json.dumps(meta))
+  arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
+
+
+def test_a_record_of_format_1_is_refused_until_upgraded(workdir):
+  from tf_memorization import inspect_workdir  # pylint: disable=g-import-not-at-top
+  before = records.load(workdir, predictions=True)
+  for t in (1, 3):
+    _as_format_1(records.record_path(workdir, t))
   with pytest.raises(records.RecordError, match='format 1') as info:
     records.load(workdir)
   assert '--upgrade_records' in str(info.value)
+  lines = []
+  assert inspect_workdir.upgrade(workdir, lines.append) == 2
+  after = records.load(workdir, predictions=True)
+  for field in ('masks', 'train_pred', 'test_prob', 'train_margin'):
+    np.testing.assert_array_equal(getattr(after, field),
+                                  getattr(before, field))
+  assert [m['format_version'] for m in after.metadata] == [2] * NUM_TRIALS
+  assert inspect_workdir.upgrade(workdir, lines.append) == 0  # nothing left
+
+
+def test_an_upgrade_refuses_a_format_1_record_that_fails_a_check(workdir):
+  from tf_memorization import inspect_workdir  # pylint: disable=g-import-not-at-top
+  path = records.record_path(workdir, 2)
+  mask = read_npz(path)['mask']
+  _as_format_1(path, mask=np.packbits(~np.unpackbits(mask).astype(bool)))
+  with open(path, 'rb') as f:
+    damaged = f.read()
+  with pytest.raises(records.RecordError, match='mask or seed'):
+    inspect_workdir.upgrade(workdir, lambda _: None)
+  with open(path, 'rb') as f:
+    assert f.read() == damaged  # left as it was, still refused
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +417,7 @@ def test_diverged_trials_are_refused_or_skipped_with_a_count(
   assert 'diverged trials left out' in out
 
 
+@pytest.mark.slow
 def test_a_diverging_training_is_flagged_by_the_train_binary(
     tmp_path, digits_data_dir):
   workdir = str(tmp_path / 'w')
@@ -446,6 +480,7 @@ def test_an_estimator_binding_of_the_wrong_type_names_itself(
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_fifo_in_the_workdir_is_refused_not_read(workdir, digits_data_dir):
   fifo = records.record_path(workdir, 9)
   os.mkfifo(fifo)
@@ -490,6 +525,7 @@ def test_records_of_other_models_in_an_experiment_folder_are_refused(
   assert not os.path.exists(os.path.join(workdir, 'estimates'))
 
 
+@pytest.mark.slow
 def test_a_failed_estimate_leaves_the_earlier_estimates_as_they_were(
     workdir):
   # Without earlier estimates: nothing is left behind.

@@ -278,7 +278,8 @@ def staged_output(final, flag, marker):
     flag: the flag or binding that named it, for the messages.
     marker: a file every folder of ours holds (e.g. summary.json): an
       existing non-empty `final` without it is someone else's folder and is
-      refused rather than replaced.
+      refused rather than replaced. None: `final` is ours by its place
+      (e.g. W/estimates).
 
   Yields:
     The staging folder's path.
@@ -286,7 +287,10 @@ def staged_output(final, flag, marker):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   final = final.rstrip('/') or final
   _recover(final)
-  if tf.io.gfile.isdir(final):
+  if tf.io.gfile.exists(final) and not tf.io.gfile.isdir(final):
+    raise UserError(f'{flag}={final} is a file, not a folder: choose a new or '
+                    'empty folder for the outputs.')
+  if marker and tf.io.gfile.isdir(final):
     entries = [e.rstrip('/') for e in tf.io.gfile.listdir(final)]
     if entries and marker not in entries:
       raise UserError(

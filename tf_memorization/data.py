@@ -10,6 +10,7 @@ before any JPEG is decoded (`StreamingPipeline`).
 """
 
 import dataclasses
+import errno
 import os
 import socket
 
@@ -19,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tf_memorization.datasets  # pylint: disable=unused-import  (registers builders)
+from tf_memorization import preparing
 
 
 class DataNotPreparedError(RuntimeError):
@@ -142,7 +144,32 @@ def prepare_builder(name, data_dir=None, download=True):
     raise DataNotPreparedError(
         f'Dataset {name} is not prepared in {data_dir or "the default dir"} '
         f'and {reason}. ' + _prepare_instructions(name, data_dir))
-  builder.download_and_prepare()
+  return _prepare(name, data_dir, builder)
+
+
+def _prepare(name, data_dir, builder):
+  """Prepares `builder`'s dataset unless another process did it meanwhile.
+
+  Only under `preparing.exclusive`, so processes starting together on a fresh
+  data dir prepare once; the root is the builder's, which also resolves
+  data_dir None to tfds's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
+  """
+  root = os.fspath(builder.data_dir_root)
+  try:
+    with preparing.exclusive(root, builder.name):
+      # A fresh builder: one made before another process finished preparing
+      # still holds the unprepared state.
+      builder = tfds.builder(name, data_dir=data_dir)
+      if not builder.is_prepared():
+        preparing.remove_stale_incomplete(builder.data_dir)
+        builder.download_and_prepare()
+  except OSError as e:
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+      raise
+    raise DataNotPreparedError(
+        f'Dataset {name} is not prepared in {root} and cannot be prepared '
+        f'there ({e}). Pass a writable data dir, or prepare it once where '
+        f'you can write: ' + _prepare_instructions(name, data_dir)) from e
   return builder
 
 

@@ -262,7 +262,9 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
                                                     'report')
   flag = '--output_dir' if output_dir else '--workdir'
   final = output_dir or os.path.join(workdir, ESTIMATES_DIR)
-  with cli.staged_output(final, flag, SUMMARY_JSON) as stage:
+  # A folder given by flag may be anyone's: replaced only if it is ours.
+  with cli.staged_output(final, flag,
+                         SUMMARY_JSON if output_dir else None) as stage:
     summary = _estimate(workdir, stage, final, estimator, log)
     if estimator.report:
       from tf_memorization import report as report_lib  # pylint: disable=g-import-not-at-top
@@ -273,8 +275,10 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
                          estimates_dir=stage, parse_config=False, log=log)
       else:
         report_flag = 'Estimator.report_dir' if estimator.report_dir else flag
-        with cli.staged_output(report_dir, report_flag,
-                               report_lib.INDEX_HTML) as report_stage:
+        with cli.staged_output(
+            report_dir, report_flag,
+            report_lib.INDEX_HTML if estimator.report_dir else None
+        ) as report_stage:
           report_lib.build(workdir, report_stage, estimates_dir=stage,
                            parse_config=False, log=log)
   if estimator.report:

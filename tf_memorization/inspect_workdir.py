@@ -1,6 +1,6 @@
 r"""Prints what a workdir holds: trials, accuracies, config fingerprint.
 
-    python -m tf_memorization.inspect_workdir --workdir=W
+    python -m tf_memorization.inspect_workdir --workdir=W [--upgrade_records]
 """
 
 import os
@@ -18,11 +18,32 @@ def define_flags():
   """Defines the flags; only when run as a binary, so that the library
   modules can be imported together (absl flags are global)."""
   flags.DEFINE_string('workdir', None, 'A train binary workdir.')
+  flags.DEFINE_bool(
+      'upgrade_records', False, 'Re-sign the records of an earlier version '
+      '(record format 1, whose checksum does not cover the metadata) in the '
+      'workdir and its experiment folders, after checking every array, mask '
+      'and seed. Only for workdirs you trust.')
+
+
+def upgrade(workdir, log=print):
+  """Upgrades the format-1 records of `workdir` and its experiments."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  folders = [workdir]
+  experiments = os.path.join(workdir, 'experiments')
+  if tf.io.gfile.isdir(experiments):
+    folders += [os.path.join(experiments, name.rstrip('/'))
+                for name in sorted(tf.io.gfile.listdir(experiments))]
+  count = 0
+  for folder in folders:
+    if records.list_records(folder):
+      count += len(records.upgrade_format_1(folder, log))
+  log(f'Upgraded {count} records of format 1 in {workdir}.')
+  return count
 
 
 def summarize(workdir):
   """A few lines describing the records of `workdir`."""
-  loaded = records.load(workdir)
+  loaded = records.load(workdir, diverged='keep')
   info = loaded.dataset_info
   metrics = [m['metrics'] for m in loaded.metadata]
 
@@ -43,10 +64,19 @@ def summarize(workdir):
       f'{(loaded.num_trials - in_counts).max()}',
       f'  training time: {wall / loaded.num_trials:.1f} s per trial '
       f'({wall / 3600:.2f} h in all)',
-  ])
+  ] + ([f'  diverged: {len(loaded.diverged)} trials '
+        f'{sorted(loaded.diverged)[:10]} (the estimator refuses them unless '
+        "Estimator.diverged_trials = 'skip')"] if loaded.diverged else []))
 
 
-main = cli.binary_main(lambda: print(summarize(flags.FLAGS.workdir)))
+def _main():
+  f = flags.FLAGS
+  if f.upgrade_records:
+    upgrade(f.workdir)
+  print(summarize(f.workdir))
+
+
+main = cli.binary_main(_main)
 
 
 if __name__ == '__main__':

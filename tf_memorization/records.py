@@ -822,12 +822,35 @@ _DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
                      'num_test', 'checksum')
 
 
+# float16 bit patterns: a non-negative float16 orders like its bits, so
+# 0 <= p <= 1 (and not NaN) is bits <= 0x3C00, and a finite value is one
+# whose exponent bits (0x7C00) are not all set. Integer reductions over the
+# bits are SIMD-fast; numpy's float16 min/max convert every element.
+_FLOAT16_ONE_BITS = 0x3C00
+_FLOAT16_EXPONENT_BITS = 0x7C00
+
+
+def _in_unit_interval(values):
+  if values.dtype == np.float16:
+    bits = values.view(np.uint16)
+    if bits.max() <= _FLOAT16_ONE_BITS:
+      return True
+  return bool(values.min() >= 0 and values.max() <= 1)  # e.g. -0.0, float32
+
+
+def _finite(values):
+  if values.dtype == np.float16:
+    return bool((values.view(np.uint16) & 0x7FFF).max()
+                < _FLOAT16_EXPONENT_BITS)
+  return bool(np.isfinite(values).all())
+
+
 def _check_values(path, arrays, num_classes):
   """Refuses values no model computes: classes outside the dataset's,
   probabilities outside [0, 1], NaN or infinite probabilities or margins.
 
-  One min/max per array (a NaN fails every comparison), so the cost is a
-  few passes over memory the checksum has just read.
+  A min/max per array (over the float16 bits), so the cost is a few fast
+  passes over memory the checksum has just read.
   """
   for field in ('train_pred', 'test_pred'):
     values = arrays[field]
@@ -838,15 +861,14 @@ def _check_values(path, arrays, num_classes):
           f'predicts them. {fix_hint(path)}')
   for field in ('train_prob', 'test_prob'):
     values = arrays[field]
-    if len(values) and not (values.min() >= 0 and values.max() <= 1):
+    if len(values) and not _in_unit_interval(values):
       raise RecordError(
           f'{path}: {field} holds values outside [0, 1] or NaN (min '
           f'{values.min()}, max {values.max()}), and the record is not '
           f'flagged as diverged. {fix_hint(path)}')
   for field in ('train_margin', 'test_margin'):
     values = arrays[field]
-    if len(values) and not (values.min() >= -_FLOAT16_MAX
-                            and values.max() <= _FLOAT16_MAX):
+    if len(values) and not _finite(values):
       raise RecordError(
           f'{path}: {field} holds NaN or infinite values, and the record is '
           f'not flagged as diverged. {fix_hint(path)}')
@@ -1072,6 +1094,63 @@ def check(directory, trial_indices=None, jobs=None, fingerprint=None,
   return verified
 
 
+def upgrade_format_1(directory, log=print):
+  """Re-signs the format-1 records of `directory` as format 2, after checks.
+
+  Format 1's checksum covered only the arrays. Each such record is read
+  with that checksum verified, its margins clipped as the writer now clips
+  them, its diverged flag computed, and its metadata signed with the format-2
+  checksum; it replaces the file only if it then passes every check `load`
+  makes (dataset, fingerprint, mask and seed against its design or its
+  folder's plan.json, values). The records must agree on one fingerprint
+  (W/run.json's, when present). What the checks cannot know is whether the
+  metadata was edited before: run this only on workdirs you trust.
+
+  Returns:
+    The trial indices upgraded.
+  """
+  found = list_records(directory)
+  old = {}
+  for t, path in found.items():
+    arrays, meta = _parse_record(path, read_bytes(path))
+    if meta.get('format_version') == 1:
+      old[t] = path
+  if not old:
+    return []
+  fixed = read_run_file(directory)
+  fingerprints = {read_metadata(p).get('fingerprint') for p in found.values()}
+  if fixed is None and len(fingerprints) > 1:
+    raise RecordError(f'{directory} holds records of {len(fingerprints)} '
+                      'configs: move each config\'s records to its own '
+                      'workdir before upgrading them.')
+  planned = tf.io.gfile.exists(os.path.join(directory, PLAN_FILE))
+  dataset_info = read_dataset_file(directory)[1]
+  upgraded = []
+  for t, path in old.items():
+    original = read_bytes(path)
+    arrays, meta = read_record(path, allow_format_1=True)
+    arrays = {name: np.array(a) for name, a in arrays.items()}
+    for field in ('train_margin', 'test_margin'):
+      arrays[field] = np.clip(arrays[field], -_FLOAT16_MAX, _FLOAT16_MAX)
+    meta.update({
+        'format_version': FORMAT_VERSION, 'upgraded_from_format': 1,
+        'design': None if planned else meta.get('design'),
+        'diverged': diverged_reason(arrays, meta.get('metrics') or {},
+                                    int(dataset_info['num_classes']))})
+    meta['checksum'] = _record_checksum(arrays, meta)
+    arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
+    atomic_replace(path, npz_bytes(arrays))
+    try:
+      check(directory, trial_indices=[t],
+            fingerprint=None if fixed else next(iter(fingerprints)))
+    except RecordError:
+      atomic_replace(path, original)
+      raise
+    upgraded.append(t)
+    log(f'{path}: upgraded from record format 1 to {FORMAT_VERSION}.')
+  return upgraded
+
+
 def _refuse_mixed(directory, by_fingerprint):
   if len(by_fingerprint) > 1:
     groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
@@ -1083,7 +1162,7 @@ def _refuse_mixed(directory, by_fingerprint):
 
 
 def load(workdir, predictions=False, margins=True, trial_indices=None,
-         jobs=None, fingerprint=None, diverged='refuse'):
+         jobs=None, fingerprint=None, diverged='refuse', threads=None):
   """Loads and validates every trial record of `workdir`.
 
   Every record is checked before any of its values is used: the zip
@@ -1111,6 +1190,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     diverged: what to do with records flagged as diverged: 'refuse' (a
       RecordError naming them and the fix), 'skip' (leave them out, listed
       in Records.diverged) or 'keep'.
+    threads: records read and checked at once (default: min(8, cores)).
 
   Returns:
     A `Records`.
@@ -1168,7 +1248,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
   checker = _Checker(workdir, dataset_info, n, n_test, jobs,
                      _expected_fingerprint(workdir, fingerprint))
   row = 0
-  for t, path, arrays, meta in _checked_records(found, checker):
+  for t, path, arrays, meta in _checked_records(found, checker, threads):
     by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
     if meta.get('diverged') is not None:
       diverged_trials[t] = meta['diverged']
