@@ -132,11 +132,16 @@ BINDINGS = ['SubsetDesign.num_trials = 2', 'TrialTrainer.epochs = 1']
 
 def test_one_trial_across_two_workers(tmp_path, digits_data_dir):
   workdir = str(tmp_path / 'w')
-  procs, logs = _start_cluster(workdir, digits_data_dir, BINDINGS,
+  # Both workers start at once on a data dir where the dataset is not
+  # prepared yet: one prepares it, the other waits and reuses it.
+  fresh_data_dir = str(tmp_path / 'tfds')
+  procs, logs = _start_cluster(workdir, fresh_data_dir, BINDINGS,
                                str(tmp_path))
   codes = _wait(procs, logs)
   assert codes == [0, 0], _tail(logs)
   chief, other = _read(logs[0]), _read(logs[1])
+  assert sorted(os.listdir(os.path.join(fresh_data_dir, 'sklearn_digits'))
+               ) == ['1.0.0']  # prepared once, no incomplete copy left
 
   # One cluster of 2 replicas (one per process), same config on both.
   for text in (chief, other):

@@ -239,6 +239,19 @@ def test_the_workdir_config_holds_no_location(trained):
   assert 'load_dataset.name' in text  # the bindings that matter are kept
 
 
+def test_the_fingerprint_does_not_depend_on_the_data_dir(tmp_path,
+                                                         digits_data_dir):
+  # gin wraps a long value onto a continuation line; the fingerprint must
+  # leave the whole binding out, not only its first line.
+  deep = tmp_path / ('a_folder_with_a_long_name_' * 4)
+  deep.symlink_to(digits_data_dir)
+  fingerprints = [
+      train.run(str(tmp_path / name), [TINY], BINDINGS, trials='0:1',
+                data_dir=data_dir, log=lambda _: None).fingerprint
+      for name, data_dir in (('short', digits_data_dir), ('deep', str(deep)))]
+  assert fingerprints[0] == fingerprints[1]
+
+
 @pytest.mark.parametrize('binding', [
     'Estimator.report_dir = {elsewhere!r}',
     'load_dataset.data_dir = {elsewhere!r}',

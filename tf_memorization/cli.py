@@ -49,21 +49,37 @@ def _statements(text):
       text, gin.config.ParserDelegate(skip_unknown=True)))
 
 
-def without_locations(text):
-  """A gin config text with its LOCATION_BINDINGS removed (each binding's
-  lines, continuation lines included), for writing into a workdir."""
+def without_bindings(text, drop):
+  """A gin config text without the bindings `drop` selects, each removed
+  whole (its continuation lines too: gin wraps long values).
+
+  Args:
+    text: gin config text.
+    drop: called with each binding's 'scope/configurable.parameter' (no
+      scope: 'configurable.parameter'; the configurable's module left out);
+      True removes it.
+  """
   statements = _statements(text)
   lines = text.splitlines(keepends=True)
   starts = [st.location.line_num - 1 for st in statements] + [len(lines)]
-  drop = set()
+  dropped = set()
   for statement, start, end in zip(statements, starts, starts[1:]):
-    if _binding_name(statement) in LOCATION_BINDINGS:
+    name = _binding_name(statement)
+    scope = getattr(statement, 'scope', '')
+    if name and drop(f'{scope}/{name}' if scope else name):
       for number in range(start, end):
         stripped = lines[number].strip()
         if number == start or (stripped and not stripped.startswith('#')):
-          drop.add(number)
+          dropped.add(number)
   return ''.join(line for number, line in enumerate(lines)
-                 if number not in drop)
+                 if number not in dropped)
+
+
+def without_locations(text):
+  """A gin config text with its LOCATION_BINDINGS removed (in any scope),
+  for writing into a workdir."""
+  return without_bindings(
+      text, lambda name: name.rpartition('/')[2] in LOCATION_BINDINGS)
 
 
 def check_bindings_only(path):

@@ -70,7 +70,11 @@ class RunSetup:
 def config_fingerprint(dataset_info, design):
   """Hash of everything that decides what trial t computes."""
   lines = []
-  for line in gin.operative_config_str().splitlines():
+  # Whole bindings are dropped first: gin wraps a long value (e.g. a deep
+  # --data_dir) onto a continuation line, which the prefixes would miss.
+  text = cli.without_bindings(gin.operative_config_str(),
+                              lambda name: name.startswith(_NOT_FINGERPRINTED))
+  for line in text.splitlines():
     stripped = line.strip()
     if not stripped or stripped.startswith('#'):
       continue
