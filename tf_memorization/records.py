@@ -1025,12 +1025,14 @@ class _Checker:
 def _checked_records(found, checker, workers=None):
   """(t, path, arrays, metadata) for each record of `found`, in order.
 
-  Records are read and checked by a few threads (reading, sha256 and the
-  numpy checks release the GIL), with at most 2 x workers records in flight,
-  so memory holds only those beyond the caller's arrays.
+  With workers > 1, records are read and checked by that many threads
+  (reading, sha256 and the mask draws release the GIL), with at most
+  2 x workers records in flight, so memory holds only those beyond the
+  caller's arrays. The default is one: on the 2-core development machine two
+  threads were slower than one (benchmarks/load_benchmark.py).
   """
   items = list(found.items())
-  workers = workers or min(8, os.cpu_count() or 1)
+  workers = workers or 1
   if workers < 2 or len(items) < 4:
     for t, path in items:
       yield (t, path, *checker(t, path))
@@ -1190,7 +1192,8 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     diverged: what to do with records flagged as diverged: 'refuse' (a
       RecordError naming them and the fix), 'skip' (leave them out, listed
       in Records.diverged) or 'keep'.
-    threads: records read and checked at once (default: min(8, cores)).
+    threads: records read and checked at once (default 1; more may help
+      on machines with many cores).
 
   Returns:
     A `Records`.
