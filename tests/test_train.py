@@ -31,6 +31,7 @@ TINY_CIFAR = [
 ]
 
 
+@pytest.mark.slow
 def test_cifar100_end_to_end_under_mirrored_strategy(tmp_path):
   workdir = str(tmp_path / 'w')
   lines = []

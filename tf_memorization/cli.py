@@ -28,7 +28,6 @@ EXIT_USER_ERROR = 2
 UserError = errors.UserError
 
 
-
 # Bindings that choose where files are read or written. Only the caller's
 # flags and gin files may set them: a workdir's config is written without
 # them and refused when it holds one, so that a shared workdir cannot make a

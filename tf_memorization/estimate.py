@@ -66,12 +66,6 @@ SUMMARY_JSON = 'summary.json'
 DENSE_NPY = 'influence_dense.npy'
 
 
-_EXPERIMENTS = {'removal': experiments_lib.RemovalExperiment,
-                'ablation': experiments_lib.AblationExperiment,
-                'leave_one_out': experiments_lib.LeaveOneOutExperiment,
-                'ratio_sweep': experiments_lib.SubsetRatioSweep}
-
-
 @gin.configurable
 class Estimator:
   """Which scores to compute and how (a gin configurable).
@@ -229,7 +223,7 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
   """Computes every score for `workdir` and writes the outputs.
 
   Everything is written to a temporary folder beside the estimates folder
-  and swapped in once the whole run succeeded (records.staged_directory), so
+  and swapped in once the whole run succeeded (cli.staged_output), so
   a failed or killed estimate leaves the earlier estimates (and report) as
   they were, never a mix of two runs.
   """
@@ -251,12 +245,13 @@ def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
   except (ValueError, TypeError) as e:
     raise cli.UserError(f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
   for kind in estimator.experiments:  # a bad binding fails now, not later
+    experiment = experiments_lib.BY_KIND[kind]
     try:
-      _EXPERIMENTS[kind]()
+      experiment()
     except (ValueError, TypeError) as e:
       if isinstance(e, cli.user_error_types()):
         raise
-      raise cli.UserError(f'Bad {_EXPERIMENTS[kind].__name__} config: '
+      raise cli.UserError(f'Bad {experiment.__name__} config: '
                           f'{e}'.replace('\n', ' ')) from e
   report_dir = estimator.report_dir or os.path.join(output_dir or workdir,
                                                     'report')
@@ -445,7 +440,7 @@ def _run_experiments(workdir, output_dir, estimator, loaded, mem, infl, log):
   results = {}
   for kind in estimator.experiments:
     start = time.perf_counter()
-    experiment = _EXPERIMENTS[kind]()
+    experiment = experiments_lib.BY_KIND[kind]()
     if kind == 'removal':
       results[kind] = experiment.run(workdir, output_dir, setup, mem, infl,
                                      log)

@@ -29,7 +29,6 @@ from tf_memorization import runs
 from tf_memorization import scores
 
 EXPERIMENTS_DIR = 'experiments'
-KINDS = ('ablation', 'removal', 'leave_one_out', 'ratio_sweep')
 
 
 def _seed(base_seed, name, index):
@@ -697,6 +696,13 @@ class SubsetRatioSweep:
         'Spearman with the main run):\n' + '\n'.join(
             f'  {r[0]:g}: {r[4]}, {r[6]:.4f}, {r[7]:.3f}' for r in rows))
     return summary
+
+
+# The experiments by the name Estimator.experiments gives them.
+BY_KIND = {'ablation': AblationExperiment, 'removal': RemovalExperiment,
+           'leave_one_out': LeaveOneOutExperiment,
+           'ratio_sweep': SubsetRatioSweep}
+KINDS = tuple(BY_KIND)
 
 
 # --------------------------------------------------------------------------

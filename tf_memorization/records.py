@@ -54,6 +54,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from tf_memorization import masks as masks_lib
+
 FORMAT_VERSION = 2
 TRIALS_DIR = 'trials'
 DATASET_FILE = 'dataset.npz'
@@ -889,7 +891,6 @@ class _DesignJobs:
     self._plan = None
 
   def __call__(self, path, meta):
-    from tf_memorization import masks  # pylint: disable=g-import-not-at-top
     fields = meta.get('design')
     if fields is None and 'design' in meta:
       # A model an experiment planned: checked against its folder's plan.
@@ -907,7 +908,7 @@ class _DesignJobs:
     key = json.dumps(fields, sort_keys=True)
     if key not in self._designs:
       try:
-        self._designs[key] = masks.SubsetDesign(
+        self._designs[key] = masks_lib.SubsetDesign(
             num_trials=int(fields.get('num_trials', 2)),
             subset_ratio=float(fields['subset_ratio']),
             design=fields['design'], seed=int(fields['seed']))
@@ -928,8 +929,11 @@ PLAN_FILE = 'plan.json'
 
 def mask_digest(mask):
   """A short hash of a bool mask, as an experiment's plan.json keeps it."""
-  return hashlib.sha256(np.packbits(np.asarray(mask, bool)).tobytes()
-                        ).hexdigest()[:16]
+  return _packed_digest(np.packbits(np.asarray(mask, bool)))
+
+
+def _packed_digest(packed):
+  return hashlib.sha256(packed.tobytes()).hexdigest()[:16]
 
 
 def _planned(directory):
@@ -1008,8 +1012,7 @@ class _Checker:
           'delete it.')
     mask, seed = self.jobs(path, meta)
     if isinstance(mask, str):  # a plan.json digest
-      same_mask = mask == hashlib.sha256(arrays['mask'].tobytes()
-                                         ).hexdigest()[:16]
+      same_mask = mask == _packed_digest(arrays['mask'])
     else:
       same_mask = np.array_equal(arrays['mask'], np.packbits(mask))
     if meta.get('seed') != seed or not same_mask:
@@ -1112,15 +1115,15 @@ def upgrade_format_1(directory, log=print):
     The trial indices upgraded.
   """
   found = list_records(directory)
-  old = {}
+  old, fingerprints = {}, set()
   for t, path in found.items():
-    arrays, meta = _parse_record(path, read_bytes(path))
+    meta = read_metadata(path)
+    fingerprints.add(meta.get('fingerprint'))
     if meta.get('format_version') == 1:
       old[t] = path
   if not old:
     return []
   fixed = read_run_file(directory)
-  fingerprints = {read_metadata(p).get('fingerprint') for p in found.values()}
   if fixed is None and len(fingerprints) > 1:
     raise RecordError(f'{directory} holds records of {len(fingerprints)} '
                       'configs: move each config\'s records to its own '

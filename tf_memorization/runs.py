@@ -76,11 +76,8 @@ def config_fingerprint(dataset_info, design):
                               lambda name: name.startswith(_NOT_FINGERPRINTED))
   for line in text.splitlines():
     stripped = line.strip()
-    if not stripped or stripped.startswith('#'):
-      continue
-    if stripped.startswith(_NOT_FINGERPRINTED):
-      continue
-    lines.append(stripped)
+    if stripped and not stripped.startswith('#'):
+      lines.append(stripped)
   return records.fingerprint({
       'dataset': {k: dataset_info[k] for k in
                   ('name', 'version', 'num_train', 'num_test', 'checksum')},
