@@ -99,9 +99,9 @@ print("FLOOR_SECONDS", time.perf_counter() - start)
 OURS = '''
 import os, sys
 sys.path.insert(0, {repo!r})
-from tf_memorization import estimate
-summary = estimate.run({workdir!r}, gin_bindings=['Estimator.split_half = False'],
-                       log=lambda line: None)
+from tf_memorization import estimator
+summary = estimator.run({workdir!r}, gin_bindings=['Estimator.split_half = False'],
+                        log=lambda line: None)
 print("TIMINGS", json.dumps(summary['timings']))
 print("PAIRS", summary['num_pairs'])
 '''
@@ -112,8 +112,9 @@ print("PAIRS", summary['num_pairs'])
 CHECK = '''
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
+from tf_memorization import loading
 from tf_memorization import records
-r = records.load({workdir!r}, margins=False)
+r = loading.load({workdir!r}, margins=False)
 start = time.perf_counter()
 cols = slice(0, {num_check})
 m, c, t = r.masks, r.train_correct, r.test_correct[:, cols]
@@ -158,7 +159,7 @@ DENSE = '''
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
 from tf_memorization import records
-r = records.load({workdir!r}, margins=False)
+r = loading.load({workdir!r}, margins=False)
 start = time.perf_counter()
 m = r.masks.astype(np.float64)
 t = r.test_correct.astype(np.float64)

@@ -10,11 +10,11 @@ warm page cache, best of --repeats:
   unchecked   the loader as it was before records were range-checked: read
               each file, verify the sha256 of its arrays, unpack the mask
               and correctness into the [k, n] arrays (one thread);
-  ours        records.load(margins=False), as the estimator calls it: the
+  ours        loading.load(margins=False), as the estimator calls it: the
               sha256 over arrays and metadata, the dataset, fingerprint,
               mask and seed (the design's mask of trial t is drawn again)
               and value checks, then the same unpacking;
-  threaded    the same with records.load(threads=--threads).
+  threaded    the same with loading.load(threads=--threads).
 
 and the parts of the checks alone: drawing the design's masks, and the value
 checks (min/max of every array). Target: the range checks cost <= 10% of the
@@ -37,8 +37,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import synthetic_records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization import storage  # pylint: disable=g-import-not-at-top
 
 TARGET = 1.10
 
@@ -57,8 +59,8 @@ def load_unchecked(workdir):
          'test_prob': np.zeros((k, n_test), np.float16)}
   train_cast = test_cast = None
   for row, path in enumerate(found.values()):
-    payload = records.read_bytes(path)
-    arrays = records._npz_views(payload, unchecked=records._ARRAY_FIELDS)  # pylint: disable=protected-access
+    payload = storage.read_bytes(path)
+    arrays = storage.npz_views(payload, unchecked=records._ARRAY_FIELDS)  # pylint: disable=protected-access
     records._json_field(path, arrays, 'metadata')  # pylint: disable=protected-access
     records._checksum(arrays)  # pylint: disable=protected-access
     if train_cast is None:
@@ -89,7 +91,7 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--workdir', default=None)
   parser.add_argument('--threads', type=int, default=2,
-                      help='records.load(threads=...) for the threaded row.')
+                      help='loading.load(threads=...) for the threaded row.')
   args = parser.parse_args()
   k, n, n_test = args.num_trials, args.num_train, args.num_test
   workdir = args.workdir or os.path.join(
@@ -103,8 +105,8 @@ def main():
 
   unchecked, plain = best_of(args.repeats, lambda: load_unchecked(workdir))
   ours, loaded = best_of(args.repeats,
-                         lambda: records.load(workdir, margins=False))
-  threaded, _ = best_of(args.repeats, lambda: records.load(
+                         lambda: loading.load(workdir, margins=False))
+  threaded, _ = best_of(args.repeats, lambda: loading.load(
       workdir, margins=False, threads=args.threads))
   for name in ('masks', 'train_correct', 'test_correct', 'train_prob'):
     np.testing.assert_array_equal(getattr(loaded, name), plain[name],
@@ -116,12 +118,12 @@ def main():
 
   def value_checks():
     for path in found[:200]:
-      arrays, _ = records._parse_record(path, records.read_bytes(path))  # pylint: disable=protected-access
-      records._check_values(path, arrays, 100)  # pylint: disable=protected-access
+      arrays, _ = records._parse_record(path, storage.read_bytes(path))  # pylint: disable=protected-access
+      loading._check_values(path, arrays, 100)  # pylint: disable=protected-access
 
   def parse_only():
     for path in found[:200]:
-      records._parse_record(path, records.read_bytes(path))  # pylint: disable=protected-access
+      records._parse_record(path, storage.read_bytes(path))  # pylint: disable=protected-access
 
   with_values, _ = best_of(args.repeats, value_checks)
   parsing, _ = best_of(args.repeats, parse_only)
@@ -130,7 +132,7 @@ def main():
   value_ratio = (unchecked + values) / unchecked
   rows = [
       ('unchecked loader (before range checks)', f'{unchecked:.2f} s'),
-      ('ours: every check (records.load, 1 thread)', f'{ours:.2f} s'),
+      ('ours: every check (loading.load, 1 thread)', f'{ours:.2f} s'),
       ('ratio ours / unchecked', f'{ours / unchecked:.2f}'),
       (f'ours on {args.threads} threads', f'{threaded:.2f} s '
        f'({threaded / unchecked:.2f} x unchecked)'),

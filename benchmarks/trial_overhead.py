@@ -33,7 +33,8 @@ os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import cli, runs  # pylint: disable=g-import-not-at-top
+from tf_memorization import config  # pylint: disable=g-import-not-at-top
+from tf_memorization import runs  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -73,7 +74,7 @@ def main():
       tempfile.gettempdir(), 'tf_memorization_bench_tfds'))
   args = parser.parse_args()
   k = args.models_per_step
-  cli.parse_gin([args.gin_file], [
+  config.parse_gin([args.gin_file], [
       f'SubsetDesign.num_trials = {args.trials + k}',
       f'TrialTrainer.models_per_step = {k}',
       f'TrialTrainer.in_graph_input = {args.in_graph_input}',

@@ -88,6 +88,7 @@ OURS = r'''
 import json, os, sys, time
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np
+from tf_memorization import loading
 from tf_memorization import records, train
 
 setting, trials, data_dir, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -111,7 +112,7 @@ else:
   with tfds.testing.mock_data(num_examples=2000):
     train.run(workdir, [os.path.join('gin_configs', 'demo.gin')], bindings,
               data_dir=data_dir, log=log)
-loaded = records.load(workdir)
+loaded = loading.load(workdir)
 print('RESULT', json.dumps({'done': done, 'groups': groups,
                             'test_accuracy': float(loaded.test_correct.mean())}))
 '''

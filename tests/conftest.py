@@ -30,6 +30,10 @@ tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices('CPU')[0],
     [tf.config.LogicalDeviceConfiguration()] * 2)
 
+# Every gin configurable registered, as the binaries register them, so that
+# tests parse configs as the binaries do.
+from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, 'gin_configs')
 
@@ -105,7 +109,7 @@ def rewrite_record(path, fix_checksum=True, **replace):
   meta.update(replace.pop('metadata', {}))
   arrays.update(replace)
   if fix_checksum:
-    meta['checksum'] = records._record_checksum(arrays, meta)  # pylint: disable=protected-access
+    meta['checksum'] = records.record_checksum(arrays, meta)
   arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)

@@ -9,7 +9,7 @@ stays well under a minute on two cores.
 tf_memorization.train and tf_memorization.estimate cannot be imported into
 one process (both define --gin_file etc.; see
 test_train_and_estimate_import_into_one_process, the module's last test), so
-estimate.run() is called in a subprocess here.
+estimator.run() is called in a subprocess here.
 """
 
 import csv
@@ -24,6 +24,7 @@ import gin
 import numpy as np
 import pytest
 
+from tf_memorization import loading
 from tf_memorization import records
 from tf_memorization import scores
 from tf_memorization import train
@@ -41,13 +42,13 @@ MEMORIZATION_COLUMNS = ['index', 'id', 'label', 'memorization',
 PAIR_COLUMNS = ['train_index', 'test_index', 'train_id', 'test_id', 'label',
                 'influence', 'influence_stderr', 'memorization']
 
-# estimate.run() in process, as a library user calls it; prints what it
+# estimator.run() in process, as a library user calls it; prints what it
 # returned and logged as JSON.
 RUN_SCRIPT = """
 import json, sys
-from tf_memorization import estimate
+from tf_memorization import estimator
 lines = []
-summary = estimate.run(sys.argv[1], log=lines.append)
+summary = estimator.run(sys.argv[1], log=lines.append)
 print('JSON:' + json.dumps({'summary': summary, 'lines': lines}))
 """
 
@@ -142,7 +143,7 @@ def runs(workdir, other_config_record, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def loaded(workdir):
-  return records.load(workdir)
+  return loading.load(workdir)
 
 
 @pytest.fixture(scope='module')
@@ -202,7 +203,7 @@ def test_memorization_csv(workdir, run_output, loaded):
   np.testing.assert_array_equal(k_in, 3)
   np.testing.assert_array_equal(k_in, loaded.masks.sum(0))
 
-  # Independent path through the public API: records.load + scores.
+  # Independent path through the public API: loading.load + scores.
   mem = scores.memorization(loaded.masks, loaded.train_correct,
                             loaded.train_prob)
   for name, expected in (('memorization', mem.memorization),
@@ -369,4 +370,4 @@ def test_bad_input_exits_2_with_one_error_line(runs, case, messages):
 def test_train_and_estimate_import_into_one_process():
   assert 'tf_memorization.train' in sys.modules  # imported above
   estimate = importlib.import_module('tf_memorization.estimate')
-  assert callable(estimate.run)
+  assert callable(estimate.main)

@@ -27,12 +27,15 @@ import gin
 import numpy as np
 import pytest
 
-from tf_memorization import cli
+from tf_memorization import analyses
 from tf_memorization import data
+from tf_memorization import errors
 from tf_memorization import experiments
+from tf_memorization import loading
 from tf_memorization import models
 from tf_memorization import records
 from tf_memorization import train
+from tf_memorization.experiments import ablation
 
 from conftest import GIN_DIR, REPO
 
@@ -97,16 +100,16 @@ def workdir(tmp_path_factory, digits_data_dir):
 
 @pytest.fixture(scope='module')
 def estimated(workdir, digits_data_dir):
-  """estimate.run() in process with all four experiments; (summary, lines).
+  """estimator.run() in process with all four experiments; (summary, lines).
 
   The data dir comes from the caller (as --data_dir): the workdir's config
   holds no location.
   """
-  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
   lines = []
   try:
-    summary = estimate.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                           data_dir=digits_data_dir, log=lines.append)
+    summary = estimator.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
+                            data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return summary, lines
@@ -114,14 +117,14 @@ def estimated(workdir, digits_data_dir):
 
 @pytest.fixture(scope='module')
 def rerun(workdir, estimated, digits_data_dir):
-  """The same estimate.run() again; record files before and after."""
-  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  """The same estimator.run() again; record files before and after."""
+  from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
   del estimated
   before = _record_files(workdir)
   lines = []
   try:
-    summary = estimate.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                           data_dir=digits_data_dir, log=lines.append)
+    summary = estimator.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
+                            data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return before, _record_files(workdir), summary, lines
@@ -129,7 +132,7 @@ def rerun(workdir, estimated, digits_data_dir):
 
 @pytest.fixture(scope='module')
 def main(workdir):
-  return records.load(workdir, predictions=True, margins=False)
+  return loading.load(workdir, predictions=True, margins=False)
 
 
 def _memorization(masks, correct):
@@ -168,7 +171,7 @@ def _mask_digest(mask):
 @pytest.fixture(scope='module')
 def removal(workdir, estimated):
   del estimated
-  return records.load(_experiment_dir(workdir, 'removal'), margins=False)
+  return loading.load(_experiment_dir(workdir, 'removal'), margins=False)
 
 
 @pytest.fixture(scope='module')
@@ -284,7 +287,7 @@ def test_removal_outputs(workdir, removal, pairs):
 
 
 def _ablation(workdir, num_blocks):
-  return records.load(_experiment_dir(workdir, f'ablation_last{num_blocks}'),
+  return loading.load(_experiment_dir(workdir, f'ablation_last{num_blocks}'),
                       predictions=True, margins=False)
 
 
@@ -346,20 +349,20 @@ def test_ablation_csv(workdir, estimated, main):
 def test_trainable_layers_for_small_resnet():
   model = models.small_resnet(input_shape=(8, 8, 1), num_classes=10, width=4)
   names = [layer.name for layer in model.layers]
-  assert experiments.trainable_layers_for(model, 0) == ['logits']
+  assert ablation.trainable_layers_for(model, 0) == ['logits']
   last = [n for n in names if n.startswith('stage2_block1_')]
   assert last  # conv, bn, relu, projection, add, out
-  assert set(experiments.trainable_layers_for(model, 1)) == set(last) | {
+  assert set(ablation.trainable_layers_for(model, 1)) == set(last) | {
       'logits'}
-  assert experiments.trainable_layers_for(model, 1)[-1] == 'logits'
+  assert ablation.trainable_layers_for(model, 1)[-1] == 'logits'
   both = [n for n in names if n.startswith(('stage1_block1_',
                                             'stage2_block1_'))]
-  assert set(experiments.trainable_layers_for(model, 2)) == set(both) | {
+  assert set(ablation.trainable_layers_for(model, 2)) == set(both) | {
       'logits'}
   assert not any(n.startswith('stem') for n in
-                 experiments.trainable_layers_for(model, 2))
-  with pytest.raises(cli.UserError, match='2'):
-    experiments.trainable_layers_for(model, 3)
+                 ablation.trainable_layers_for(model, 2))
+  with pytest.raises(errors.UserError, match='2'):
+    ablation.trainable_layers_for(model, 3)
 
 
 def test_ablation_trainer_keeps_the_reference_below_the_head(
@@ -377,7 +380,7 @@ def test_ablation_trainer_keeps_the_reference_below_the_head(
     return models.small_resnet(width=8, **kwargs)
 
   probe = model_fn(input_shape=(8, 8, 1), num_classes=10)
-  layers = experiments.trainable_layers_for(probe, 1)
+  layers = ablation.trainable_layers_for(probe, 1)
   trainer = training.TrialTrainer(
       dataset, strategy_lib.get_strategy('one_device'), model_fn=model_fn,
       epochs=1, batch_size=32, trainable_layers=layers)
@@ -483,11 +486,11 @@ def test_workdir_label_noise(workdir, estimated, main, main_mem,
 def test_label_noise_report_perfect_and_reversed():
   mem = np.array([0.9, 0.1, 0.8, 0.2, 0.0, 0.7])
   flipped = np.array([True, False, True, False, False, True])
-  report = experiments.label_noise_report(mem, flipped)
+  report = analyses.label_noise_report(mem, flipped)
   assert report['auc'] == pytest.approx(1.0)
   assert report['precision_at_flipped'] == pytest.approx(1.0)
   assert report['num_flipped'] == 3
-  reversed_report = experiments.label_noise_report(-mem, flipped)
+  reversed_report = analyses.label_noise_report(-mem, flipped)
   assert reversed_report['auc'] == pytest.approx(0.0)
   assert reversed_report['precision_at_flipped'] == pytest.approx(0.0)
 
@@ -499,7 +502,7 @@ def test_label_noise_report_ties_and_nan():
   # AUC = (1 + 2 + 2 + 0 + 0.5 + 1) / 9 = 6.5 / 9.
   mem = np.array([0.5, 0.5, 0.2, 0.5, 0.2, 0.1, np.nan, np.nan])
   flipped = np.array([True, True, True, False, False, False, True, False])
-  report = experiments.label_noise_report(mem, flipped)
+  report = analyses.label_noise_report(mem, flipped)
   assert report['auc'] == pytest.approx(6.5 / 9)
   assert report['num_flipped'] == 4
   assert report['num_flipped_estimable'] == 3
@@ -509,7 +512,7 @@ def test_label_noise_report_ties_and_nan():
 
 
 def test_label_noise_report_without_positives():
-  report = experiments.label_noise_report(np.array([0.1, 0.2]),
+  report = analyses.label_noise_report(np.array([0.1, 0.2]),
                                           np.array([False, False]))
   assert np.isnan(report['auc']) and report['num_flipped'] == 0
 
@@ -520,7 +523,7 @@ def test_label_noise_report_without_positives():
 
 def test_leave_one_out(workdir, estimated, main_mem):
   del estimated
-  loaded = records.load(_experiment_dir(workdir, 'leave_one_out'),
+  loaded = loading.load(_experiment_dir(workdir, 'leave_one_out'),
                         margins=False)
   left_out = np.array([m['left_out'] for m in loaded.metadata])
   full_rows = np.flatnonzero(left_out == -1)
@@ -555,7 +558,7 @@ def test_ratio_sweep(workdir, estimated, main):
   del estimated
   with open(os.path.join(workdir, 'operative_config.gin')) as f:
     assert "SubsetDesign.design = 'balanced'" in f.read()
-  loaded = records.load(_experiment_dir(workdir, f'ratio_{SWEEP_RATIO:g}'),
+  loaded = loading.load(_experiment_dir(workdir, f'ratio_{SWEEP_RATIO:g}'),
                         margins=False)
   assert loaded.num_trials == SWEEP_TRIALS
   assert all(m['subset_ratio'] == SWEEP_RATIO for m in loaded.metadata)
@@ -607,9 +610,9 @@ def test_memorization_vs_influence(workdir, estimated, main, main_mem):
 
 def test_summary_lists_the_experiments(workdir, estimated):
   summary, _ = estimated
-  assert set(summary['experiments']) == set(experiments.KINDS)
+  assert set(summary['experiments']) == set(experiments.BY_KIND)
   with open(os.path.join(workdir, 'estimates', 'summary.json')) as f:
-    assert set(json.load(f)['experiments']) == set(experiments.KINDS)
+    assert set(json.load(f)['experiments']) == set(experiments.BY_KIND)
 
 
 # --------------------------------------------------------------------------
@@ -621,7 +624,7 @@ def test_second_run_retrains_nothing(rerun):
   assert len(before) == (REPEATS * len(CONDITIONS)
                          + 2 * MAX_ABLATION_TRIALS + 4 + SWEEP_TRIALS)
   assert after == before
-  assert set(summary['experiments']) == set(experiments.KINDS)
+  assert set(summary['experiments']) == set(experiments.BY_KIND)
   assert not [l for l in lines if 'Ablation: training the reference' in l]
   assert not [l for l in lines if ' models, ' in l and 'ETA' in l]
 
@@ -707,7 +710,7 @@ def test_killed_removal_resumes(killed_and_resumed, removal):
   assert len(progress) == pending, r['second'].stdout[-3000:]
   assert all(l.startswith(f'[{i + 1}/{pending} removal models')
              for i, l in enumerate(progress)), progress
-  resumed = records.load(removal_dir, margins=False)  # checksums verified
+  resumed = loading.load(removal_dir, margins=False)  # checksums verified
   # The same plan as the uninterrupted run: same masks and seeds.
   np.testing.assert_array_equal(resumed.masks, removal.masks)
   assert [m['seed'] for m in resumed.metadata] == [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_memorization import cli
+from tf_memorization import config
 from tf_memorization import data
 from tf_memorization import masks
 from tf_memorization import strategy
@@ -50,10 +50,10 @@ def test_config_starts_with_the_command_and_expectations(path):
 
 @pytest.mark.parametrize('path', ESTIMATE_GIN_FILES, ids=os.path.basename)
 def test_estimate_config_parses_and_names_known_experiments(path):
-  from tf_memorization import estimate  # pylint: disable=g-import-not-at-top
+  from tf_memorization import estimator as estimator_lib  # pylint: disable=g-import-not-at-top
   from tf_memorization import experiments  # pylint: disable=g-import-not-at-top
-  cli.parse_gin([path], [])
-  estimator = estimate.Estimator()
+  config.parse_gin([path], [])
+  estimator = estimator_lib.Estimator()
   assert estimator.experiments
   assert set(estimator.experiments) <= {'ablation', 'removal',
                                         'leave_one_out', 'ratio_sweep'}
@@ -63,7 +63,7 @@ def test_estimate_config_parses_and_names_known_experiments(path):
 
 @pytest.mark.parametrize('path', GIN_FILES, ids=os.path.basename)
 def test_config_parses_and_builds_its_model(path):
-  cli.parse_gin([path], SMALL)
+  config.parse_gin([path], SMALL)
   design = masks.SubsetDesign()
   assert design.num_trials >= 2 and 0 < design.subset_ratio < 1
   name = gin.query_parameter('load_dataset.name')
@@ -77,10 +77,10 @@ def test_config_parses_and_builds_its_model(path):
   assert gin.query_parameter('TrialTrainer.epochs') >= 1
 
 
-@pytest.mark.parametrize('config', ['cifar100.gin', 'cifar10.gin', 'mnist.gin'])
-def test_config_builds_its_trainer_on_mock_data(config, tmp_path):
-  cli.parse_gin([os.path.join(GIN_DIR, config)],
-                SMALL + [f"load_dataset.data_dir = '{tmp_path}'"])
+@pytest.mark.parametrize('name', ['cifar100.gin', 'cifar10.gin', 'mnist.gin'])
+def test_config_builds_its_trainer_on_mock_data(name, tmp_path):
+  config.parse_gin([os.path.join(GIN_DIR, name)],
+                   SMALL + [f"load_dataset.data_dir = '{tmp_path}'"])
   with tfds.testing.mock_data(num_examples=8):
     dataset = data.load_dataset()
     trainer = training.TrialTrainer(dataset, strategy.get_strategy())

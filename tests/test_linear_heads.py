@@ -1,8 +1,8 @@
-"""experiments.train_linear_heads: many softmax heads trained at once."""
+"""ablation.train_linear_heads: many softmax heads trained at once."""
 
 import numpy as np
 
-from tf_memorization import experiments
+from tf_memorization.experiments import ablation
 
 NUM_CLASSES = 4
 
@@ -16,7 +16,7 @@ def _features(n, seed):
 
 
 def _train(masks, seeds, train_x, train_y, test_x, test_y):
-  return experiments.train_linear_heads(
+  return ablation.train_linear_heads(
       {'train': train_x, 'test': test_x}, train_y, test_y, masks, seeds,
       NUM_CLASSES, epochs=20, batch_size=32, learning_rate=0.1, momentum=0.9,
       weight_decay=1e-4)

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pytest
 
+from tf_memorization import loading
 from tf_memorization import masks
 from tf_memorization import records
 from tf_memorization import train
@@ -162,7 +163,7 @@ def test_one_trial_across_two_workers(tmp_path, digits_data_dir):
   assert _leftovers(workdir) == []
 
   # The records are valid and consistent with the run's config.
-  loaded = records.load(workdir, predictions=True)
+  loaded = loading.load(workdir, predictions=True)
   np.testing.assert_array_equal(loaded.trial_indices, [0, 1])
   assert {m['fingerprint'] for m in loaded.metadata} == {fingerprint}
   with open(os.path.join(workdir, records.CONFIG_FILE)) as f:
@@ -195,7 +196,7 @@ def test_one_trial_across_two_workers(tmp_path, digits_data_dir):
       BINDINGS + ["get_strategy.kind = 'mirrored'"], data_dir=digits_data_dir,
       log=lambda _: None)
   assert single.fingerprint == fingerprint
-  alone = records.load(single_dir, predictions=True)
+  alone = loading.load(single_dir, predictions=True)
   for field in ('train_pred', 'test_pred'):
     agree = (getattr(alone, field) == getattr(loaded, field)).mean()
     assert agree >= 0.99, (field, agree)
@@ -232,7 +233,7 @@ def test_a_dead_worker_stops_the_cluster_and_a_rerun_resumes(
   assert time.monotonic() - killed_at < 60
   # ...leaving only whole records: the one it finished.
   assert records.list_records(workdir).keys() == {0}
-  assert len(records.load(workdir).trial_indices) == 1
+  assert len(loading.load(workdir).trial_indices) == 1
   assert _leftovers(workdir) == []
 
   # Running both workers again finishes the run without redoing trial 0.
@@ -248,7 +249,7 @@ def test_a_dead_worker_stops_the_cluster_and_a_rerun_resumes(
   assert 'Done: trained 1, skipped 1' in chief
   assert _written(other) == []
   assert _trial_lines(chief) == _trial_lines(other)
-  loaded = records.load(workdir)
+  loaded = loading.load(workdir)
   np.testing.assert_array_equal(loaded.trial_indices, [0, 1])
   assert len({m['fingerprint'] for m in loaded.metadata}) == 1
 

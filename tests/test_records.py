@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from tf_memorization import loading
 from tf_memorization import masks
 from tf_memorization import records
 from tf_memorization.data import Dataset, Split
@@ -92,7 +93,7 @@ def rewrite_npz(path, **replace):
 def test_round_trip(workdir):
   """What write_record stores, load returns (indexed and sorted by trial)."""
   written = {t: write_trial(workdir, t) for t in (5, 0, 2)}
-  loaded = records.load(workdir, predictions=True)
+  loaded = loading.load(workdir, predictions=True)
   dataset = make_dataset()
 
   np.testing.assert_array_equal(loaded.trial_indices, [0, 2, 5])
@@ -143,20 +144,20 @@ def test_round_trip(workdir):
 def test_load_without_predictions_omits_them(workdir):
   """predictions=False (the default) returns no predicted classes."""
   write_trial(workdir, 0)
-  loaded = records.load(workdir)
+  loaded = loading.load(workdir)
   assert loaded.train_pred is None and loaded.test_pred is None
 
 
 def test_load_subset_of_trials(workdir):
   """load(trial_indices=...) reads just those trials, in sorted order."""
   written = {t: write_trial(workdir, t) for t in range(4)}
-  loaded = records.load(workdir, trial_indices=[3, 1])
+  loaded = loading.load(workdir, trial_indices=[3, 1])
   np.testing.assert_array_equal(loaded.trial_indices, [1, 3])
   np.testing.assert_array_equal(loaded.masks[0], written[1][0])
   np.testing.assert_array_equal(loaded.masks[1], written[3][0])
   assert [m['trial_index'] for m in loaded.metadata] == [1, 3]
   with pytest.raises(records.RecordError, match='7'):
-    records.load(workdir, trial_indices=[1, 7])
+    loading.load(workdir, trial_indices=[1, 7])
 
 
 def test_write_record_refuses_to_overwrite(workdir):
@@ -171,7 +172,7 @@ def test_write_record_refuses_to_overwrite(workdir):
                                   metadata(dataset, 'other'))
   with open(path, 'rb') as f:
     assert f.read() == before
-  loaded = records.load(workdir, predictions=True)
+  loaded = loading.load(workdir, predictions=True)
   np.testing.assert_array_equal(loaded.masks[0], mask)
   np.testing.assert_array_equal(loaded.train_pred[0], result.train_pred)
   assert loaded.fingerprint == 'f00dfeed'
@@ -216,7 +217,7 @@ def test_truncated_to_zero_bytes_is_a_record_error(workdir):
   path = records.record_path(workdir, 0)
   open(path, 'wb').close()
   with pytest.raises(records.RecordError, match='trial_000000.npz'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 @pytest.mark.parametrize('keep', ['half', 'all_but_10'])
@@ -230,7 +231,7 @@ def test_truncated_record_is_a_record_error(workdir, keep):
   with open(path, 'wb') as f:
     f.write(payload[:cut])
   with pytest.raises(records.RecordError, match='trial_000000.npz'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_read_metadata_of_truncated_record_is_a_record_error(workdir):
@@ -255,9 +256,9 @@ def test_altered_array_fails_checksum(workdir):
   train_pred[0] = (train_pred[0] + 1) % NUM_CLASSES
   rewrite_npz(path, train_pred=train_pred)
   with pytest.raises(records.RecordError, match='trial_000001.npz.*checksum'):
-    records.load(workdir)
+    loading.load(workdir)
   # The unaltered trial alone still loads.
-  assert records.load(workdir, trial_indices=[0]).num_trials == 1
+  assert loading.load(workdir, trial_indices=[0]).num_trials == 1
 
 
 def test_record_missing_an_array_is_a_record_error(workdir):
@@ -269,7 +270,7 @@ def test_record_missing_an_array_is_a_record_error(workdir):
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
   with pytest.raises(records.RecordError, match='test_margin'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_records_are_loaded_without_pickle(workdir, tmp_path):
@@ -284,7 +285,7 @@ def test_records_are_loaded_without_pickle(workdir, tmp_path):
 
   rewrite_npz(path, train_pred=np.array([Payload()] * N_TRAIN, dtype=object))
   with pytest.raises(records.RecordError, match='trial_000000.npz'):
-    records.load(workdir)
+    loading.load(workdir)
   assert not sentinel.exists()
 
 
@@ -294,12 +295,12 @@ def test_mixed_fingerprints_are_refused(workdir):
   write_trial(workdir, 1, fingerprint='aaaa1111')
   write_trial(workdir, 2, fingerprint='bbbb2222')
   with pytest.raises(records.RecordError) as info:
-    records.load(workdir)
+    loading.load(workdir)
   message = str(info.value)
   assert 'aaaa1111' in message and 'bbbb2222' in message
   assert 'trial_000002.npz' in message
   # Each config on its own is consistent.
-  assert records.load(workdir, trial_indices=[0, 1]).fingerprint == 'aaaa1111'
+  assert loading.load(workdir, trial_indices=[0, 1]).fingerprint == 'aaaa1111'
 
 
 def test_record_of_other_dataset_size_is_refused(workdir):
@@ -307,7 +308,7 @@ def test_record_of_other_dataset_size_is_refused(workdir):
   write_trial(workdir, 0)
   write_trial(workdir, 1, n=N_TRAIN + 1)
   with pytest.raises(records.RecordError, match='trial_000001.npz'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_renamed_record_is_refused(workdir):
@@ -315,7 +316,7 @@ def test_renamed_record_is_refused(workdir):
   write_trial(workdir, 0)
   os.rename(records.record_path(workdir, 0), records.record_path(workdir, 3))
   with pytest.raises(records.RecordError, match='trial_000003.npz'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_missing_dataset_file(tmp_path):
@@ -323,16 +324,16 @@ def test_missing_dataset_file(tmp_path):
   workdir = str(tmp_path / 'run')
   write_trial(workdir, 0)
   with pytest.raises(records.RecordError, match='dataset.npz'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_no_records(workdir):
   """A workdir with no trials (no trials dir, or an empty one) is an error."""
   with pytest.raises(records.RecordError, match='no trial records'):
-    records.load(workdir)
+    loading.load(workdir)
   os.makedirs(os.path.join(workdir, records.TRIALS_DIR))
   with pytest.raises(records.RecordError, match='no trial records'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 # ---------------------------------------------------------------- dataset.npz
@@ -379,7 +380,7 @@ def test_noisy_train_labels_are_what_correctness_uses(tmp_path):
   noisy = (dataset.train.labels + 1) % NUM_CLASSES
   info = records.write_dataset_file(workdir, dataset, train_labels=noisy)
   _, result = write_trial(workdir, 0, info=info)
-  loaded = records.load(workdir)
+  loaded = loading.load(workdir)
   np.testing.assert_array_equal(loaded.train_labels, noisy)
   np.testing.assert_array_equal(loaded.train_correct[0],
                                 result.train_pred == noisy)

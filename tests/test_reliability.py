@@ -16,6 +16,7 @@ import pytest
 
 from tf_memorization import data
 from tf_memorization import leases
+from tf_memorization import loading
 from tf_memorization import models
 from tf_memorization import records
 from tf_memorization import strategy as strategy_lib
@@ -171,8 +172,8 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(
   out = _finish(_start(killed_dir, digits_data_dir, KILL_RUN))
   assert 'Done' in out
 
-  whole = records.load(whole_dir, predictions=True)
-  killed = records.load(killed_dir, predictions=True)  # every record valid
+  whole = loading.load(whole_dir, predictions=True)
+  killed = loading.load(killed_dir, predictions=True)  # every record valid
   np.testing.assert_array_equal(whole.trial_indices, killed.trial_indices)
   for field in ('masks', 'train_correct', 'test_correct', 'train_prob',
                 'test_prob', 'train_margin', 'test_margin'):
@@ -207,6 +208,6 @@ def test_concurrent_workers_with_overlapping_ranges_train_each_trial_once(
     trained.append(int(done[0].split('trained ')[1].split(',')[0]))
   # Each of the 8 trials trained exactly once, across all three workers.
   assert sum(trained) == 8, (trained, outputs)
-  loaded = records.load(workdir)
+  loaded = loading.load(workdir)
   np.testing.assert_array_equal(loaded.trial_indices, np.arange(8))
   assert not os.listdir(os.path.join(workdir, 'claims'))

@@ -556,3 +556,62 @@ def test_jaccard():
   assert scores.jaccard([], []) == 1.0
   assert scores.jaccard(set(), set()) == 1.0
   assert scores.jaccard([(1, 2)], [(2, 1)]) == 0.0  # ordered pairs
+
+
+def test_difference_stderr_by_hand():
+  # sqrt(0.25 / 4 + 0.09 / 9) = sqrt(0.0625 + 0.01)
+  assert scores.difference_stderr(0.25, 4, 0.09, 9) == pytest.approx(
+      math.sqrt(0.0725), abs=1e-15)
+  assert isinstance(scores.difference_stderr(0.25, 4, 0.09, 9), float)
+  out = scores.difference_stderr(np.array([0.25, 0.25, 0.25]),
+                                 np.array([4, 0, 4]),
+                                 np.array([0.09, 0.09, 0.09]),
+                                 np.array([9, 9, 0]))
+  assert out[0] == pytest.approx(math.sqrt(0.0725))
+  assert np.isnan(out[1]) and np.isnan(out[2])  # no in- or no out-values
+
+
+def test_memorization_stderr_is_the_difference_stderr():
+  """memorization's standard error: p(1 - p)/k of each side, by hand."""
+  masks = np.array([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]], bool)
+  correct = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 1]], bool)
+  mem = scores.memorization(masks, correct)
+  # Example 0: in trials 0, 1, 4 (1, 0, 1: p = 2/3), out 2, 3 (1, 0: p = 1/2).
+  assert mem.memorization[0] == pytest.approx(2 / 3 - 1 / 2)
+  assert mem.stderr[0] == pytest.approx(
+      math.sqrt((2 / 3) * (1 / 3) / 3 + 0.25 / 2))
+
+
+def test_mean_std():
+  assert scores.mean_std([1.0, 2.0, 4.0]) == pytest.approx(
+      (7 / 3, math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
+                         + (4 - 7 / 3) ** 2) / 2)))
+  assert scores.mean_std([0.5]) == (0.5, 0.0)
+  assert all(math.isnan(v) for v in scores.mean_std([]))
+
+
+def test_roc_by_hand_with_ties():
+  """AUC = P(positive scores above a negative), ties counting half."""
+  values = np.array([0.9, 0.5, 0.5, 0.1, 0.5])
+  positive = np.array([True, True, False, False, False])
+  auc, fpr, tpr = scores.roc(values, positive)
+  # Pairs (pos, neg): 0.9 beats all 3; 0.5 beats 0.1, ties 0.5 twice.
+  assert auc == pytest.approx((3 + 1 + 0.5 + 0.5) / 6)
+  # One point per distinct score, from (0, 0): >= 0.9, >= 0.5, >= 0.1.
+  assert fpr == [0.0, 0.0, 2 / 3, 1.0]
+  assert tpr == [0.0, 0.5, 1.0, 1.0]
+  reversed_auc = scores.roc(-values, positive)[0]
+  assert reversed_auc == pytest.approx(1 - auc)
+  assert math.isnan(scores.roc(values, np.ones(5, bool))[0])
+
+
+def test_roc_of_a_planted_null_is_near_one_half():
+  """Scores that know nothing of the labels: AUC near 0.5, not near 1."""
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=20000)
+  positive = rng.random(20000) < 0.1
+  auc = scores.roc(values, positive)[0]
+  # Its standard error at 2,000 positives and 18,000 negatives is ~0.007.
+  assert abs(auc - 0.5) < 0.03
+  planted = values + 2.0 * positive
+  assert scores.roc(planted, positive)[0] > 0.9

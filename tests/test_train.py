@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_memorization import cli
+from tf_memorization import errors
+from tf_memorization import loading
 from tf_memorization import masks
 from tf_memorization import records
 from tf_memorization import runs
@@ -44,7 +45,7 @@ def test_cifar100_end_to_end_under_mirrored_strategy(tmp_path):
 
     # Three SGD steps on random mock images: a trial may still predict one
     # class for everything, which its record flags (as diverged).
-    loaded = records.load(workdir, predictions=True, diverged='keep')
+    loaded = loading.load(workdir, predictions=True, diverged='keep')
     for row, t in enumerate(loaded.trial_indices):
       constant = len(np.unique(np.concatenate([loaded.train_pred[row],
                                                loaded.test_pred[row]]))) == 1
@@ -111,7 +112,7 @@ def test_trial_metrics_go_to_tensorboard(tmp_path, digits_data_dir):
   train.run(workdir, [os.path.join(GIN_DIR, 'tiny.gin')],
             ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"],
             trials='0:2', data_dir=digits_data_dir, log=lambda _: None)
-  loaded = records.load(workdir)
+  loaded = loading.load(workdir)
   seen = {}
   for path in tf.io.gfile.glob(os.path.join(workdir, 'tensorboard', '*')):
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -131,7 +132,7 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path,
   base = ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
   train.run(workdir, gin_file, base, trials='0:1', data_dir=digits_data_dir,
             log=lambda _: None)
-  with pytest.raises(cli.UserError, match='another config'):
+  with pytest.raises(errors.UserError, match='another config'):
     train.run(workdir, gin_file, base + ['small_resnet.width = 4'],
               trials='1:2', data_dir=digits_data_dir, log=lambda _: None)
   assert list(records.list_records(workdir)) == [0]
@@ -144,7 +145,7 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path,
 ])
 def test_bad_trial_selection(trials, shard, message):
   shard_index, num_shards = shard or (None, None)
-  with pytest.raises(cli.UserError, match=message):
+  with pytest.raises(errors.UserError, match=message):
     train.select_trials(4, trials, shard_index, num_shards)
 
 
@@ -203,8 +204,8 @@ def test_packed_run_writes_the_same_records_as_one_model_per_step(
   # models_per_step does not change what a trial computes: same fingerprint,
   # so the two may even share a workdir.
   assert packed.fingerprint == alone.fingerprint
-  a = records.load(str(tmp_path / 'alone'), predictions=True)
-  b = records.load(str(tmp_path / 'packed'), predictions=True)
+  a = loading.load(str(tmp_path / 'alone'), predictions=True)
+  b = loading.load(str(tmp_path / 'packed'), predictions=True)
   np.testing.assert_array_equal(a.trial_indices, b.trial_indices)
   for field in ('masks', 'train_correct', 'test_correct', 'train_prob',
                 'test_prob', 'train_margin', 'test_margin'):

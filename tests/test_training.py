@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tf_memorization import data
 from tf_memorization import models
+from tf_memorization import schedules
 from tf_memorization import strategy as strategy_lib
 from tf_memorization import training
 
@@ -66,7 +67,7 @@ def _lr(schedule, steps):
 
 def test_cosine_schedule():
   base, total = 0.4, 100
-  schedule = training.TrialLearningRate(
+  schedule = schedules.TrialLearningRate(
       base, tf.Variable(total, dtype=tf.int64))
   steps = [0, 25, 50, 75, 100]
   expected = base * 0.5 * (1 + np.cos(np.pi * np.array(steps) / total))
@@ -80,7 +81,7 @@ def test_cosine_schedule():
 
 def test_piecewise_schedule():
   base, total = 0.4, 200
-  schedule = training.TrialLearningRate(
+  schedule = schedules.TrialLearningRate(
       base, tf.Variable(total, dtype=tf.int64), schedule='piecewise',
       boundaries=(0.5, 0.75), decay_factor=0.1)
   steps = [0, 99, 100, 149, 150, 199]
@@ -90,7 +91,7 @@ def test_piecewise_schedule():
 
 def test_constant_schedule_with_linear_warmup():
   base, total = 0.2, 100
-  schedule = training.TrialLearningRate(
+  schedule = schedules.TrialLearningRate(
       base, tf.Variable(total, dtype=tf.int64), schedule='constant',
       warmup_fraction=0.1)
   steps = np.arange(0, 30)
@@ -100,7 +101,7 @@ def test_constant_schedule_with_linear_warmup():
 
 def test_cosine_starts_after_warmup():
   base, total, warmup = 0.2, 100, 20
-  schedule = training.TrialLearningRate(
+  schedule = schedules.TrialLearningRate(
       base, tf.Variable(total, dtype=tf.int64),
       warmup_fraction=warmup / total)
   steps = np.array([0, 9, 19, 20, 40, 60, 100])
@@ -114,8 +115,8 @@ def test_cosine_starts_after_warmup():
 def test_total_steps_variable_changes_the_schedule_without_retracing():
   base = 1.0
   total = tf.Variable(100, dtype=tf.int64)
-  cosine = training.TrialLearningRate(base, total)
-  piecewise = training.TrialLearningRate(base, total, 'piecewise', (0.5,),
+  cosine = schedules.TrialLearningRate(base, total)
+  piecewise = schedules.TrialLearningRate(base, total, 'piecewise', (0.5,),
                                          0.1)
   both = tf.function(lambda step: (cosine(step), piecewise(step)))
   step = tf.constant(60, tf.int64)
@@ -134,7 +135,7 @@ def test_total_steps_variable_changes_the_schedule_without_retracing():
 
 def test_unknown_schedule_raises():
   with pytest.raises(ValueError, match='linear'):
-    training.TrialLearningRate(0.1, tf.Variable(10, dtype=tf.int64), 'linear')
+    schedules.TrialLearningRate(0.1, tf.Variable(10, dtype=tf.int64), 'linear')
 
 
 # --------------------------------------------------------------------------

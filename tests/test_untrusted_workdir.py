@@ -35,9 +35,11 @@ import numpy as np
 import pytest
 
 from tf_memorization import data
-from tf_memorization import estimate
+from tf_memorization import estimator
+from tf_memorization import loading
 from tf_memorization import models
 from tf_memorization import records
+from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
 from tf_memorization import train
 from tf_memorization import training
@@ -94,7 +96,7 @@ def train_main(workdir, data_dir, bindings=(), trials=None):
 
 
 def estimate_main(workdir, bindings=(), data_dir=None):
-  return lambda: estimate.run(
+  return lambda: estimator.run(
       workdir, gin_bindings=['Estimator.report = False', *bindings],
       data_dir=data_dir, log=print)
 
@@ -199,7 +201,7 @@ def test_two_configs_racing_into_an_empty_workdir(tmp_path, digits_data_dir):
       fixed}
   with open(os.path.join(workdir, records.CONFIG_FILE)) as f:
     assert f.readline().strip() == f'# fingerprint: {fixed}'
-  assert records.load(workdir).fingerprint == fixed
+  assert loading.load(workdir).fingerprint == fixed
 
 
 def test_of_many_writers_of_one_path_exactly_one_wins(tmp_path):
@@ -210,7 +212,7 @@ def test_of_many_writers_of_one_path_exactly_one_wins(tmp_path):
 
   def write(i):
     barrier.wait()
-    return records.atomic_write(path, f'payload {i}'.encode())
+    return storage.atomic_write(path, f'payload {i}'.encode())
 
   def fix(i):
     barrier.wait()
@@ -256,7 +258,7 @@ def test_the_fingerprint_does_not_depend_on_the_data_dir(tmp_path,
     'Estimator.report_dir = {elsewhere!r}',
     'load_dataset.data_dir = {elsewhere!r}',
     'some_scope/load_dataset.data_dir = {elsewhere!r}',
-    'tf_memorization.estimate.Estimator.report_dir = \\\n    {elsewhere!r}',
+    'tf_memorization.estimator.Estimator.report_dir = \\\n    {elsewhere!r}',
 ])
 def test_a_workdir_config_that_chooses_a_location_is_refused(
     workdir, tmp_path, digits_data_dir, binding):
@@ -265,7 +267,7 @@ def test_a_workdir_config_that_chooses_a_location_is_refused(
   with open(config, 'a') as f:
     f.write('\n' + binding.format(elsewhere=elsewhere) + '\n')
   before = snapshot(workdir)
-  line = error_line(*run_in_process(lambda: estimate.run(
+  line = error_line(*run_in_process(lambda: estimator.run(
       workdir, data_dir=digits_data_dir, log=lambda _: None)))
   assert config in line and 'may not choose where files' in line, line
   assert ('data_dir' in line) == ('data_dir' in binding)
@@ -290,14 +292,14 @@ def test_a_copied_record_with_its_trial_index_edited_is_refused(workdir):
   _edit_metadata(copy, trial_index=3)
   with pytest.raises(records.RecordError, match='trial_000003.npz fails its '
                      'checksum'):
-    records.load(workdir)
+    loading.load(workdir)
   # Re-signed, it is still refused: its mask and seed are trial 1's.
   rewrite_record(copy)
   with pytest.raises(records.RecordError,
                      match='trial_000003.npz: its mask or seed'):
-    records.load(workdir)
+    loading.load(workdir)
   os.remove(copy)
-  assert records.load(workdir).num_trials == NUM_TRIALS - 1
+  assert loading.load(workdir).num_trials == NUM_TRIALS - 1
 
 
 @pytest.mark.parametrize('field, value', [
@@ -310,7 +312,7 @@ def test_editing_the_metadata_fails_the_checksum(workdir, field, value):
   _edit_metadata(path, **{field: value})
   with pytest.raises(records.RecordError,
                      match='trial_000002.npz fails its checksum'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def test_a_record_resigned_with_another_fingerprint_is_refused(workdir):
@@ -318,7 +320,7 @@ def test_a_record_resigned_with_another_fingerprint_is_refused(workdir):
   rewrite_record(path, metadata={'fingerprint': 'f00dfeedf00dfeed'})
   with pytest.raises(records.RecordError,
                      match='trial_000002.npz was trained with another config'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def _as_format_1(path, **replace):
@@ -336,15 +338,15 @@ def _as_format_1(path, **replace):
 
 def test_a_record_of_format_1_is_refused_until_upgraded(workdir):
   from tf_memorization import inspect_workdir  # pylint: disable=g-import-not-at-top
-  before = records.load(workdir, predictions=True)
+  before = loading.load(workdir, predictions=True)
   for t in (1, 3):
     _as_format_1(records.record_path(workdir, t))
   with pytest.raises(records.RecordError, match='format 1') as info:
-    records.load(workdir)
+    loading.load(workdir)
   assert '--upgrade_records' in str(info.value)
   lines = []
   assert inspect_workdir.upgrade(workdir, lines.append) == 2
-  after = records.load(workdir, predictions=True)
+  after = loading.load(workdir, predictions=True)
   for field in ('masks', 'train_pred', 'test_prob', 'train_margin'):
     np.testing.assert_array_equal(getattr(after, field),
                                   getattr(before, field))
@@ -390,7 +392,7 @@ def test_values_no_model_computes_are_refused(workdir, field, make, message):
   original = read_npz(path)[field]
   rewrite_record(path, **{field: make(original).astype(original.dtype)})
   with pytest.raises(records.RecordError, match=message) as info:
-    records.load(workdir)
+    loading.load(workdir)
   assert 'trial_000001.npz' in str(info.value)
 
 
@@ -398,7 +400,7 @@ def test_a_record_of_another_seed_is_refused(workdir):
   path = records.record_path(workdir, 0)
   rewrite_record(path, metadata={'seed': 1})
   with pytest.raises(records.RecordError, match='mask or seed'):
-    records.load(workdir)
+    loading.load(workdir)
 
 
 def _diverge(path):
@@ -443,7 +445,7 @@ def test_a_diverging_training_is_flagged_by_the_train_binary(
   warnings = [line for line in lines if line.startswith('WARNING')]
   assert len(warnings) == 3, lines  # one per trial, and the run's total
   assert all('diverged' in line for line in warnings)
-  loaded = records.load(workdir, diverged='keep')
+  loaded = loading.load(workdir, diverged='keep')
   assert sorted(loaded.diverged) == [0, 1]
   assert all(m['diverged'] for m in loaded.metadata)
   line = error_line(*run_in_process(estimate_main(
@@ -564,7 +566,7 @@ def test_an_output_dir_of_other_files_is_not_replaced(workdir, tmp_path):
   mine = tmp_path / 'mine'
   mine.mkdir()
   (mine / 'thesis.tex').write_text('years of work')
-  line = error_line(*run_in_process(lambda: estimate.run(
+  line = error_line(*run_in_process(lambda: estimator.run(
       workdir, output_dir=str(mine), log=lambda _: None)))
   assert '--output_dir=' in line and 'thesis.tex' in line, line
   assert os.listdir(mine) == ['thesis.tex']

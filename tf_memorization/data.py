@@ -20,11 +20,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tf_memorization.datasets  # pylint: disable=unused-import  (registers builders)
+from tf_memorization import errors
 from tf_memorization import preparing
 
 
-class DataNotPreparedError(RuntimeError):
-  """The dataset is not in data_dir and cannot be downloaded here."""
+DataNotPreparedError = errors.DataNotPreparedError
 
 
 # Per-channel mean and std of the training sets, on the 0..255 scale.

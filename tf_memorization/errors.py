@@ -1,12 +1,15 @@
 """Errors a user can cause, and the checks of configured values.
 
 Bad input ends in one line naming the file or binding and the fix, with exit
-status 2 (cli.binary_main). The checks below are what every gin configurable
-calls on its arguments, so that a wrong type or range (`TrialTrainer.epochs =
+status 2 (cli.binary_main): UserError, ConfigError, RecordError (a workdir's
+files), NoSpaceError (a full disk, quota or file size limit) and
+DataNotPreparedError. The checks below are what every gin configurable calls
+on its arguments, so that a wrong type or range (`TrialTrainer.epochs =
 '15'`, `TrialTrainer.eval_batch_size = 0`) is one sentence naming the binding,
 not a traceback from deep inside TensorFlow.
 """
 
+import errno
 import math
 import numbers
 
@@ -17,6 +20,32 @@ class UserError(Exception):
 
 class ConfigError(ValueError):
   """A configured value of the wrong type or outside its range."""
+
+
+class DataNotPreparedError(RuntimeError):
+  """The dataset is not in data_dir and cannot be downloaded here."""
+
+
+class RecordError(ValueError):
+  """A workdir's files are missing, corrupt, or do not belong together."""
+
+
+class NoSpaceError(OSError):
+  """A write failed for lack of space (disk full, quota, file size limit).
+
+  An OSError (errno ENOSPC, EDQUOT or EFBIG), so callers that retry failed
+  writes (e.g. lease renewal) still do; the binaries print its message.
+  """
+
+  def __init__(self, message, code=errno.ENOSPC):
+    super().__init__(message)
+    self.errno = code
+
+
+# Exceptions that mean bad input, not a bug in this package: the binaries
+# print them as one line and exit with status 2.
+USER_ERRORS = (UserError, ConfigError, RecordError, NoSpaceError,
+               DataNotPreparedError)
 
 
 def _got(value):

@@ -10,8 +10,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization import records  # pylint: disable=g-import-not-at-top
 
 def define_flags():
@@ -27,23 +29,22 @@ def define_flags():
 
 def upgrade(workdir, log=print):
   """Upgrades the format-1 records of `workdir` and its experiments."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   folders = [workdir]
-  experiments = os.path.join(workdir, 'experiments')
+  experiments = os.path.join(workdir, records.EXPERIMENTS_DIR)
   if tf.io.gfile.isdir(experiments):
     folders += [os.path.join(experiments, name.rstrip('/'))
                 for name in sorted(tf.io.gfile.listdir(experiments))]
   count = 0
   for folder in folders:
     if records.list_records(folder):
-      count += len(records.upgrade_format_1(folder, log))
+      count += len(loading.upgrade_format_1(folder, log))
   log(f'Upgraded {count} records of format 1 in {workdir}.')
   return count
 
 
 def summarize(workdir):
   """A few lines describing the records of `workdir`."""
-  loaded = records.load(workdir, diverged='keep')
+  loaded = loading.load(workdir, diverged='keep')
   info = loaded.dataset_info
   metrics = [m['metrics'] for m in loaded.metadata]
 

@@ -22,7 +22,7 @@ import uuid
 
 import tensorflow as tf
 
-from tf_memorization import records
+from tf_memorization import storage
 
 CLAIMS_DIR = 'claims'
 LEASE_SECONDS = 600.0
@@ -82,7 +82,7 @@ class Leases:
     """Creates the claim file if absent; whether this call created it."""
     tf.io.gfile.makedirs(os.path.dirname(path))
     if not _is_local(path):
-      return records.atomic_write(path, self._payload())
+      return storage.atomic_write(path, self._payload())
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -131,7 +131,7 @@ class Leases:
     if expires > time.time() and not owner_is_dead(owner):
       return False
     # A dead worker's claim: take it over, then check that this write won.
-    records.atomic_replace(path, self._payload())
+    storage.atomic_replace(path, self._payload())
     current = self.read(index)
     if current is None or current[0] != self.owner:
       return False
@@ -156,7 +156,7 @@ class Leases:
     for index in held:
       current = self.read(index)
       if current is not None and current[0] == self.owner:
-        records.atomic_replace(claim_path(self.directory, index),
+        storage.atomic_replace(claim_path(self.directory, index),
                                self._payload())
 
   def _renew_loop(self):

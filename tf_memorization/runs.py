@@ -16,26 +16,28 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_memorization import cli
+from tf_memorization import config
 from tf_memorization import data as data_lib
+from tf_memorization import errors
 from tf_memorization import leases as leases_lib
+from tf_memorization import loading
 from tf_memorization import masks as masks_lib
+from tf_memorization import models  # pylint: disable=unused-import
+from tf_memorization import progress as progress_lib
 from tf_memorization import records
+from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
 from tf_memorization import training
 
 # Bindings that do not change what a trial computes, left out of the
-# fingerprint (the design's own fields are added by SubsetDesign).
-_NOT_FINGERPRINTED = ('SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
-                      'load_dataset.download', 'TrialTrainer.eval_batch_size',
-                      # A trial computes the same alone or packed (tested).
-                      'TrialTrainer.models_per_step',
-                      'TrialTrainer.in_graph_input',
-                      'TrialTrainer.checkpoint_seconds',
-                      'TrialTrainer.deterministic_ops',
-                      'Estimator.', 'RemovalExperiment.',
-                      'AblationExperiment.', 'LeaveOneOutExperiment.',
-                      'SubsetRatioSweep.')
+# fingerprint (the design's own fields are added by SubsetDesign); the
+# estimator and the experiments declare their own configurables.
+config.not_fingerprinted(
+    'SubsetDesign.', 'get_strategy.', 'load_dataset.data_dir',
+    'load_dataset.download', 'TrialTrainer.eval_batch_size',
+    # A trial computes the same alone or packed (tested).
+    'TrialTrainer.models_per_step', 'TrialTrainer.in_graph_input',
+    'TrialTrainer.checkpoint_seconds', 'TrialTrainer.deterministic_ops')
 
 
 @dataclasses.dataclass
@@ -69,20 +71,11 @@ class RunSetup:
 
 def config_fingerprint(dataset_info, design):
   """Hash of everything that decides what trial t computes."""
-  lines = []
-  # Whole bindings are dropped first: gin wraps a long value (e.g. a deep
-  # --data_dir) onto a continuation line, which the prefixes would miss.
-  text = cli.without_bindings(gin.operative_config_str(),
-                              lambda name: name.startswith(_NOT_FINGERPRINTED))
-  for line in text.splitlines():
-    stripped = line.strip()
-    if stripped and not stripped.startswith('#'):
-      lines.append(stripped)
   return records.fingerprint({
       'dataset': {k: dataset_info[k] for k in
                   ('name', 'version', 'num_train', 'num_test', 'checksum')},
       'design': design.fingerprint_fields(),
-      'training': sorted(lines),
+      'training': config.fingerprinted_lines(gin.operative_config_str()),
   })
 
 
@@ -91,7 +84,8 @@ def subset_design():
   try:
     return masks_lib.SubsetDesign()
   except (ValueError, TypeError) as e:
-    raise cli.UserError(f'Bad SubsetDesign config: {e}'.replace('\n', ' ')) from e
+    raise errors.UserError(
+        f'Bad SubsetDesign config: {e}'.replace('\n', ' ')) from e
 
 
 def build(workdir, write=True, design=None, trainer_kwargs=None):
@@ -115,9 +109,9 @@ def build(workdir, write=True, design=None, trainer_kwargs=None):
     trainer = training.TrialTrainer(dataset, strategy,
                                     **(trainer_kwargs or {}))
   except (ValueError, TypeError) as e:
-    if isinstance(e, cli.user_error_types()):
+    if isinstance(e, errors.USER_ERRORS):
       raise
-    raise cli.UserError(f'Bad config: {e}'.replace('\n', ' ')) from e
+    raise errors.UserError(f'Bad config: {e}'.replace('\n', ' ')) from e
   chief = strategy_lib.is_chief(strategy)
   info = records.write_dataset_file(workdir, clean, dataset.train.labels,
                                     write=False)
@@ -133,28 +127,21 @@ def build(workdir, write=True, design=None, trainer_kwargs=None):
 def build_outputs(workdir, setup):
   """Writes (or checks) W/dataset.npz and writes W/operative_config.gin.
 
-  The config is written without its locations (cli.LOCATION_BINDINGS, e.g.
+  The config is written without its locations (config.LOCATION_BINDINGS, e.g.
   --data_dir): a workdir never tells a later process where to read or write.
   """
   records.write_dataset_file(workdir, setup.clean_dataset,
                              setup.dataset.train.labels)
-  records.atomic_write_text(
+  storage.atomic_write_text(
       os.path.join(workdir, records.CONFIG_FILE),
       f'# fingerprint: {setup.fingerprint}\n'
       '# Locations (data_dir) are not stored: pass them with the flags.\n'
-      + cli.without_locations(gin.operative_config_str()))
-
-
-def format_seconds(seconds):
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, secs = divmod(rest, 60)
-  return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
+      + config.without_locations(gin.operative_config_str()))
 
 
 def _another_config(what, theirs, setup, directory):
   """The refusal of a workdir of another config; `what` names the evidence."""
-  return cli.UserError(
+  return errors.UserError(
       f'{what} another config (fingerprint {theirs}, this run '
       f'{setup.fingerprint}; compare '
       f'{os.path.join(directory, records.CONFIG_FILE)} with your gin files). '
@@ -170,7 +157,7 @@ def check_workdir(directory, setup, selected):
   here, before any training. A workdir of an earlier version (records but
   no W/run.json) is fixed to its records' fingerprint, which must be ours.
   Every existing record of the `selected` trials is verified in full
-  (records.check: checksum, dataset, mask, seed, values), since the run
+  (loading.check: checksum, dataset, mask, seed, values), since the run
   skips them as done.
 
   Returns:
@@ -187,7 +174,7 @@ def check_workdir(directory, setup, selected):
       if theirs != setup.fingerprint:
         raise _another_config(f'{path} was trained with', theirs, setup,
                               directory)
-  verified = records.check(directory, trial_indices=selected,
+  verified = loading.check(directory, trial_indices=selected,
                            fingerprint=setup.fingerprint,
                            dataset_info=setup.dataset_info)
   if setup.chief and fixed is None:
@@ -275,7 +262,7 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
   # they must not claim or skip jobs on their own.
   claim = not strategy_lib.is_multi_worker(setup.strategy)
   writer = (_summary_writer(directory) if setup.chief and pending else None)
-  start = time.perf_counter()
+  progress = progress_lib.Progress(len(pending))
   done = 0
   held_elsewhere = []
 
@@ -350,11 +337,11 @@ def train_jobs(setup, directory, jobs, log=print, label='trials',
           if claim:
             lease.release(job.index)
           done += 1
-          per_job = (time.perf_counter() - start) / done
           remaining = len(pending) - done - len(held_elsewhere)
           m = result.metrics
-          log(f'[{done}/{len(pending)} {label}, {per_job:.1f}s each, ETA '
-              f'{format_seconds(per_job * max(remaining, 0))}] #{job.index}: '
+          log(f'[{done}/{len(pending)} {label}, '
+              f'{progress.per_unit(done):.1f}s each, ETA '
+              f'{progress.eta(done, remaining)}] #{job.index}: '
               f'train {m["train_accuracy"]:.3f} held-out '
               f'{m["heldout_accuracy"]:.3f} test {m["test_accuracy"]:.3f} '
               f'({group_seconds / len(ready):.1f}s'

@@ -38,6 +38,14 @@ def _safe_divide(numerator, denominator):
                     np.nan)
 
 
+def difference_stderr(var_in, k_in, var_out, k_out):
+  """sqrt(v_in / k_in + v_out / k_out): the standard error of a difference of
+  two means over k_in and k_out independent values of variances v_in and
+  v_out (NaN where a count is 0). Arrays, or scalars (a float back)."""
+  stderr = np.sqrt(_safe_divide(var_in, k_in) + _safe_divide(var_out, k_out))
+  return float(stderr) if np.ndim(stderr) == 0 else stderr
+
+
 def difference_of_means(masks, values, chunk=2048):
   """Per column: mean over in-trials minus mean over out-trials, with stderr.
 
@@ -85,7 +93,7 @@ def difference_of_means(masks, values, chunk=2048):
   var_in = np.maximum(_safe_divide(sq_in, k_in) - np.square(mean_in), 0.0)
   var_out = np.maximum(_safe_divide(sq_all - sq_in, k_out)
                        - np.square(mean_out), 0.0)
-  stderr = np.sqrt(_safe_divide(var_in, k_in) + _safe_divide(var_out, k_out))
+  stderr = difference_stderr(var_in, k_in, var_out, k_out)
   return {'estimate': mean_in - mean_out, 'stderr': stderr,
           'mean_in': mean_in, 'mean_out': mean_out,
           'k_in': k_in.astype(np.int64), 'k_out': k_out.astype(np.int64)}
@@ -208,7 +216,8 @@ def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024):
       var_in = np.maximum(in_sq / k_in - mean_in ** 2, 0.0)
       var_out = np.maximum((all_sq - in_sq) / k_out - mean_out ** 2, 0.0)
       influence_values[start:start + chunk] = mean_in - mean_out
-      stderr[start:start + chunk] = np.sqrt(var_in / k_in + var_out / k_out)
+    stderr[start:start + chunk] = difference_stderr(var_in, k_in, var_out,
+                                                    k_out)
   return influence_values, stderr
 
 
@@ -362,3 +371,38 @@ def jaccard(pairs_a, pairs_b):
   if not a and not b:
     return 1.0
   return len(a & b) / len(a | b)
+
+
+def mean_std(values):
+  """(mean, sample standard deviation) of `values`: std 0 for one value,
+  both NaN for none."""
+  values = np.asarray(values, np.float64)
+  if not len(values):
+    return float('nan'), float('nan')
+  return float(values.mean()), float(values.std(ddof=1) if len(values) > 1
+                                     else 0.0)
+
+
+def roc(scores_, positive):
+  """ROC curve and its area of `scores_` as a detector of `positive`.
+
+  scikit-learn's roc_curve with a point at every distinct score (none
+  dropped), from (0, 0); ties share their point, so the area is the
+  probability that a positive scores above a negative, ties counting half
+  (the Mann-Whitney statistic).
+
+  Args:
+    scores_: float [m], higher = more likely positive.
+    positive: bool [m].
+
+  Returns:
+    (auc, fpr, tpr): a float (NaN without positives or negatives) and two
+    lists of floats.
+  """
+  from sklearn import metrics  # pylint: disable=g-import-not-at-top
+  positive = np.asarray(positive, bool)
+  if positive.all() or not positive.any():
+    return float('nan'), [], []
+  fpr, tpr, _ = metrics.roc_curve(positive, scores_, drop_intermediate=False)
+  auc = metrics.roc_auc_score(positive, scores_)
+  return float(auc), [float(v) for v in fpr], [float(v) for v in tpr]

@@ -21,6 +21,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from tf_memorization import cli
+from tf_memorization import config
+from tf_memorization import errors
+from tf_memorization import storage
 
 def define_flags():
   """Defines the flags; only when run as a binary, so that the library
@@ -53,26 +56,26 @@ class RunSummary:
 def select_trials(num_trials, trials=None, shard_index=None, num_shards=None):
   """The trial indices one process is responsible for."""
   if trials and (shard_index is not None or num_shards is not None):
-    raise cli.UserError('Pass either --trials or --shard_index/--num_shards, '
-                        'not both.')
+    raise errors.UserError('Pass either --trials or --shard_index/--num_shards, '
+                           'not both.')
   if trials:
     try:
       start, end = (int(v) for v in trials.split(':'))
     except ValueError as e:
-      raise cli.UserError(f'--trials={trials!r} must be START:END, e.g. '
-                          '0:100.') from e
+      raise errors.UserError(f'--trials={trials!r} must be START:END, e.g. '
+                             '0:100.') from e
     if not 0 <= start < end <= num_trials:
-      raise cli.UserError(
+      raise errors.UserError(
           f'--trials={trials} is outside the run\'s trials 0:{num_trials} '
           '(SubsetDesign.num_trials). Choose 0 <= START < END <= '
           f'{num_trials}, or raise SubsetDesign.num_trials.')
     return list(range(start, end))
   if shard_index is not None or num_shards is not None:
     if shard_index is None or num_shards is None:
-      raise cli.UserError('--shard_index and --num_shards go together.')
+      raise errors.UserError('--shard_index and --num_shards go together.')
     if not 0 <= shard_index < num_shards:
-      raise cli.UserError(f'--shard_index={shard_index} must be in '
-                          f'[0, --num_shards={num_shards}).')
+      raise errors.UserError(f'--shard_index={shard_index} must be in '
+                             f'[0, --num_shards={num_shards}).')
     return list(range(shard_index, num_trials, num_shards))
   return list(range(num_trials))
 
@@ -80,22 +83,23 @@ def select_trials(num_trials, trials=None, shard_index=None, num_shards=None):
 def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
         num_shards=None, data_dir=None, log=print):
   """Parses the config, then trains and records this process's trials."""
+  from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
   from tf_memorization import records  # pylint: disable=g-import-not-at-top
   from tf_memorization import runs  # pylint: disable=g-import-not-at-top
 
   if not workdir:
-    raise cli.UserError('--workdir is required: where the trial records go.')
+    raise errors.UserError('--workdir is required: where the trial records go.')
   bindings = list(gin_bindings)
   if data_dir:
     bindings.append(f'load_dataset.data_dir = {data_dir!r}')
-  cli.parse_gin(list(gin_files), bindings)
+  config.parse_gin(list(gin_files), bindings)
   design = runs.subset_design()
   selected = select_trials(design.num_trials, trials, shard_index, num_shards)
   try:  # e.g. a balanced design whose ratio puts examples in 0 or all trials
     design.mask(1, 0)
   except ValueError as e:
-    raise cli.UserError(f'Bad SubsetDesign config: {e}') from e
-  created = cli.check_writable(workdir)
+    raise errors.UserError(f'Bad SubsetDesign config: {e}') from e
+  created = storage.check_writable(workdir)
 
   start = time.perf_counter()
   try:
@@ -103,7 +107,7 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
     setup = runs.build(workdir, write=False, design=design)
     found = runs.check_workdir(workdir, setup, selected)
   except BaseException:
-    cli.remove_if_empty(created)  # bad input leaves no empty workdir behind
+    storage.remove_if_empty(created)  # bad input leaves no empty workdir behind
     raise
   if setup.chief:
     runs.build_outputs(workdir, setup)

@@ -19,59 +19,15 @@ import tensorflow as tf
 
 from tf_memorization import data as data_lib
 from tf_memorization import errors
-from tf_memorization import records
+from tf_memorization import schedules
+from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
 
-SCHEDULES = ('cosine', 'piecewise', 'constant')
 # Layer attributes that hold weights, each re-initialised by the layer's
 # `<name>_initializer`.
 _WEIGHT_ATTRIBUTES = ('kernel', 'bias', 'gamma', 'beta', 'moving_mean',
                       'moving_variance', 'embeddings', 'depthwise_kernel',
                       'pointwise_kernel')
-
-
-class TrialLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up, then cosine decay to 0, piecewise decay, or constant.
-
-  `total_steps` is a variable so that trials with subsets of different sizes
-  (the balanced design) share one optimizer and one compiled train step.
-  """
-
-  def __init__(self, base_learning_rate, total_steps, schedule='cosine',
-               boundaries=(), decay_factor=0.1, warmup_fraction=0.0):
-    if schedule not in SCHEDULES:
-      raise ValueError(f'learning-rate schedule must be one of {SCHEDULES}, '
-                       f'got {schedule!r}.')
-    self.base_learning_rate = float(base_learning_rate)
-    self.total_steps = total_steps
-    self.schedule = schedule
-    self.boundaries = tuple(float(b) for b in boundaries)  # fractions of total
-    self.decay_factor = float(decay_factor)
-    self.warmup_fraction = float(warmup_fraction)  # of total_steps
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    total = tf.cast(self.total_steps, tf.float32)
-    warmup_steps = self.warmup_fraction * total
-    lr = tf.constant(self.base_learning_rate, tf.float32)
-    if self.schedule == 'cosine':
-      progress = tf.clip_by_value(
-          (step - warmup_steps) / tf.maximum(total - warmup_steps, 1.0),
-          0.0, 1.0)
-      lr = lr * 0.5 * (1.0 + tf.cos(math.pi * progress))
-    elif self.schedule == 'piecewise':
-      for boundary in self.boundaries:
-        lr = tf.where(step >= boundary * total, lr * self.decay_factor, lr)
-    if self.warmup_fraction > 0:
-      lr = lr * tf.minimum(1.0, (step + 1.0) / tf.maximum(warmup_steps, 1.0))
-    return lr
-
-  def get_config(self):
-    return {'base_learning_rate': self.base_learning_rate,
-            'total_steps': int(self.total_steps.numpy()),
-            'schedule': self.schedule, 'boundaries': self.boundaries,
-            'decay_factor': self.decay_factor,
-            'warmup_fraction': self.warmup_fraction}
 
 
 @dataclasses.dataclass
@@ -167,7 +123,7 @@ class TrialTrainer:
                                      eval_batch_size, minimum=1)
     base_learning_rate = errors.number(name + 'base_learning_rate',
                                        base_learning_rate, above=0)
-    errors.choice(name + 'schedule', schedule, SCHEDULES)
+    errors.choice(name + 'schedule', schedule, schedules.SCHEDULES)
     decay_boundaries = errors.sequence(
         name + 'decay_boundaries', decay_boundaries,
         lambda n, v: errors.number(n, v, minimum=0, maximum=1))
@@ -238,7 +194,7 @@ class TrialTrainer:
                          for v in m.trainable_variables]
       self._total_steps = tf.Variable(1, trainable=False, dtype=tf.int64,
                                       name='total_steps')
-      self.learning_rate = TrialLearningRate(
+      self.learning_rate = schedules.TrialLearningRate(
           base_learning_rate, self._total_steps, schedule, decay_boundaries,
           decay_factor, warmup_fraction=min(1.0, warmup_epochs / epochs))
       self.optimizer = keras.optimizers.SGD(
@@ -461,7 +417,7 @@ class TrialTrainer:
                    for i, v in enumerate(self._slot_momentums(k))})
     arrays.update({f'o{i}': np.asarray(v.numpy())
                    for i, v in enumerate(self._shared_optimizer_variables())})
-    records.atomic_replace(path, records.npz_bytes(arrays))
+    storage.atomic_replace(path, storage.npz_bytes(arrays))
 
   def read_checkpoint(self, path, seed, mask, tag=''):
     """A trial's checkpoint as arrays, or None when absent or not its own.
@@ -472,7 +428,7 @@ class TrialTrainer:
     if not path or not tf.io.gfile.exists(path):
       return None
     try:
-      state = records.load_npz(path)
+      state = storage.load_npz(path)
       same = (int(state['epoch']) < self.epochs and int(state['seed']) == seed
               and str(state['tag']) == str(tag)
               and np.array_equal(state['mask'],
@@ -480,7 +436,7 @@ class TrialTrainer:
       weights = self.models[0].weights
       same = same and all(state[f'w{i}'].shape == tuple(w.shape)
                           for i, w in enumerate(weights))
-    except (KeyError, ValueError, OSError, records.RecordError):
+    except (KeyError, ValueError, OSError, errors.RecordError):
       same = False
     return state if same else None
 

@@ -1,0 +1,125 @@
+"""The package's layout: which module may import which, and module sizes.
+
+The rules (README, "Module map"): library modules never import `cli` (the
+binaries' helper) and define no flags; the report imports nothing of the
+training stack; no module grows past ~600 lines, and the binaries stay
+short. Each rule is checked on the real source, so a change that breaks one
+fails here with the module and line named.
+"""
+
+import ast
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+PACKAGE = os.path.join(REPO, 'tf_memorization')
+BINARIES = {'train', 'estimate', 'report', 'inspect_workdir'}
+TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
+                  'tf_memorization.models', 'tf_memorization.strategy',
+                  'tf_memorization.experiments', 'tf_memorization.estimator',
+                  'tf_memorization.estimate', 'tf_memorization.cli',
+                  'tf_memorization.data', 'tf_memorization.configurables'}
+MAX_LINES = 600
+MAX_BINARY_LINES = {'estimate': 200, 'train': 200, 'inspect_workdir': 200}
+
+
+def _modules():
+  """{dotted name: path} of every module of the package."""
+  found = {}
+  for path in glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True):
+    relative = os.path.relpath(path, REPO)[:-len('.py')]
+    name = relative.replace(os.sep, '.')
+    found[name.removesuffix('.__init__')] = path
+  return found
+
+
+def _top_level_imports(path):
+  """(line, imported module) of the imports a module runs when imported:
+  those outside functions and outside `if __name__ == '__main__':`."""
+  tree = ast.parse(open(path).read(), path)
+  found = []
+
+  def visit(nodes):
+    for node in nodes:
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                           ast.ClassDef)):
+        continue
+      if isinstance(node, ast.If) and '__main__' in ast.unparse(node.test):
+        continue
+      if isinstance(node, ast.Import):
+        found.extend((node.lineno, alias.name) for alias in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        found.extend((node.lineno, f'{node.module}.{alias.name}')
+                     for alias in node.names)
+      for field in ('body', 'orelse', 'handlers', 'finalbody'):
+        visit(getattr(node, field, []) or [])
+
+  visit(tree.body)
+  return found
+
+
+def test_no_library_module_imports_cli():
+  offenders = []
+  for name, path in _modules().items():
+    if name.rpartition('.')[2] in BINARIES:
+      continue
+    offenders += [f'{name} line {line}: {module}'
+                  for line, module in _top_level_imports(path)
+                  if module == 'tf_memorization.cli']
+    source = open(path).read()
+    if 'import cli' in source and name != 'tf_memorization.cli':
+      offenders.append(f'{name}: imports cli inside a function')
+  assert not offenders, offenders
+
+
+def test_flags_are_defined_only_in_binaries():
+  offenders = []
+  for name, path in _modules().items():
+    if name.rpartition('.')[2] in BINARIES:
+      continue
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+      if (isinstance(node, ast.Attribute) and node.attr.startswith('DEFINE_')
+          and ast.unparse(node.value) == 'flags'):
+        offenders.append(f'{name} line {node.lineno}: flags.{node.attr}')
+  assert not offenders, offenders
+
+
+def test_no_module_is_over_the_size_limit():
+  sizes = {name: len(open(path).read().splitlines())
+           for name, path in _modules().items()}
+  too_long = {name: lines for name, lines in sizes.items()
+              if lines > MAX_BINARY_LINES.get(name.rpartition('.')[2],
+                                              MAX_LINES)}
+  assert not too_long, too_long
+
+
+def test_the_report_imports_no_training_module():
+  """Importing the report (a fresh process) loads none of the training
+  stack, nor cli; so neither do the layers under it (records, loading,
+  scores, estimates, storage), which it imports."""
+  module = 'tf_memorization.report'
+  code = (f'import sys, json, {module}; print(json.dumps(sorted('
+          "m for m in sys.modules if m.startswith('tf_memorization'))))")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                        capture_output=True, text=True, check=True,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+  assert {module, 'tf_memorization.loading', 'tf_memorization.estimates',
+          'tf_memorization.scores'} <= loaded
+  assert not loaded & TRAINING_STACK, sorted(loaded & TRAINING_STACK)
+
+
+def test_the_layout_checks_see_a_violation(tmp_path):
+  """The import scan finds an import of cli where one is, and skips one
+  inside a function or the __main__ block (so the rules can fail)."""
+  path = tmp_path / 'module.py'
+  path.write_text('import os\nfrom tf_memorization import cli\n'
+                  'def f():\n  from tf_memorization import runs\n'
+                  "if __name__ == '__main__':\n"
+                  '  from tf_memorization import estimate\n')
+  assert _top_level_imports(str(path)) == [(1, 'os'),
+                                           (2, 'tf_memorization.cli')]

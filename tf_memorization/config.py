@@ -1,0 +1,181 @@
+"""The gin config: parsing it strictly, and reading a workdir's copy as data.
+
+Every gin configurable of the package is registered by importing
+`configurables`, which the binaries do; this module only handles config
+text:
+
+  * parse_gin: files and bindings, typos are errors (a workdir's
+    operative_config.gin is checked to hold bindings only, first);
+  * LOCATION_BINDINGS: bindings that choose paths, which only the caller's
+    own flags and gin files may set (without_locations strips them from a
+    workdir's copy; check_bindings_only refuses them there);
+  * not_fingerprinted / is_fingerprinted: which bindings change what a
+    trial computes (runs.config_fingerprint hashes only those); each module
+    declares its own configurables that do not.
+"""
+
+import os
+
+import gin
+from gin import config_parser
+import tensorflow as tf
+
+from tf_memorization import errors
+from tf_memorization import records
+from tf_memorization import storage
+
+# Bindings that choose where files are read or written. Only the caller's
+# flags and gin files may set them: a workdir's config is written without
+# them and refused when it holds one, so that a shared workdir cannot make a
+# binary write, delete or build a dataset outside it.
+LOCATION_BINDINGS = ('load_dataset.data_dir', 'Estimator.report_dir')
+
+
+def _binding_name(statement):
+  """'configurable.parameter' of a gin binding statement (None for macros)."""
+  if not getattr(statement, 'arg_name', ''):
+    return None
+  return f'{statement.selector.rpartition(".")[2]}.{statement.arg_name}'
+
+
+def _statements(text):
+  return list(config_parser.ConfigParser(
+      text, gin.config.ParserDelegate(skip_unknown=True)))
+
+
+def without_bindings(text, drop):
+  """A gin config text without the bindings `drop` selects, each removed
+  whole (its continuation lines too: gin wraps long values).
+
+  Args:
+    text: gin config text.
+    drop: called with each binding's 'scope/configurable.parameter' (no
+      scope: 'configurable.parameter'; the configurable's module left out);
+      True removes it.
+  """
+  statements = _statements(text)
+  lines = text.splitlines(keepends=True)
+  starts = [st.location.line_num - 1 for st in statements] + [len(lines)]
+  dropped = set()
+  for statement, start, end in zip(statements, starts, starts[1:]):
+    name = _binding_name(statement)
+    scope = getattr(statement, 'scope', '')
+    if name and drop(f'{scope}/{name}' if scope else name):
+      for number in range(start, end):
+        stripped = lines[number].strip()
+        if number == start or (stripped and not stripped.startswith('#')):
+          dropped.add(number)
+  return ''.join(line for number, line in enumerate(lines)
+                 if number not in dropped)
+
+
+def without_locations(text):
+  """A gin config text with its LOCATION_BINDINGS removed (in any scope),
+  for writing into a workdir."""
+  return without_bindings(
+      text, lambda name: name.rpartition('/')[2] in LOCATION_BINDINGS)
+
+
+def check_bindings_only(path):
+  """Refuses a gin file read from a workdir unless it holds only bindings,
+  none of them a location.
+
+  A workdir's operative_config.gin is data, not code: an `import` (with
+  `from __gin__ import dynamic_registration` it makes any function, e.g.
+  os.system, a configurable a binding can call) or an `include` in it is
+  refused before gin parses anything; so is a binding of a path
+  (LOCATION_BINDINGS), which only the caller chooses.
+  """
+  try:
+    text = storage.read_bytes(path).decode()
+    statements = _statements(text)
+  except (OSError, ValueError, SyntaxError, TypeError, KeyError,
+          UnicodeDecodeError, tf.errors.OpError) as e:
+    if isinstance(e, errors.RecordError):
+      raise
+    message = str(e).strip().replace('\n', ' ')
+    raise errors.UserError(
+        f'{path} is not a valid gin config ({message}). Restore it by '
+        'running the train binary again with this --workdir and the same '
+        'flags.') from e
+  for statement in statements:
+    line = statement.location.line_content.strip()
+    if isinstance(statement, (config_parser.ImportStatement,
+                              config_parser.IncludeStatement)):
+      raise errors.UserError(
+          f'{path} line {statement.location.line_num} holds {line!r}: a '
+          'workdir\'s config may only hold bindings (nothing read from a '
+          'workdir is executed). Delete that line, or rewrite the file by '
+          'running the train binary again with this --workdir and the same '
+          'flags.')
+    name = _binding_name(statement)
+    if name in LOCATION_BINDINGS:
+      flag = {'load_dataset.data_dir': '--data_dir=DIR'}.get(
+          name, f"--gin_bindings=\"{name} = '...'\"")
+      raise errors.UserError(
+          f'{path} line {statement.location.line_num} binds {name}: a '
+          'workdir\'s config may not choose where files are read or written '
+          '(only your own flags and gin files do). Delete that line and pass '
+          f'the location yourself ({flag}).')
+
+
+def parse_gin(gin_files, gin_bindings, skip_unknown=False):
+  """Parses gin files and bindings strictly (typos are errors).
+
+  Files named like a workdir's config (records.CONFIG_FILE) are read as
+  data: they may only hold bindings (check_bindings_only).
+
+  Args:
+    gin_files: paths of gin files, parsed in order.
+    gin_bindings: binding strings, parsed after them.
+    skip_unknown: ignore bindings of configurables not registered in this
+      process (the report reads only the `load_dataset` bindings of a
+      workdir's config and registers nothing else).
+  """
+  gin.clear_config()
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise errors.UserError(
+          f'gin file {path} does not exist. Pass an existing file with '
+          '--gin_file, e.g. gin_configs/demo.gin.')
+  for path in gin_files:
+    if os.path.basename(path) == records.CONFIG_FILE:
+      check_bindings_only(path)
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings,
+                                        skip_unknown=skip_unknown,
+                                        finalize_config=False)
+  except (ValueError, SyntaxError, TypeError, KeyError) as e:
+    where = ', '.join(list(gin_files) + [f'--gin_bindings={b!r}'
+                                         for b in gin_bindings])
+    message = str(e).strip().replace('\n', ' ')
+    raise errors.UserError(
+        f'Bad gin config ({where}): {message}. Fix the binding (see the '
+        'configurables listed in the README).') from e
+
+
+# Bindings that do not change what a trial computes, by prefix
+# ('Configurable.' for all of a configurable's, or 'configurable.param').
+_NOT_FINGERPRINTED = set()
+
+
+def not_fingerprinted(*prefixes):
+  """Declares bindings that do not change what a trial computes (placement,
+  speed, locations, the estimator's and experiments' own settings): the
+  config fingerprint leaves them out."""
+  _NOT_FINGERPRINTED.update(prefixes)
+
+
+def is_fingerprinted(name):
+  """Whether binding `name` ('configurable.param') is in the fingerprint."""
+  return not name.startswith(tuple(sorted(_NOT_FINGERPRINTED)))
+
+
+def fingerprinted_lines(text):
+  """The binding lines of gin config `text` that decide what a trial
+  computes, stripped and sorted."""
+  # Whole bindings are dropped first: gin wraps a long value (e.g. a deep
+  # --data_dir) onto a continuation line, which a line filter would miss.
+  text = without_bindings(text, lambda name: not is_fingerprinted(name))
+  return sorted(line.strip() for line in text.splitlines()
+                if line.strip() and not line.strip().startswith('#'))

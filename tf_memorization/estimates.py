@@ -1,0 +1,204 @@
+"""W/estimates: the names of its files, their writers, and what they hold.
+
+The one place that knows the estimates folder's layout: the estimator
+writes it through these functions, the experiments write their tables
+through them, and the report reads what they wrote (in memory, as
+`Estimates`, when the estimator builds it; from the files when it runs
+alone).
+
+    memorization.csv       index,id,label,memorization,memorization_stderr,
+                           memorization_soft,k_in,k_out,consistency
+    influence_pairs.csv    train_index,test_index,train_id,test_id,label,
+                           influence,influence_stderr,memorization
+    influence_topk.npz     train_indices [n_test, topk], influence [n_test,
+                           topk], test_ids, train_ids
+    summary.json           run figures (see README)
+    influence_dense.npy    float16 [n, n_test] (Estimator.dense_influence)
+    <name>.csv, <name>.json, <name>.png   one table, summary and figure per
+                           analysis and experiment (label_noise, removal, ...)
+
+Every CSV is written by `csv_bytes`: a header row, then one row per record;
+floats with 6 significant digits (an empty cell where a value is not
+finite), everything else as `str`. JSON is strict (NaN becomes null).
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+
+from tf_memorization import storage
+
+ESTIMATES_DIR = 'estimates'
+MEMORIZATION_CSV = 'memorization.csv'
+PAIRS_CSV = 'influence_pairs.csv'
+TOPK_NPZ = 'influence_topk.npz'
+SUMMARY_JSON = 'summary.json'
+DENSE_NPY = 'influence_dense.npy'
+
+MEMORIZATION_HEADER = ('index', 'id', 'label', 'memorization',
+                       'memorization_stderr', 'memorization_soft', 'k_in',
+                       'k_out', 'consistency')
+PAIRS_HEADER = ('train_index', 'test_index', 'train_id', 'test_id', 'label',
+                'influence', 'influence_stderr', 'memorization')
+RATIO_SWEEP_HEADER = ('subset_ratio', 'effective_ratio', 'trials',
+                      'mean_test_accuracy', 'examples_memorization_ge_0.25',
+                      'median_stderr', 'mean_stderr', 'spearman_with_main',
+                      'lemma_2_1_bound')
+
+# The analyses and experiments, by kind: (title, stem of their files).
+TITLES = {
+    'removal': 'Removal of memorized examples',
+    'ablation': 'Last-layer ablation',
+    'leave_one_out': 'Estimate vs direct leave-one-out',
+    'ratio_sweep': 'Subset-ratio sweep',
+}
+# Figures the analyses and experiments write, which the report shows.
+FIGURES = ('ablation_histogram.png', 'removal.png', 'label_noise_roc.png',
+           'leave_one_out.png')
+
+
+def estimates_dir(workdir):
+  return os.path.join(workdir, ESTIMATES_DIR)
+
+
+def _cell(value):
+  if isinstance(value, (float, np.floating)):
+    return f'{value:.6g}' if np.isfinite(value) else ''
+  return str(value)
+
+
+def csv_bytes(header, rows):
+  """A CSV file of `rows` under `header`, as bytes (the module docstring
+  says how values are written)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  writer.writerow(header)
+  writer.writerows([_cell(v) for v in row] for row in rows)
+  return buffer.getvalue().encode()
+
+
+def _column_cells(column):
+  return [_cell(v) for v in np.asarray(column).tolist()]
+
+
+def columns_bytes(header, columns):
+  """A CSV of equal-length columns (numpy arrays or lists)."""
+  return csv_bytes(header, zip(*[_column_cells(c) for c in columns]))
+
+
+def as_written(column):
+  """The float64 values a reader of a CSV column gets back: 6 significant
+  digits, NaN where the value was not finite. The report built in memory
+  shows exactly what one built from the files shows."""
+  return np.array([float(c) if c else np.nan for c in _column_cells(column)],
+                  np.float64)
+
+
+def json_text(value):
+  """Strict JSON (NaN and infinities as null), sorted keys, indented."""
+  return json.dumps(storage.json_safe(value), indent=2, sort_keys=True,
+                    allow_nan=False)
+
+
+def write_table(output_dir, stem, header, rows, summary):
+  """`stem`.csv (the rows) and `stem`.json (the summary) in `output_dir`."""
+  storage.atomic_replace(os.path.join(output_dir, f'{stem}.csv'),
+                         csv_bytes(header, rows))
+  storage.atomic_write_text(os.path.join(output_dir, f'{stem}.json'),
+                            json_text(summary))
+
+
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (no display needed)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig, path, dpi=110):
+  """Writes a matplotlib figure as a PNG, atomically."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi, bbox_inches='tight')
+  storage.atomic_replace(path, buffer.getvalue())
+
+
+@dataclasses.dataclass
+class Estimates:
+  """What the estimate binary wrote to W/estimates, as a reader gets it.
+
+  The estimator hands this to the report in memory; the report run alone
+  reads the same from the files (report_inputs). Float columns hold the
+  values as written (as_written), so both reports are the same.
+
+  Attributes:
+    summary: summary.json's object.
+    memorization, stderr, consistency: float64 [n] (NaN: no estimate).
+    k_in, k_out: int64 [n].
+    pairs: {'train', 'test': int64 indices; 'influence', 'stderr': float64}.
+    topk_indices: int64 [n_test, topk] (-1: none); topk_influence float64.
+    train_labels, original_train_labels, test_labels, train_ids, test_ids:
+      the dataset's (W/dataset.npz).
+  """
+  summary: dict
+  memorization: np.ndarray
+  stderr: np.ndarray
+  consistency: np.ndarray
+  k_in: np.ndarray
+  k_out: np.ndarray
+  pairs: dict
+  topk_indices: np.ndarray
+  topk_influence: np.ndarray
+  train_labels: np.ndarray
+  original_train_labels: np.ndarray
+  test_labels: np.ndarray
+  train_ids: np.ndarray
+  test_ids: np.ndarray
+
+
+def format_summary(summary, output_dir):
+  """The table the estimate binary prints at the end of a run."""
+  rows = [
+      ('trials (k)', summary['num_trials']),
+      ('train / test examples',
+       f'{summary["num_train"]} / {summary["num_test"]}'),
+      ('subset ratio(s)',
+       ', '.join(f'{r:g}' for r in summary['subset_ratios'])),
+      ('mean accuracy train / held-out / test',
+       f'{summary["mean_train_accuracy"]:.4f} / '
+       f'{summary["mean_heldout_accuracy"]:.4f} / '
+       f'{summary["mean_test_accuracy"]:.4f}'),
+  ]
+  for t, count in summary['memorization_counts'].items():
+    rows.append((f'examples with memorization >= {t}', count))
+  rows += [
+      ('examples with no estimate (never in or out)',
+       summary['undefined_memorization']),
+      ('median / max memorization stderr',
+       f'{summary["median_memorization_stderr"]:.4f} / '
+       f'{summary["max_memorization_stderr"]:.4f}'),
+      ('max stderr where memorization >= threshold',
+       'n/a' if summary['max_stderr_of_memorized'] is None
+       else f'{summary["max_stderr_of_memorized"]:.4f}'),
+      ('Lemma 2.1 bound on E[(est - true)^2]',
+       'n/a (several ratios)' if summary['lemma_2_1_bound'] is None
+       else f'{summary["lemma_2_1_bound"]:.4f}'),
+      ('high-influence pairs', summary['num_pairs']),
+  ]
+  skipped = (summary.get('diverged_trials') or {}).get('skipped')
+  if skipped:
+    rows.append(('diverged trials left out', skipped))
+  split = summary['split_half']
+  if split:
+    rows += [('split-half memorization Pearson / Spearman',
+              f'{split["memorization_pearson"]:.3f} / '
+              f'{split["memorization_spearman"]:.3f}'),
+             ('split-half pair Jaccard', f'{split["pairs_jaccard"]:.3f}')]
+  width = max(len(r[0]) for r in rows)
+  lines = [f'Estimates written to {output_dir}']
+  lines += [f'  {name.ljust(width)}  {value}' for name, value in rows]
+  return '\n'.join(lines)

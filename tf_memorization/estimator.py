@@ -1,0 +1,484 @@
+"""The estimator: every score from the trial records of a workdir.
+
+    run(workdir, gin_files, gin_bindings)   what the estimate binary does
+
+1. **Config, checked before any heavy work.** The workdir's own config
+   (W/operative_config.gin, bindings only) and the caller's gin files and
+   bindings are parsed; the `Estimator` and every experiment it lists are
+   built (a bad binding is one error now); with experiments, the trials'
+   training setup is rebuilt and must have the trials' fingerprint.
+2. **Records** (loading.load: every record checked).
+3. **Scores** (scores.py): memorization with standard errors, in/out counts,
+   the soft variant and the consistency score; the influence of every
+   training example on every test example, blocked (top-k per test example
+   and the pairs over the paper's thresholds, with standard errors); the
+   split-half agreement.
+4. **Outputs** (estimates.py names and writes them): memorization.csv,
+   influence_pairs.csv, influence_topk.npz, the analyses that need no
+   retraining (analyses.py: label noise, memorization vs influence), the
+   experiments (experiments/: ablation, removal, leave-one-out, ratio
+   sweep), summary.json, and the HTML report (report.py), which gets the
+   estimates in memory.
+
+Everything goes to a staging folder beside W/estimates that is swapped in
+whole when the run succeeds (storage.staged_output): a failed or killed
+estimate leaves the earlier estimates (and report) as they were.
+"""
+
+import functools
+import json
+import os
+import time
+import uuid
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from tf_memorization import analyses
+from tf_memorization import config
+from tf_memorization import errors
+from tf_memorization import estimates
+from tf_memorization import experiments as experiments_lib
+from tf_memorization import loading
+from tf_memorization import progress as progress_lib
+from tf_memorization import records
+from tf_memorization import runs
+from tf_memorization import scores
+from tf_memorization import storage
+from tf_memorization import training
+
+config.not_fingerprinted('Estimator.')
+
+
+@gin.configurable
+class Estimator:
+  """Which scores to compute and how (a gin configurable).
+
+  Args:
+    topk: training examples kept per test example.
+    influence_threshold: pairs need influence >= this (paper: 0.15).
+    memorization_threshold: pairs need the training example's memorization
+      >= this (paper: 0.25).
+    same_label: pairs need the same label (paper: yes).
+    memorization_thresholds: the summary counts examples over each.
+    block_size: training examples per influence matrix product.
+    dense_influence: also write the dense float16 influence matrix.
+    split_half: estimate from two disjoint halves of the trials and report
+      their agreement (costs one more influence pass).
+    influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
+    experiments: which retraining experiments to run after the scores:
+      any of experiments.BY_KIND ('ablation', 'removal', 'leave_one_out',
+      'ratio_sweep'; configured by AblationExperiment, RemovalExperiment,
+      LeaveOneOutExperiment, SubsetRatioSweep).
+    report: write the HTML report (report.py) at the end of the run.
+    report_dir: its folder (None: W/report, or OUTPUT_DIR/report when the
+      estimates go to another --output_dir). Only the caller's gin files
+      and bindings may set it: a workdir's config never chooses a path.
+    diverged_trials: trials whose model diverged (flagged in their records
+      by the train binary): 'refuse' (one error naming them) or 'skip'
+      (estimate without them; summary.json counts them).
+  """
+
+  def __init__(self, topk=10, influence_threshold=0.15,
+               memorization_threshold=0.25, same_label=True,
+               memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
+               block_size=2048, dense_influence=False, split_half=True,
+               influence_scores='correct', experiments=(), report=True,
+               report_dir=None, diverged_trials='refuse'):
+    name = 'Estimator.'
+    errors.choice(name + 'influence_scores', influence_scores,
+                  ('correct', 'prob'))
+    self.topk = errors.integer(name + 'topk', topk, minimum=0)
+    self.influence_threshold = errors.number(name + 'influence_threshold',
+                                             influence_threshold)
+    self.memorization_threshold = errors.number(
+        name + 'memorization_threshold', memorization_threshold)
+    self.same_label = errors.boolean(name + 'same_label', same_label)
+    self.memorization_thresholds = errors.sequence(
+        name + 'memorization_thresholds', memorization_thresholds,
+        errors.number)
+    self.block_size = errors.integer(name + 'block_size', block_size,
+                                     minimum=1)
+    self.dense_influence = errors.boolean(name + 'dense_influence',
+                                          dense_influence)
+    self.split_half = errors.boolean(name + 'split_half', split_half)
+    self.influence_scores = influence_scores
+    experiments = errors.sequence(name + 'experiments', experiments,
+                                  errors.string)
+    kinds = tuple(experiments_lib.BY_KIND)  # with any registered since
+    unknown = set(experiments) - set(kinds)
+    if unknown:
+      raise ValueError(f'Estimator.experiments: unknown {sorted(unknown)}; '
+                       f'choose from {kinds}.')
+    self.experiments = tuple(experiments)
+    self.report = errors.boolean(name + 'report', report)
+    self.report_dir = errors.string(name + 'report_dir', report_dir,
+                                    allow_none=True)
+    self.diverged_trials = errors.choice(name + 'diverged_trials',
+                                         diverged_trials, ('refuse', 'skip'))
+
+  def _test_values(self, loaded, rows=slice(None)):
+    if self.influence_scores == 'prob':
+      return loaded.test_prob[rows].astype(np.float32)
+    return loaded.test_correct[rows]
+
+  def influence_of(self, loaded, mem_values, rows=slice(None), topk=None,
+                   dense_path=None, progress=None):
+    """scores.influence of `loaded` (rows: a subset of its trials) with
+    this estimator's settings."""
+    return scores.influence(
+        loaded.masks[rows], self._test_values(loaded, rows),
+        loaded.train_labels, loaded.test_labels, mem_values,
+        topk=self.topk if topk is None else topk,
+        influence_threshold=self.influence_threshold,
+        memorization_threshold=self.memorization_threshold,
+        same_label=self.same_label, block_size=self.block_size,
+        dense_path=dense_path, progress=progress)
+
+  def split_half_agreement(self, loaded):
+    """Memorization and pair sets from even vs odd trials, and agreement."""
+    halves = []
+    for rows in (slice(0, None, 2), slice(1, None, 2)):
+      mem = scores.memorization(loaded.masks[rows], loaded.train_correct[rows])
+      infl = self.influence_of(loaded, mem.memorization, rows, topk=0)
+      halves.append((mem.memorization,
+                     set(zip(infl.pair_train.tolist(), infl.pair_test.tolist()))))
+    pearson, spearman = scores.rank_correlations(halves[0][0], halves[1][0])
+    k = loaded.num_trials
+    return {'trials_per_half': [len(range(0, k, 2)), len(range(1, k, 2))],
+            'memorization_pearson': pearson,
+            'memorization_spearman': spearman,
+            'pairs_per_half': [len(halves[0][1]), len(halves[1][1])],
+            'pairs_jaccard': scores.jaccard(halves[0][1], halves[1][1])}
+
+
+def configure(workdir, gin_files=(), gin_bindings=(), data_dir=None):
+  """Parses the config of an estimate of `workdir` and checks all of it.
+
+  The trials' own config comes first, so that experiments retrain exactly
+  the models the trials trained; the user's files and bindings follow.
+  Locations (data_dir, report_dir) come only from the caller: the
+  workdir's config may not bind them (config.check_bindings_only).
+
+  Returns:
+    (Estimator, [experiment objects]).
+  """
+  trial_config = os.path.join(workdir, records.CONFIG_FILE)
+  config_files = [trial_config] if tf.io.gfile.exists(trial_config) else []
+  bindings = list(gin_bindings)
+  if data_dir:
+    bindings.append(f'load_dataset.data_dir = {data_dir!r}')
+  config.parse_gin(config_files + list(gin_files), bindings)
+  try:
+    estimator = Estimator()
+  except (ValueError, TypeError) as e:
+    raise errors.UserError(
+        f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
+  built = []
+  for kind in estimator.experiments:  # a bad binding fails now, not later
+    experiment = experiments_lib.BY_KIND[kind]
+    try:
+      built.append(experiment())
+    except (ValueError, TypeError) as e:
+      if isinstance(e, errors.USER_ERRORS):
+        raise
+      raise errors.UserError(f'Bad {experiment.__name__} config: '
+                             f'{e}'.replace('\n', ' ')) from e
+  return estimator, built
+
+
+def run(workdir, gin_files=(), gin_bindings=(), output_dir=None, data_dir=None,
+        log=print):
+  """Computes every score for `workdir` and writes the outputs.
+
+  Everything is written to a temporary folder beside the estimates folder
+  and swapped in once the whole run succeeded (storage.staged_output), so
+  a failed or killed estimate leaves the earlier estimates (and report) as
+  they were, never a mix of two runs.
+
+  Returns:
+    The summary (summary.json's object).
+  """
+  if not workdir:
+    raise errors.UserError('--workdir is required: the train binary\'s '
+                           'workdir.')
+  estimator, experiments = configure(workdir, gin_files, gin_bindings,
+                                     data_dir)
+  report_dir = estimator.report_dir or os.path.join(output_dir or workdir,
+                                                    'report')
+  flag = '--output_dir' if output_dir else '--workdir'
+  final = output_dir or estimates.estimates_dir(workdir)
+  # A folder given by flag may be anyone's: replaced only if it is ours.
+  with storage.staged_output(
+      final, flag, estimates.SUMMARY_JSON if output_dir else None) as stage:
+    written = _estimate(workdir, stage, final, estimator, experiments, log)
+    if estimator.report:
+      _report(workdir, stage, final, report_dir, flag, estimator, written,
+              log)
+  if estimator.report:
+    log(f'Report: {os.path.join(report_dir, "index.html")}')
+  return written.summary
+
+
+def _report(workdir, stage, final, report_dir, flag, estimator, written,
+            log):
+  """The HTML report of the estimates `written` (handed in memory)."""
+  from tf_memorization import report as report_lib  # pylint: disable=g-import-not-at-top
+  build = functools.partial(report_lib.build, workdir, estimates_dir=stage,
+                            parse_config=False, log=log, estimates=written,
+                            shown_estimates_dir=final)
+  inside = os.path.relpath(report_dir, final)
+  if '://' not in final and not inside.startswith(os.pardir):
+    build(os.path.join(stage, inside))  # swapped in with the estimates
+    return
+  report_flag = 'Estimator.report_dir' if estimator.report_dir else flag
+  with storage.staged_output(
+      report_dir, report_flag,
+      report_lib.INDEX_HTML if estimator.report_dir else None) as stage_dir:
+    build(stage_dir)
+
+
+def check_estimable(workdir, loaded, mem):
+  """Refuses trials that leave no example both in and out of some trial."""
+  k = loaded.num_trials
+  designed = max([m.get('num_trials') or 0 for m in loaded.metadata] + [2])
+  train = (f'python -m tf_memorization.train --workdir={workdir} with the '
+           'same flags')
+  if k < 2:
+    raise errors.UserError(
+        f'{k} trial record(s) in {workdir}: estimates need at least 2 trials, '
+        'so that each example is in some trials and held out of others. '
+        f'Train the other {designed - k} of the run\'s {designed} trials '
+        f'({train}; it resumes).')
+  if np.all(mem.k_in == 0) or np.all(mem.k_out == 0):
+    where = 'held out of' if np.all(mem.k_out == 0) else 'included in'
+    more = (f'Train the other {designed - k} of the run\'s {designed} trials '
+            f'({train}; it resumes)' if designed > k else
+            'Train more trials: raise SubsetDesign.num_trials (the '
+            'independent design grows in place; the balanced design needs a '
+            'new --workdir)')
+    raise errors.UserError(
+        f'No training example is {where} any of the {k} trials in {workdir}, '
+        'so nothing can be estimated: each example needs at least 1 trial '
+        f'that includes it and 1 that holds it out. {more}.')
+
+
+def check_fingerprint(workdir, setup, loaded):
+  """Refuses a training setup other than the one the trials ran with
+  (experiments must retrain the same models)."""
+  if setup.fingerprint != loaded.fingerprint:
+    raise errors.UserError(
+        f'The config given to the estimator (fingerprint {setup.fingerprint}) '
+        f'differs from the one the trials in {workdir} ran with '
+        f'({loaded.fingerprint}); experiments must retrain the same models. '
+        f'Drop the training bindings you passed, or compare with '
+        f'{os.path.join(workdir, records.CONFIG_FILE)}.')
+
+
+def _influence(estimator, loaded, mem, output_dir, log):
+  """The influence pass (with progress lines); the dense matrix is written
+  in place (a memmap) under a temporary name, renamed when whole."""
+  total = loaded.masks.shape[1]
+  progress = progress_lib.Progress(total, every_seconds=10)
+
+  def report(done, _):
+    if progress.due(done):
+      log(f'  influence: {done}/{total} training examples, ETA '
+          f'{progress.eta(done)}')
+
+  dense_path = (os.path.join(output_dir, estimates.DENSE_NPY)
+                if estimator.dense_influence else None)
+  dense_tmp = dense_path and f'{dense_path}.tmp-{uuid.uuid4().hex}'
+  try:
+    infl = estimator.influence_of(loaded, mem.memorization,
+                                  dense_path=dense_tmp, progress=report)
+    if dense_tmp:
+      os.replace(dense_tmp, dense_path)
+  except BaseException as e:
+    if dense_tmp and os.path.exists(dense_tmp):
+      os.remove(dense_tmp)
+    full = (storage.no_space_error(dense_path, e)
+            if dense_tmp and isinstance(e, Exception) else None)
+    if full is not None:
+      raise full from e
+    raise
+  return infl
+
+
+def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
+  """The scores and experiments of `workdir`, written to `output_dir`.
+
+  Args:
+    workdir: the train binary's workdir.
+    output_dir: where the files go (a staging folder).
+    shown_dir: the folder they end up in, for the messages.
+    estimator: an Estimator.
+    experiments: the experiment objects to run.
+    log: callable taking one line.
+
+  Returns:
+    The estimates.Estimates written.
+  """
+  timings = {}
+  start = time.perf_counter()
+  loaded = loading.load(workdir, margins=False,
+                        diverged=estimator.diverged_trials)
+  timings['load_seconds'] = time.perf_counter() - start
+  k, n = loaded.masks.shape
+  log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
+      f'{loaded.test_correct.shape[1]} test) in '
+      f'{timings["load_seconds"]:.1f}s.')
+  if loaded.diverged:
+    log(f'WARNING: left out {len(loaded.diverged)} diverged trials '
+        f'{sorted(loaded.diverged)[:10]} (Estimator.diverged_trials = '
+        "'skip').")
+  # The estimator's own config (Estimator, the experiments' bindings),
+  # before the training setup adds the trials'.
+  operative_config = gin.operative_config_str()
+  setup = None
+  if experiments:  # built (and so checked) before any score is computed
+    setup = runs.build(workdir, write=False)
+    check_fingerprint(workdir, setup, loaded)
+
+  start = time.perf_counter()
+  mem = scores.memorization(loaded.masks, loaded.train_correct,
+                            loaded.train_prob)
+  check_estimable(workdir, loaded, mem)
+  timings['memorization_seconds'] = time.perf_counter() - start
+  start = time.perf_counter()
+  infl = _influence(estimator, loaded, mem, output_dir, log)
+  timings['influence_seconds'] = time.perf_counter() - start
+  split = None
+  if estimator.split_half and k >= 4:
+    start = time.perf_counter()
+    split = estimator.split_half_agreement(loaded)
+    timings['split_half_seconds'] = time.perf_counter() - start
+
+  tables = _write_scores(output_dir, loaded, mem, infl)
+  summary = _summary(workdir, estimator, loaded, mem, infl, split, timings,
+                     operative_config)
+  flipped = loaded.train_labels != loaded.original_train_labels
+  if flipped.any():
+    noise = analyses.label_noise_report(mem.memorization, flipped)
+    analyses.write_label_noise(output_dir, noise, log)
+    summary['label_noise'] = {key: v for key, v in noise.items()
+                              if not key.startswith('roc_')}
+  summary['memorization_vs_influence'] = analyses.memorization_vs_influence(
+      output_dir, mem.memorization, infl.max_influence, log)
+  if experiments:
+    inputs = experiments_lib.Inputs(
+        workdir=workdir, output_dir=output_dir, setup=setup, records=loaded,
+        memorization=mem, influence=infl,
+        influence_of=estimator.influence_of,
+        new_trainer=functools.partial(training.TrialTrainer, setup.dataset,
+                                      setup.strategy),
+        log=log)
+    summary['experiments'] = {}
+    for experiment in experiments:
+      start = time.perf_counter()
+      result = experiment.run(inputs)
+      result['seconds'] = time.perf_counter() - start
+      summary['experiments'][experiment.kind] = result
+  text = estimates.json_text(summary)
+  storage.atomic_replace(os.path.join(output_dir, estimates.SUMMARY_JSON),
+                         text.encode())
+  log(estimates.format_summary(summary, shown_dir))
+  return estimates.Estimates(summary=json.loads(text), **tables)
+
+
+def _write_scores(output_dir, loaded, mem, infl):
+  """memorization.csv, influence_pairs.csv and influence_topk.npz; what a
+  reader of them gets back (estimates.Estimates' fields but the summary)."""
+  n = loaded.masks.shape[1]
+  labels, ids = loaded.train_labels, loaded.train_ids
+  storage.atomic_replace(
+      os.path.join(output_dir, estimates.MEMORIZATION_CSV),
+      estimates.columns_bytes(estimates.MEMORIZATION_HEADER, [
+          np.arange(n), ids, labels, mem.memorization, mem.stderr, mem.soft,
+          mem.k_in, mem.k_out, mem.consistency]))
+  order = np.lexsort((infl.pair_test, -infl.pair_influence))
+  pt, pj = infl.pair_train[order], infl.pair_test[order]
+  storage.atomic_replace(
+      os.path.join(output_dir, estimates.PAIRS_CSV),
+      estimates.columns_bytes(estimates.PAIRS_HEADER, [
+          pt, pj, ids[pt], loaded.test_ids[pj], labels[pt],
+          infl.pair_influence[order], infl.pair_stderr[order],
+          mem.memorization[pt]]))
+  storage.atomic_replace(
+      os.path.join(output_dir, estimates.TOPK_NPZ), storage.npz_bytes({
+          'train_indices': infl.topk_indices, 'influence': infl.topk_influence,
+          'test_ids': loaded.test_ids, 'train_ids': ids}))
+  return dict(
+      memorization=estimates.as_written(mem.memorization),
+      stderr=estimates.as_written(mem.stderr),
+      consistency=estimates.as_written(mem.consistency),
+      k_in=np.asarray(mem.k_in, np.int64), k_out=np.asarray(mem.k_out,
+                                                            np.int64),
+      pairs={'train': np.asarray(pt, np.int64),
+             'test': np.asarray(pj, np.int64),
+             'influence': estimates.as_written(infl.pair_influence[order]),
+             'stderr': estimates.as_written(infl.pair_stderr[order])},
+      topk_indices=np.asarray(infl.topk_indices, np.int64),
+      topk_influence=np.asarray(infl.topk_influence, np.float64),
+      train_labels=loaded.train_labels,
+      original_train_labels=loaded.original_train_labels,
+      test_labels=loaded.test_labels, train_ids=ids,
+      test_ids=loaded.test_ids)
+
+
+def _max_or_none(values):
+  return float(np.max(values)) if len(values) else None
+
+
+def _mean_metric(loaded, key):
+  values = [m.get('metrics', {}).get(key, np.nan) for m in loaded.metadata]
+  return float(np.nanmean(values)) if values else float('nan')
+
+
+def _summary(workdir, estimator, loaded, mem, infl, split, timings,
+             operative_config):
+  """summary.json's object, before the analyses and experiments add theirs."""
+  k, n = loaded.masks.shape
+  ratios = sorted({m.get('subset_ratio') for m in loaded.metadata
+                   if m.get('subset_ratio') is not None})
+  defined = ~np.isnan(mem.memorization)
+  return {
+      'workdir': workdir,
+      'dataset': loaded.dataset_info,
+      'fingerprint': loaded.fingerprint,
+      'num_trials': k, 'num_train': n,
+      'num_test': loaded.test_correct.shape[1],
+      'subset_ratios': ratios,
+      'design': loaded.metadata[0].get('design'),
+      'mean_train_accuracy': _mean_metric(loaded, 'train_accuracy'),
+      'mean_heldout_accuracy': _mean_metric(loaded, 'heldout_accuracy'),
+      'mean_test_accuracy': _mean_metric(loaded, 'test_accuracy'),
+      'memorization_counts': {
+          str(t): int((mem.memorization[defined] >= t).sum())
+          for t in estimator.memorization_thresholds},
+      'mean_memorization': float(np.nanmean(mem.memorization)),
+      'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
+      'max_memorization_stderr': float(np.nanmax(mem.stderr)),
+      'max_stderr_of_memorized': _max_or_none(
+          mem.stderr[defined & (mem.memorization
+                                >= estimator.memorization_threshold)]),
+      'lemma_2_1_bound': (scores.lemma_2_1_bound(k, ratios[0])
+                          if len(ratios) == 1 else None),
+      'undefined_memorization': mem.num_undefined,
+      'num_pairs': int(len(infl.pair_train)),
+      'pair_thresholds': {'influence': estimator.influence_threshold,
+                          'memorization': estimator.memorization_threshold,
+                          'same_label': estimator.same_label},
+      'median_pair_stderr': (float(np.median(infl.pair_stderr))
+                             if len(infl.pair_stderr) else None),
+      'influence_scores': estimator.influence_scores,
+      'topk': estimator.topk,
+      'split_half': split,
+      'diverged_trials': {
+          'policy': estimator.diverged_trials,
+          'skipped': len(loaded.diverged),
+          'trials': {str(t): r for t, r in sorted(loaded.diverged.items())}},
+      'timings': timings,
+      'operative_config': operative_config,
+  }

@@ -1,0 +1,314 @@
+"""The last-layer (last-N-blocks) ablation: is memorization in the
+representation?
+
+A reference model trains on the full training set; then models with the
+main run's subset masks retrain only the top of the network (the linear
+head, or the last N residual blocks and the head) with everything below
+frozen at the reference weights, and the same scores are computed from
+them. N = 0 trains all the linear heads at once on the reference model's
+features (`train_linear_heads`). Writes ablation.csv / .json and
+ablation_histogram.png.
+"""
+
+import dataclasses
+import os
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_memorization import errors
+from tf_memorization import estimates
+from tf_memorization import records
+from tf_memorization import runs
+from tf_memorization import scores
+from tf_memorization import storage
+from tf_memorization import training
+from tf_memorization.experiments import base
+
+
+def block_names(model):
+  """Residual block prefixes of a models.py ResNet, input to output."""
+  names = []
+  for layer in model.layers:
+    parts = layer.name.split('_')
+    if len(parts) > 2 and parts[0].startswith('stage') and parts[1].startswith(
+        'block'):
+      prefix = f'{parts[0]}_{parts[1]}'
+      if prefix not in names:
+        names.append(prefix)
+  return names
+
+
+def trainable_layers_for(model, num_blocks):
+  """Layer names trained when only the last `num_blocks` blocks + head train."""
+  blocks = block_names(model)
+  if num_blocks > len(blocks):
+    raise errors.UserError(
+        f'AblationExperiment.trainable_blocks asks for {num_blocks} blocks but '
+        f'{model.name} has {len(blocks)}.')
+  chosen = blocks[len(blocks) - num_blocks:] if num_blocks else []
+  return [layer.name for layer in model.layers
+          if layer.name == 'logits' or
+          any(layer.name.startswith(prefix + '_') for prefix in chosen)]
+
+
+@base.register('ablation')
+@gin.configurable
+class AblationExperiment(base.Experiment):
+  """Is memorization in the representation? Retrain only the top of the net.
+
+  A reference model is trained on the full training set; then, for each N in
+  `trainable_blocks`, k models (one per subset mask of the full-network
+  trials) train only the last N residual blocks and the linear head (N = 0:
+  the last layer only, the paper's experiment) from a fresh initialisation,
+  with everything below frozen at the reference weights. The same scores are
+  computed from their predictions.
+
+  Args:
+    trainable_blocks: the N values.
+    max_trials: use only the first this many subset masks (None: all k).
+    batched_heads: for N = 0, train all the linear heads at once on the
+      reference model's penultimate features (computed once, without
+      augmentation) instead of one frozen network per trial.
+    heads_per_group: heads trained together (bounds memory:
+      heads x features x classes floats).
+  """
+
+  def __init__(self, trainable_blocks=(0,), max_trials=None,
+               batched_heads=True, heads_per_group=256):
+    name = 'AblationExperiment.'
+    self.trainable_blocks = errors.sequence(
+        name + 'trainable_blocks', trainable_blocks,
+        lambda n, v: errors.integer(n, v, minimum=0))
+    self.max_trials = errors.integer(name + 'max_trials', max_trials,
+                                     minimum=2, allow_none=True)
+    self.batched_heads = errors.boolean(name + 'batched_heads', batched_heads)
+    self.heads_per_group = errors.integer(name + 'heads_per_group',
+                                          heads_per_group, minimum=1)
+
+  def _reference_weights(self, workdir, setup, log):
+    directory = base.experiment_dir(workdir, 'ablation_reference')
+    path = os.path.join(directory, 'reference.weights.npz')
+    if tf.io.gfile.exists(path):
+      stored = storage.load_npz(path)
+      return [stored[f'w{i}'] for i in range(len(stored))]
+    n = len(setup.dataset.train)
+    job = runs.Job(0, np.ones(n, bool),
+                   base.seed_of(setup.design.seed, 'ablation_reference', 0),
+                   {'role': 'reference'})
+    base.prepare(workdir, 'ablation_reference', setup, [job])
+    log('Ablation: training the reference model on the full training set.')
+    setup.trainer.train_trial(job.mask, job.seed)
+    weights = setup.trainer.model.get_weights()
+    storage.atomic_write(path, storage.npz_bytes(
+        {f'w{i}': w for i, w in enumerate(weights)}))
+    return weights
+
+  def run(self, inputs):
+    workdir, output_dir, setup, log = (inputs.workdir, inputs.output_dir,
+                                       inputs.setup, inputs.log)
+    main, main_mem, main_infl = (inputs.records, inputs.memorization,
+                                 inputs.influence)
+    reference = self._reference_weights(workdir, setup, log)
+    k = main.num_trials if self.max_trials is None else min(
+        self.max_trials, main.num_trials)
+    rows, summary = [], {'variants': []}
+    if k < main.num_trials:  # compare like with like: the same k trials
+      main_mem = scores.memorization(main.masks[:k], main.train_correct[:k])
+      main_infl = inputs.influence_of(main, main_mem.memorization,
+                                      rows=slice(0, k), topk=0)
+    full = {'variant': 'full network', 'trainable_blocks': None,
+            'mean_test_accuracy': float(main.test_correct[:k].mean()),
+            'memorized_025': int(np.nansum(main_mem.memorization >= 0.25)),
+            'num_pairs': int(len(main_infl.pair_train))}
+    variants = [(full, main_mem.memorization)]
+    for num_blocks in self.trainable_blocks:
+      name = f'ablation_last{num_blocks}'
+      layers = trainable_layers_for(setup.trainer.model, num_blocks)
+      sub = dataclasses.replace(
+          setup, trainer=inputs.new_trainer(trainable_layers=layers))
+      sub.trainer.set_base_weights(reference)
+      jobs = [runs.Job(int(t), main.masks[row],
+                       base.seed_of(setup.design.seed, name, int(t)),
+                       {'trainable_blocks': num_blocks})
+              for row, t in enumerate(main.trial_indices[:k])]
+      if num_blocks == 0 and self.batched_heads:
+        sub.trainer.model.set_weights(reference)
+        loaded = self._batched_heads(workdir, name, sub, jobs, log)
+      else:
+        loaded = base.run_jobs(workdir, name, sub, jobs, log)
+      mem = scores.memorization(loaded.masks, loaded.train_correct,
+                                loaded.train_prob)
+      infl = inputs.influence_of(loaded, mem.memorization, topk=0)
+      entry = {'variant': ('last layer only' if num_blocks == 0 else
+                           f'last {num_blocks} blocks + head'),
+               'trainable_blocks': num_blocks,
+               'mean_test_accuracy': float(loaded.test_correct.mean()),
+               'memorized_025': int(np.nansum(mem.memorization >= 0.25)),
+               'num_pairs': int(len(infl.pair_train))}
+      variants.append((entry, mem.memorization))
+    header = ['variant', 'trainable_blocks', 'mean_test_accuracy',
+              'examples_memorization_ge_0.25', 'high_influence_pairs']
+    for entry, _ in variants:
+      rows.append([entry['variant'], '' if entry['trainable_blocks'] is None
+                   else entry['trainable_blocks'],
+                   entry['mean_test_accuracy'], entry['memorized_025'],
+                   entry['num_pairs']])
+      summary['variants'].append(entry)
+    summary['trials_used'] = k
+    estimates.write_table(output_dir, 'ablation', header, rows, summary)
+    self._plot(output_dir, variants)
+    log('Ablation (mean test accuracy, examples with mem >= 0.25, pairs):\n' +
+        '\n'.join(f'  {e["variant"]}: {e["mean_test_accuracy"]:.4f}, '
+                  f'{e["memorized_025"]}, {e["num_pairs"]}'
+                  for e, _ in variants))
+    return summary
+
+  def _batched_heads(self, workdir, name, setup, jobs, log):
+    """Trains the jobs' linear heads together; writes one record per job."""
+    directory = base.prepare(workdir, name, setup, jobs)
+    found = records.list_records(directory)
+    pending = [job for job in jobs if job.index not in found]
+    if pending:
+      trainer = setup.trainer
+      features = keras_features(trainer)
+      log(f'Ablation: training {len(pending)} linear heads at once on '
+          f'{features["train"].shape[1]}-dimensional features.')
+      for start in range(0, len(pending), self.heads_per_group):
+        group = pending[start:start + self.heads_per_group]
+        outputs = train_linear_heads(
+            features, setup.dataset.train.labels, setup.dataset.test.labels,
+            np.stack([job.mask for job in group]),
+            [job.seed for job in group], setup.dataset.num_classes,
+            epochs=trainer.epochs, batch_size=trainer.batch_size,
+            learning_rate=trainer.learning_rate.base_learning_rate,
+            momentum=trainer.momentum,
+            weight_decay=_l2_of(trainer.model.get_layer('logits')))
+        for job, result in zip(group, outputs):
+          records.write_record(directory, job.index, job.mask, result, {
+              'fingerprint': setup.fingerprint, 'seed': job.seed,
+              'dataset': setup.dataset_info, 'design': None,
+              'num_trials': setup.design.num_trials,
+              'subset_ratio': setup.design.subset_ratio, **job.metadata,
+              'batched_heads': True})
+        log(f'  {min(start + len(group), len(pending))}/{len(pending)} '
+            'heads trained and recorded')
+    return base.load_planned(directory, setup, jobs)
+
+  def _plot(self, output_dir, variants):
+    plt = estimates.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(-0.2, 1.0, 25)
+    for entry, values in variants:
+      ax.hist(values[np.isfinite(values)], bins=bins, alpha=0.5,
+              label=entry['variant'], log=True)
+    ax.set_xlabel('memorization estimate')
+    ax.set_ylabel('training examples (log)')
+    ax.legend()
+    ax.set_title('Memorization: full network vs retrained top')
+    estimates.save_figure(fig,
+                          os.path.join(output_dir, 'ablation_histogram.png'))
+    plt.close(fig)
+
+
+def _l2_of(layer):
+  regularizer = getattr(layer, 'kernel_regularizer', None)
+  return float(getattr(regularizer, 'l2', 0.0) or 0.0)
+
+
+def keras_features(trainer):
+  """Penultimate ('pool') features of the trainer's model, train and test."""
+  model = trainer.model
+  extractor = keras.Model(model.inputs, model.get_layer('pool').output)
+  out = {}
+  for split in ('train', 'test'):
+    ds = trainer.pipeline.evaluation(split, trainer.eval_batch_size)
+    out[split] = extractor.predict(ds.map(lambda x, y: x), verbose=0).astype(
+        np.float32)
+  return out
+
+
+def train_linear_heads(features, train_labels, test_labels, masks, seeds,
+                       num_classes, epochs, batch_size, learning_rate,
+                       momentum, weight_decay):
+  """Trains one softmax head per mask, all at once, on fixed features.
+
+  Every step draws a batch of the whole training set; head g's loss averages
+  the cross-entropy over the batch's examples in its subset (masks[g]), so
+  each head sees exactly its subset once per epoch. SGD with momentum, cosine
+  learning rate, L2 on the kernels, Glorot-uniform initialisation from the
+  head's seed: the schedule of the full-network trials.
+
+  Returns:
+    A training.TrialResult per head.
+  """
+  train_x = tf.constant(features['train'])
+  test_x = tf.constant(features['test'])
+  num_heads, n = masks.shape
+  dim = int(train_x.shape[1])
+  limit = np.sqrt(6.0 / (dim + num_classes))
+  kernels = np.stack([np.random.default_rng(s).uniform(
+      -limit, limit, (dim, num_classes)) for s in seeds]).astype(np.float32)
+  kernel = tf.Variable(kernels)
+  bias = tf.Variable(tf.zeros((num_heads, num_classes)))
+  velocity = [tf.Variable(tf.zeros_like(kernel)), tf.Variable(tf.zeros_like(bias))]
+  steps_per_epoch = -(-n // batch_size)
+  total_steps = float(steps_per_epoch * epochs)
+  one_hot = tf.one_hot(train_labels, num_classes)
+  mask_t = tf.constant(masks, tf.float32)
+
+  @tf.function
+  def step(index, step_number):
+    x = tf.gather(train_x, index)
+    y = tf.gather(one_hot, index)
+    m = tf.gather(mask_t, index, axis=1)                      # [G, B]
+    with tf.GradientTape() as tape:
+      logits = tf.einsum('bd,gdc->gbc', x, kernel) + bias[:, None, :]
+      ce = tf.nn.softmax_cross_entropy_with_logits(
+          tf.broadcast_to(y, tf.shape(logits)), logits)       # [G, B]
+      per_head = tf.reduce_sum(ce * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1)
+      loss = tf.reduce_sum(per_head) + weight_decay * tf.reduce_sum(
+          tf.square(kernel))
+    grads = tape.gradient(loss, [kernel, bias])
+    lr = learning_rate * 0.5 * (1 + tf.cos(np.pi * step_number / total_steps))
+    for v, g, var in zip(velocity, grads, (kernel, bias)):
+      v.assign(momentum * v - lr * g)
+      var.assign_add(v)
+
+  rng = np.random.default_rng(int(seeds[0]))
+  number = 0
+  for _ in range(epochs):
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+      step(tf.constant(order[start:start + batch_size]),
+           tf.constant(float(number)))
+      number += 1
+
+  def outputs(x, labels):
+    logits = (tf.einsum('nd,gdc->gnc', x, kernel)
+              + bias[:, None, :]).numpy()                     # [G, N, C]
+    probs = tf.nn.softmax(logits).numpy()
+    rows = np.arange(len(labels))
+    true_logit = logits[:, rows, labels]
+    others = logits.copy()
+    others[:, rows, labels] = -np.inf
+    return (logits.argmax(-1), probs[:, rows, labels],
+            true_logit - others.max(-1))
+
+  train_out = outputs(train_x, np.asarray(train_labels))
+  test_out = outputs(test_x, np.asarray(test_labels))
+  results = []
+  for g in range(num_heads):
+    correct = train_out[0][g] == train_labels
+    results.append(training.TrialResult(
+        train_pred=train_out[0][g], train_prob=train_out[1][g],
+        train_margin=train_out[2][g], test_pred=test_out[0][g],
+        test_prob=test_out[1][g], test_margin=test_out[2][g],
+        metrics={'train_accuracy': float(correct[masks[g]].mean()),
+                 'heldout_accuracy': (float(correct[~masks[g]].mean())
+                                      if (~masks[g]).any() else float('nan')),
+                 'test_accuracy': float((test_out[0][g] == test_labels).mean()),
+                 'subset_size': int(masks[g].sum())}))
+  return results

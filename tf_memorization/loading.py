@@ -1,0 +1,584 @@
+"""Loading a directory of trial records, every value checked first.
+
+    load(W)    -> Records: masks, correctness, probabilities (and margins,
+                  predictions) of every trial, as [k, n] arrays
+    check(W)   verifies records as load would, keeping nothing (the train
+               binary checks before it skips a trial as done)
+
+A workdir may be shared or come from someone else, so every record is
+untrusted input: its zip structure and sha256 (records.read_record), its
+trial index, shapes and dataset against W/dataset.npz, its fingerprint
+against the folder's fixed config (W/run.json), its mask and seed against
+its subset design (or its experiment folder's plan.json), and its values
+(classes within the dataset's, probabilities in [0, 1], finite margins)
+unless the record is flagged as diverged. Any failure is one RecordError
+naming the file and what to do.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_memorization import masks as masks_lib
+from tf_memorization import records
+from tf_memorization import storage
+
+RecordError = records.RecordError
+_hint = records.fix_hint  # what to do about a bad file, as a sentence
+
+
+@dataclasses.dataclass
+class Records:
+  """All trials of a workdir, ordered by trial index (k trials).
+
+  Attributes:
+    masks: bool [k, n], True where the example was in the trial's subset.
+    train_correct: bool [k, n], trial t's model classifies x_i correctly.
+    test_correct: bool [k, n_test].
+    train_prob, test_prob: float16, softmax probability of the true class.
+    train_margin, test_margin: float16, true logit minus the largest other
+      (None with margins=False).
+    train_labels, test_labels: int64 [n], [n_test] (the labels trained on).
+    original_train_labels: int64 [n], before label-noise injection.
+    train_ids, test_ids: str, each example's tfds id.
+    trial_indices: int [k].
+    metadata: list of k dicts (each record's metadata).
+    dataset_info: dict describing the data.
+    fingerprint: the config fingerprint shared by all records.
+    paths: list of k record paths.
+    train_pred, test_pred: predicted classes (only with predictions=True).
+    diverged: {trial index: reason} of the diverged trials left out
+      (diverged='skip'); with diverged='keep' they are loaded and listed.
+  """
+  masks: np.ndarray
+  train_correct: np.ndarray
+  test_correct: np.ndarray
+  train_prob: np.ndarray
+  test_prob: np.ndarray
+  train_labels: np.ndarray
+  test_labels: np.ndarray
+  original_train_labels: np.ndarray
+  train_ids: np.ndarray
+  test_ids: np.ndarray
+  trial_indices: np.ndarray
+  metadata: list
+  dataset_info: dict
+  fingerprint: str
+  paths: list
+  train_margin: np.ndarray = None  # None when loaded with margins=False
+  test_margin: np.ndarray = None
+  train_pred: np.ndarray = None    # only with predictions=True
+  test_pred: np.ndarray = None
+  diverged: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_trials(self):
+    return len(self.trial_indices)
+
+
+def _check_shapes(path, arrays, meta, n, n_test, workdir):
+  """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test."""
+  if meta.get('num_train') != n or meta.get('num_test') != n_test:
+    raise RecordError(
+        f'{path} was written for {meta.get("num_train")} train / '
+        f'{meta.get("num_test")} test examples but '
+        f'{os.path.join(workdir, records.DATASET_FILE)} has {n} / {n_test}: '
+        'the record belongs to another dataset. Move it to the workdir it '
+        'came from, or delete it.')
+  expected = {'mask': ((n + 7) // 8,), 'train_pred': (n,), 'train_prob': (n,),
+              'train_margin': (n,), 'test_pred': (n_test,),
+              'test_prob': (n_test,), 'test_margin': (n_test,)}
+  kinds = {'mask': 'u', 'train_pred': 'iu', 'test_pred': 'iu',
+           'train_prob': 'f', 'test_prob': 'f', 'train_margin': 'f',
+           'test_margin': 'f'}
+  for field, shape in expected.items():
+    array = arrays[field]
+    if array.shape != shape or array.dtype.kind not in kinds[field]:
+      raise RecordError(
+          f'{path}: {field} is {array.dtype} of shape {array.shape}, but '
+          f'{os.path.join(workdir, records.DATASET_FILE)} needs shape {shape} '
+          f'({n_test if field.startswith("test") else n} examples): the '
+          f'record does not match the workdir\'s dataset. {_hint(path)}')
+
+
+# The fields of the dataset description that identify the data.
+_DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
+                     'num_test', 'checksum')
+
+
+# float16 bit patterns: a non-negative float16 orders like its bits, so
+# 0 <= p <= 1 (and not NaN) is bits <= 0x3C00, and a finite value is one
+# whose exponent bits (0x7C00) are not all set. Integer reductions over the
+# bits are SIMD-fast; numpy's float16 min/max convert every element.
+_FLOAT16_ONE_BITS = 0x3C00
+_FLOAT16_EXPONENT_BITS = 0x7C00
+
+
+def _in_unit_interval(values):
+  if values.dtype == np.float16:
+    bits = values.view(np.uint16)
+    if bits.max() <= _FLOAT16_ONE_BITS:
+      return True
+  return bool(values.min() >= 0 and values.max() <= 1)  # e.g. -0.0, float32
+
+
+def _finite(values):
+  if values.dtype == np.float16:
+    return bool((values.view(np.uint16) & 0x7FFF).max()
+                < _FLOAT16_EXPONENT_BITS)
+  return bool(np.isfinite(values).all())
+
+
+def _check_values(path, arrays, num_classes):
+  """Refuses values no model computes: classes outside the dataset's,
+  probabilities outside [0, 1], NaN or infinite probabilities or margins.
+
+  A min/max per array (over the float16 bits), so the cost is a few fast
+  passes over memory the checksum has just read.
+  """
+  for field in ('train_pred', 'test_pred'):
+    values = arrays[field]
+    if len(values) and (values.min() < 0 or values.max() >= num_classes):
+      raise RecordError(
+          f'{path}: {field} holds classes outside 0..{num_classes - 1} (min '
+          f'{values.min()}, max {values.max()}): no model of this dataset '
+          f'predicts them. {_hint(path)}')
+  for field in ('train_prob', 'test_prob'):
+    values = arrays[field]
+    if len(values) and not _in_unit_interval(values):
+      raise RecordError(
+          f'{path}: {field} holds values outside [0, 1] or NaN (min '
+          f'{values.min()}, max {values.max()}), and the record is not '
+          f'flagged as diverged. {_hint(path)}')
+  for field in ('train_margin', 'test_margin'):
+    values = arrays[field]
+    if len(values) and not _finite(values):
+      raise RecordError(
+          f'{path}: {field} holds NaN or infinite values, and the record is '
+          f'not flagged as diverged. {_hint(path)}')
+
+
+class _DesignJobs:
+  """The mask and seed of trial t under the subset design in the records.
+
+  Every main-run record names its design (SubsetDesign.fingerprint_fields,
+  under the checksum); its mask and seed must be that design's for its
+  trial index, so that a copied, renamed or foreign record is refused.
+  """
+
+  def __init__(self, directory, n):
+    self._directory = directory
+    self._n = n
+    self._designs = {}
+    self._plan = None
+
+  def __call__(self, path, meta):
+    fields = meta.get('design')
+    if fields is None and 'design' in meta:
+      # A model an experiment planned: checked against its folder's plan.
+      plan = os.path.join(self._directory, records.PLAN_FILE)
+      if not tf.io.gfile.exists(plan):
+        raise RecordError(
+            f'{path} holds a model of an experiment (its mask was planned, '
+            f'not drawn from a subset design), but {self._directory} has no '
+            f'{records.PLAN_FILE}: it is not a trial of this run. Move it '
+            f'back to its experiment folder. {_hint(path)}')
+      if self._plan is None:
+        self._plan = _plan_jobs(self._directory, 'plan')
+      return self._plan(path, meta)
+    if not isinstance(fields, dict):
+      raise RecordError(f'{path} names no subset design. {_hint(path)}')
+    key = json.dumps(fields, sort_keys=True)
+    if key not in self._designs:
+      try:
+        self._designs[key] = masks_lib.SubsetDesign(
+            num_trials=int(fields.get('num_trials', 2)),
+            subset_ratio=float(fields['subset_ratio']),
+            design=fields['design'], seed=int(fields['seed']))
+      except (KeyError, TypeError, ValueError) as e:
+        raise RecordError(f'{path} names an unusable subset design '
+                          f'{fields!r} ({e}). {_hint(path)}') from e
+    design = self._designs[key]
+    t = meta['trial_index']
+    try:
+      return design.mask(self._n, t), design.trial_seed(t)
+    except ValueError as e:  # a balanced design's trial index out of range
+      raise RecordError(f'{path}: trial {t} is not a trial of its design '
+                        f'{fields!r} ({e}). {_hint(path)}') from e
+
+
+def _planned(directory):
+  """{index: (mask digest, seed)} of the folder's plan.json."""
+  path = os.path.join(directory, records.PLAN_FILE)
+  try:
+    plan = json.loads(
+        storage.read_bytes(path, _hint(path)).decode())
+    return {int(job['index']): (str(job['mask']), int(job['seed']))
+            for job in plan['jobs']}
+  except (OSError, tf.errors.OpError, ValueError, UnicodeDecodeError,
+          KeyError, TypeError) as e:
+    raise RecordError(
+        f'{path} is missing or unreadable ({type(e).__name__}: {e}): the '
+        f'models in {directory} cannot be checked against their plan. Run '
+        'the estimate binary again with the same flags (it rewrites the '
+        'plan), or delete the folder to redo the experiment.') from e
+
+
+def _plan_jobs(directory, jobs):
+  """The job lookup of an experiment's folder: (mask or its digest, seed)."""
+  if jobs == 'plan':
+    by_index = _planned(directory)
+  else:
+    by_index = {int(job.index): (np.asarray(job.mask, bool), int(job.seed))
+                for job in jobs}
+
+  def lookup(path, meta):
+    job = by_index.get(meta['trial_index'])
+    if job is None:
+      raise RecordError(
+          f'{path} holds model {meta["trial_index"]}, which its folder\'s '
+          'plan does not hold: it belongs to another experiment. '
+          f'{_hint(path)}')
+    return job
+
+  return lookup
+
+
+DIVERGED_POLICIES = ('refuse', 'skip', 'keep')
+
+
+class _Checker:
+  """Checks every record of one directory against what it must be."""
+
+  def __init__(self, directory, dataset_info, n, n_test, jobs, fingerprint):
+    self.directory = directory
+    self.info = dataset_info
+    self.n, self.n_test = n, n_test
+    self.num_classes = int(dataset_info['num_classes'])
+    self.jobs = (_DesignJobs(directory, n) if jobs is None else
+                 _plan_jobs(directory, jobs))
+    self.fingerprint = fingerprint
+
+  def __call__(self, t, path):
+    """(arrays, metadata) of record t, or a RecordError saying what is wrong."""
+    arrays, meta = records.read_record(path)
+    if meta.get('trial_index') != t:
+      raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
+                        f'{t}: it was renamed. Move it back or delete it.')
+    _check_shapes(path, arrays, meta, self.n, self.n_test, self.directory)
+    dataset = meta.get('dataset')
+    if not isinstance(dataset, dict) or any(
+        dataset.get(k) != self.info.get(k) for k in _DATASET_IDENTITY):
+      raise RecordError(
+          f'{path} was trained on other data than '
+          f'{os.path.join(self.directory, records.DATASET_FILE)} describes '
+          '(its name, version, sizes or labels differ): it belongs to another '
+          'workdir. Move it there, or delete it.')
+    if self.fingerprint is not None and meta.get('fingerprint') != (
+        self.fingerprint[0]):
+      raise RecordError(
+          f'{path} was trained with another config (fingerprint '
+          f'{meta.get("fingerprint")}) than the one {self.fingerprint[1]} '
+          f'({self.fingerprint[0]}): it does not belong here (a mix of '
+          'different training configs). Move it to its own workdir, or '
+          'delete it.')
+    mask, seed = self.jobs(path, meta)
+    if isinstance(mask, str):  # a plan.json digest
+      same_mask = mask == records.packed_digest(arrays['mask'])
+    else:
+      same_mask = np.array_equal(arrays['mask'], np.packbits(mask))
+    if meta.get('seed') != seed or not same_mask:
+      raise RecordError(
+          f'{path}: its mask or seed is not the one trial {t} of its '
+          'design (or plan) has: it was trained on another subset, or '
+          f'copied from another trial. {_hint(path)}')
+    if meta.get('diverged') is None:
+      _check_values(path, arrays, self.num_classes)
+    return arrays, meta
+
+
+def _checked_records(found, checker, workers=None):
+  """(t, path, arrays, metadata) for each record of `found`, in order.
+
+  With workers > 1, records are read and checked by that many threads
+  (reading, sha256 and the mask draws release the GIL), with at most
+  2 x workers records in flight, so memory holds only those beyond the
+  caller's arrays. The default is one: on the 2-core development machine two
+  threads were slower than one (benchmarks/load_benchmark.py).
+  """
+  items = list(found.items())
+  workers = workers or 1
+  if workers < 2 or len(items) < 4:
+    for t, path in items:
+      yield (t, path, *checker(t, path))
+    return
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    position = 0
+    try:
+      while pending or position < len(items):
+        while position < len(items) and len(pending) < 2 * workers:
+          t, path = items[position]
+          pending.append((t, path, pool.submit(checker, t, path)))
+          position += 1
+        t, path, future = pending.popleft()
+        yield (t, path, *future.result())
+    finally:
+      for _, _, future in pending:
+        future.cancel()
+
+
+def _expected_fingerprint(directory, fingerprint):
+  """(fingerprint, where it comes from) the records must have, or None."""
+  if fingerprint is not None:
+    return fingerprint, 'this run has'
+  fixed = records.read_run_file(directory)
+  if fixed is None:
+    return None
+  return fixed['fingerprint'], f'{records.run_file_path(directory)} fixes'
+
+
+def check(directory, trial_indices=None, jobs=None, fingerprint=None,
+          dataset_info=None):
+  """Verifies records of `directory` as `load` would, keeping nothing.
+
+  Args:
+    directory: a workdir or an experiment's folder.
+    trial_indices: check only these trials' records (those that exist).
+    jobs, fingerprint: as for `load`.
+    dataset_info: the data the records must be of (write_dataset_file's
+      info); default: W/dataset.npz's.
+
+  Returns:
+    {trial index: metadata} of the verified records (diverged included).
+  """
+  found = records.list_records(directory)
+  if trial_indices is not None:
+    wanted = set(int(t) for t in trial_indices)
+    found = {t: p for t, p in found.items() if t in wanted}
+  if not found:
+    return {}
+  if dataset_info is None:
+    dataset_info = records.read_dataset_file(directory)[1]
+  checker = _Checker(directory, dataset_info, dataset_info['num_train'],
+                     dataset_info['num_test'], jobs,
+                     _expected_fingerprint(directory, fingerprint))
+  by_fingerprint, verified = {}, {}
+  for t, path, _, meta in _checked_records(found, checker):
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    verified[t] = meta
+  _refuse_mixed(directory, by_fingerprint)
+  return verified
+
+
+def upgrade_format_1(directory, log=print):
+  """Re-signs the format-1 records of `directory` as format 2, after checks.
+
+  Format 1's checksum covered only the arrays. Each such record is read
+  with that checksum verified, its margins clipped as the writer now clips
+  them, its diverged flag computed, and its metadata signed with the format-2
+  checksum; it replaces the file only if it then passes every check `load`
+  makes (dataset, fingerprint, mask and seed against its design or its
+  folder's plan.json, values). The records must agree on one fingerprint
+  (W/run.json's, when present). What the checks cannot know is whether the
+  metadata was edited before: run this only on workdirs you trust.
+
+  Returns:
+    The trial indices upgraded.
+  """
+  found = records.list_records(directory)
+  old, fingerprints = {}, set()
+  for t, path in found.items():
+    meta = records.read_metadata(path)
+    fingerprints.add(meta.get('fingerprint'))
+    if meta.get('format_version') == 1:
+      old[t] = path
+  if not old:
+    return []
+  fixed = records.read_run_file(directory)
+  if fixed is None and len(fingerprints) > 1:
+    raise RecordError(f'{directory} holds records of {len(fingerprints)} '
+                      'configs: move each config\'s records to its own '
+                      'workdir before upgrading them.')
+  planned = tf.io.gfile.exists(os.path.join(directory, records.PLAN_FILE))
+  dataset_info = records.read_dataset_file(directory)[1]
+  upgraded = []
+  for t, path in old.items():
+    original = storage.read_bytes(path, _hint(path))
+    arrays, meta = records.read_record(path, allow_format_1=True)
+    arrays = {name: np.array(a) for name, a in arrays.items()}
+    for field in ('train_margin', 'test_margin'):
+      arrays[field] = np.clip(arrays[field], -records.FLOAT16_MAX,
+                              records.FLOAT16_MAX)
+    meta.update({
+        'format_version': records.FORMAT_VERSION, 'upgraded_from_format': 1,
+        'design': None if planned else meta.get('design'),
+        'diverged': records.diverged_reason(arrays, meta.get('metrics') or {},
+                                    int(dataset_info['num_classes']))})
+    meta['checksum'] = records.record_checksum(arrays, meta)
+    arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
+    storage.atomic_replace(path, storage.npz_bytes(arrays))
+    try:
+      check(directory, trial_indices=[t],
+            fingerprint=None if fixed else next(iter(fingerprints)))
+    except RecordError:
+      storage.atomic_replace(path, original)
+      raise
+    upgraded.append(t)
+    log(f'{path}: upgraded from record format 1 to {records.FORMAT_VERSION}.')
+  return upgraded
+
+
+def _refuse_mixed(directory, by_fingerprint):
+  if len(by_fingerprint) > 1:
+    groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
+                       for fp, p in by_fingerprint.items())
+    raise RecordError(
+        f'{directory} mixes records of {len(by_fingerprint)} different '
+        f'training configs or datasets ({groups}). Move each config\'s '
+        'records to its own workdir.')
+
+
+def load(workdir, predictions=False, margins=True, trial_indices=None,
+         jobs=None, fingerprint=None, diverged='refuse', threads=None):
+  """Loads and validates every trial record of `workdir`.
+
+  Every record is checked before any of its values is used: the zip
+  structure, its sha256 (arrays and metadata), its trial index, shapes and
+  dataset against W/dataset.npz, its fingerprint against the folder's fixed
+  config (W/run.json, or `fingerprint`), its mask and seed against its
+  subset design (or the experiment's plan, `jobs`), and its values
+  (classes within the dataset's, probabilities in [0, 1], finite margins)
+  unless it is flagged as diverged. Arrays are filled in place, a few
+  records at a time, so the peak memory is that of the result plus a few
+  records.
+
+  Args:
+    workdir: the train binary's --workdir, or an experiment's folder.
+    predictions: also return the predicted classes.
+    margins: also return the logit margins (float16 [k, n] and [k, n_test]).
+    trial_indices: load only these trials (default: all found).
+    jobs: the planned jobs (objects with index, mask and seed) when the
+      masks come from a plan (experiments), not from a subset design; or
+      'plan': the jobs of the folder's plan.json (mask digests). Default:
+      each record's subset design, or for a record of planned masks its
+      folder's plan.json.
+    fingerprint: the config fingerprint every record must have (default:
+      the one W/run.json fixes; without it, the records must agree).
+    diverged: what to do with records flagged as diverged: 'refuse' (a
+      RecordError naming them and the fix), 'skip' (leave them out, listed
+      in Records.diverged) or 'keep'.
+    threads: records read and checked at once (default 1; more may help
+      on machines with many cores).
+
+  Returns:
+    A `Records`.
+
+  Raises:
+    RecordError: no records, a corrupt or altered record, records of
+      different configs or data, shapes or masks that do not match, values
+      out of range, or diverged trials under 'refuse' (the message names the
+      files and says what to do).
+  """
+  if diverged not in DIVERGED_POLICIES:
+    raise ValueError(f'diverged must be one of {DIVERGED_POLICIES}, got '
+                     f'{diverged!r}.')
+  dataset_arrays, dataset_info = records.read_dataset_file(workdir)
+  train_labels = dataset_arrays['train_labels']
+  test_labels = dataset_arrays['test_labels']
+  n, n_test = len(train_labels), len(test_labels)
+  found = records.list_records(workdir)
+  if trial_indices is not None:
+    absent = sorted(set(trial_indices) - set(found))
+    if absent:
+      raise RecordError(f'{workdir} has no records for trials {absent[:10]}.')
+    found = {t: found[t] for t in sorted(trial_indices)}
+  if not found:
+    raise RecordError(f'{workdir}/{records.TRIALS_DIR} holds no trial '
+                      'records: run the train binary with this --workdir '
+                      'first.')
+  k = len(found)
+  out = {'masks': np.zeros((k, n), bool),
+         'train_correct': np.zeros((k, n), bool),
+         'test_correct': np.zeros((k, n_test), bool),
+         'train_prob': np.zeros((k, n), np.float16),
+         'test_prob': np.zeros((k, n_test), np.float16)}
+  if margins:
+    out['train_margin'] = np.zeros((k, n), np.float16)
+    out['test_margin'] = np.zeros((k, n_test), np.float16)
+  if predictions:
+    num_classes = int(dataset_info['num_classes'])
+    out['train_pred'] = np.zeros((k, n), records.pred_dtype(num_classes))
+    out['test_pred'] = np.zeros((k, n_test), records.pred_dtype(num_classes))
+  metadata, paths, kept, by_fingerprint = [], [], [], {}
+  diverged_trials = {}
+  labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
+
+  def is_label(pred, labels, name):
+    dtype = pred.dtype
+    if (name, dtype) not in labels_as:
+      cast = labels
+      if dtype.kind in 'iu' and len(labels):
+        info = np.iinfo(dtype)
+        if info.min <= labels.min() and labels.max() <= info.max:
+          cast = labels.astype(dtype)
+      labels_as[name, dtype] = cast
+    return pred == labels_as[name, dtype]
+
+  checker = _Checker(workdir, dataset_info, n, n_test, jobs,
+                     _expected_fingerprint(workdir, fingerprint))
+  row = 0
+  for t, path, arrays, meta in _checked_records(found, checker, threads):
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    if meta.get('diverged') is not None:
+      diverged_trials[t] = meta['diverged']
+      if diverged != 'keep':
+        continue
+    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
+    out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
+                                         'train')
+    out['test_correct'][row] = is_label(arrays['test_pred'], test_labels,
+                                        'test')
+    for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
+                  'train_pred', 'test_pred'):
+      if field in out:
+        out[field][row] = arrays[field]
+    metadata.append(meta)
+    paths.append(path)
+    kept.append(t)
+    row += 1
+  _refuse_mixed(workdir, by_fingerprint)
+  if diverged_trials and diverged == 'refuse':
+    shown = sorted(diverged_trials)[:10]
+    first = shown[0]
+    raise RecordError(
+        f'{len(diverged_trials)} of the {k} trials in {workdir} diverged '
+        f'(trials {shown}{", ..." if len(diverged_trials) > 10 else ""}; '
+        f'#{first}: {diverged_trials[first]}, see {found[first]}): their '
+        'predictions say nothing about memorization. Fix the training config '
+        '(e.g. lower TrialTrainer.base_learning_rate) and train into a new '
+        '--workdir, or estimate without them: bind Estimator.diverged_trials '
+        "= 'skip' (summary.json counts them).")
+  if not kept:
+    raise RecordError(
+        f'Every one of the {k} trials in {workdir} diverged (e.g. #'
+        f'{next(iter(diverged_trials))}: '
+        f'{next(iter(diverged_trials.values()))}): nothing can be estimated. '
+        'Fix the training config (e.g. lower TrialTrainer.base_learning_rate) '
+        'and train into a new --workdir.')
+  trimmed = {name: array[:row] for name, array in out.items()}
+  return Records(
+      train_labels=train_labels, test_labels=test_labels,
+      original_train_labels=dataset_arrays['original_train_labels'],
+      train_ids=dataset_arrays['train_ids'],
+      test_ids=dataset_arrays['test_ids'],
+      trial_indices=np.array(kept, np.int64), metadata=metadata,
+      dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
+      paths=paths, train_margin=trimmed.pop('train_margin', None),
+      test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
+      **trimmed)

@@ -1,0 +1,56 @@
+"""Progress of long work: how much is done, how fast, and the time left.
+
+The one ETA helper of the package: the train binary's per-trial lines, the
+experiments' retraining and the estimator's influence pass all print their
+progress through it.
+"""
+
+import time
+
+
+def format_seconds(seconds):
+  """'4m20s', or '1h02m05s' from an hour on."""
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return (f'{hours}h{minutes:02d}m{secs:02d}s' if hours else
+          f'{minutes}m{secs:02d}s')
+
+
+class Progress:
+  """`total` units of work started now (e.g. trials, training examples).
+
+  Args:
+    total: units to do.
+    every_seconds: due() is True at most this often (and at the end).
+    clock: seconds, monotonic (time.perf_counter).
+  """
+
+  def __init__(self, total, every_seconds=0.0, clock=time.perf_counter):
+    self.total = total
+    self.every_seconds = every_seconds
+    self._clock = clock
+    self.start = clock()
+    self._last = self.start
+
+  def elapsed(self):
+    return self._clock() - self.start
+
+  def per_unit(self, done):
+    """Seconds per unit so far."""
+    return self.elapsed() / max(done, 1)
+
+  def eta(self, done, remaining=None):
+    """The time left as text, at the rate so far (`remaining`: units left,
+    default total - done)."""
+    left = self.total - done if remaining is None else remaining
+    return format_seconds(self.per_unit(done) * max(left, 0)) if done else '?'
+
+  def due(self, done):
+    """Whether a progress line is due: every `every_seconds`, and when the
+    work is done."""
+    now = self._clock()
+    if done >= self.total or now - self._last >= self.every_seconds:
+      self._last = now
+      return True
+    return False
