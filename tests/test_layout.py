@@ -23,6 +23,17 @@ TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
                   'tf_memorization.experiments', 'tf_memorization.estimator',
                   'tf_memorization.estimate', 'tf_memorization.cli',
                   'tf_memorization.data', 'tf_memorization.configurables'}
+# The modules, bottom layer first (README, "Module map"): each imports
+# (when imported) only modules before it.
+LAYERS = (
+    'errors', 'progress', 'scores', 'masks', 'preparing', 'schedules',
+    'strategy', 'datasets.sklearn_digits', 'datasets', 'storage', 'records',
+    'loading', 'config', 'leases', 'models', 'data', 'training', 'runs',
+    'estimates', 'analyses', 'experiments.base', 'experiments.removal',
+    'experiments.ablation', 'experiments.leave_one_out',
+    'experiments.ratio_sweep', 'experiments', 'estimator', 'report_html',
+    'report_figures', 'report_inputs', 'report_images', 'report',
+    'configurables', 'cli', 'train', 'estimate', 'inspect_workdir')
 MAX_LINES = 600
 MAX_BINARY_LINES = {'estimate': 200, 'train': 200, 'inspect_workdir': 200}
 
@@ -60,6 +71,34 @@ def _top_level_imports(path):
 
   visit(tree.body)
   return found
+
+
+def _package_imports(path):
+  """(line, module) of the package modules a module imports when imported
+  (`from tf_memorization import records` names the module records)."""
+  modules = _modules()
+  found = []
+  for line, name in _top_level_imports(path):
+    while name and name not in modules:
+      name = name.rpartition('.')[0]
+    if name and name != 'tf_memorization':
+      found.append((line, name.removeprefix('tf_memorization.')))
+  return found
+
+
+def test_each_module_imports_only_the_layers_below_it():
+  names = {name.removeprefix('tf_memorization.'): path
+           for name, path in _modules().items() if name != 'tf_memorization'}
+  assert sorted(names) == sorted(LAYERS), (
+      'a module is missing from LAYERS (or LAYERS names one that is gone): '
+      f'{sorted(set(names) ^ set(LAYERS))}')
+  offenders = []
+  for name, path in names.items():
+    for line, imported in _package_imports(path):
+      if LAYERS.index(imported) >= LAYERS.index(name):
+        offenders.append(f'{name} line {line} imports {imported}, a layer at '
+                         'or above its own')
+  assert not offenders, offenders
 
 
 def test_no_library_module_imports_cli():
@@ -118,8 +157,11 @@ def test_the_layout_checks_see_a_violation(tmp_path):
   inside a function or the __main__ block (so the rules can fail)."""
   path = tmp_path / 'module.py'
   path.write_text('import os\nfrom tf_memorization import cli\n'
+                  'from tf_memorization.experiments import base\n'
                   'def f():\n  from tf_memorization import runs\n'
                   "if __name__ == '__main__':\n"
                   '  from tf_memorization import estimate\n')
-  assert _top_level_imports(str(path)) == [(1, 'os'),
-                                           (2, 'tf_memorization.cli')]
+  assert _top_level_imports(str(path)) == [
+      (1, 'os'), (2, 'tf_memorization.cli'),
+      (3, 'tf_memorization.experiments.base')]
+  assert _package_imports(str(path)) == [(2, 'cli'), (3, 'experiments.base')]

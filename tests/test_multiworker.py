@@ -35,17 +35,18 @@ pytestmark = pytest.mark.slow  # trains real runs; see conftest
 TIMEOUT_S = 240
 WROTE = 'WROTE '
 # Runs the train binary as `python -m` would, printing WROTE <path> for every
-# file written through tf_memorization.records (records, config, dataset file).
+# file written through tf_memorization.storage (records, config, dataset
+# file).
 _TRACED_TRAIN = r'''
 import runpy
-from tf_memorization import records
+from tf_memorization import storage
 
 def _trace(name):
-  original = getattr(records, name)
+  original = getattr(storage, name)
   def write(path, payload):
     print('WROTE ' + path, flush=True)
     return original(path, payload)
-  setattr(records, name, write)
+  setattr(storage, name, write)
 
 for _name in ('atomic_write', 'atomic_replace'):
   _trace(_name)

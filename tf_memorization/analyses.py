@@ -43,7 +43,8 @@ def write_label_noise(output_dir, report, log):
   header = ['false_positive_rate', 'true_positive_rate']
   rows = list(zip(report['roc_fpr'], report['roc_tpr']))
   summary = {k: v for k, v in report.items() if not k.startswith('roc_')}
-  estimates.write_table(output_dir, 'label_noise', header, rows, summary)
+  estimates.write_table(output_dir, estimates.LABEL_NOISE, header, rows,
+                        summary)
   if rows:
     plt = estimates.pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -54,7 +55,8 @@ def write_label_noise(output_dir, report, log):
     ax.set_ylabel('true positive rate')
     ax.set_title('Finding flipped labels by memorization')
     ax.legend(loc='lower right')
-    estimates.save_figure(fig, os.path.join(output_dir, 'label_noise_roc.png'))
+    estimates.save_figure(
+        fig, os.path.join(output_dir, estimates.LABEL_NOISE_PNG))
     plt.close(fig)
   log(f'Label noise: {report["num_flipped"]} flipped labels; memorization '
       f'ranks them with ROC AUC {report["auc"]:.3f}, precision at '
@@ -67,7 +69,7 @@ def memorization_vs_influence(output_dir, memorization, max_influence, log):
   rows = [[i, float(m), float(x)] for i, (m, x) in
           enumerate(zip(memorization, max_influence))]
   summary = {'pearson': pearson, 'spearman': spearman}
-  estimates.write_table(output_dir, 'memorization_vs_influence',
+  estimates.write_table(output_dir, estimates.MEMORIZATION_VS_INFLUENCE,
                ['index', 'memorization', 'max_influence'], rows, summary)
   log(f'Memorization vs largest influence on a test example: Pearson '
       f'{pearson:.3f}, Spearman {spearman:.3f}.')

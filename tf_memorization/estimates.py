@@ -57,8 +57,15 @@ TITLES = {
     'ratio_sweep': 'Subset-ratio sweep',
 }
 # Figures the analyses and experiments write, which the report shows.
-FIGURES = ('ablation_histogram.png', 'removal.png', 'label_noise_roc.png',
-           'leave_one_out.png')
+ABLATION_PNG = 'ablation_histogram.png'
+REMOVAL_PNG = 'removal.png'
+LABEL_NOISE_PNG = 'label_noise_roc.png'
+LEAVE_ONE_OUT_PNG = 'leave_one_out.png'
+FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG)
+# Each analysis and experiment writes <kind>.csv (its table) and
+# <kind>.json (its summary): write_table(output_dir, kind, ...).
+LABEL_NOISE = 'label_noise'
+MEMORIZATION_VS_INFLUENCE = 'memorization_vs_influence'
 
 
 def estimates_dir(workdir):

@@ -32,25 +32,6 @@ def _is_local(path):
   return '://' not in path
 
 
-def owner_is_dead(owner):
-  """Whether `owner` (host:pid:tag) is a process of this host that has exited.
-
-  A killed worker's claims are taken over at once by a rerun on the same
-  host; on other hosts they expire with their lease.
-  """
-  host, _, rest = owner.partition(':')
-  pid = rest.partition(':')[0]
-  if host != socket.gethostname() or not pid.isdigit():
-    return False
-  try:
-    os.kill(int(pid), 0)
-  except ProcessLookupError:
-    return True
-  except PermissionError:  # alive, another user's
-    return False
-  return False
-
-
 def claim_path(directory, index):
   return os.path.join(directory, CLAIMS_DIR, f'trial_{index:06d}.claim')
 
@@ -95,7 +76,7 @@ class Leases:
     """Whether job `index` is unclaimed or its claim's worker is gone."""
     current = self.read(index)
     return (current is None or current[1] <= time.time()
-            or owner_is_dead(current[0]))
+            or storage.owner_is_dead(current[0]))
 
   def read(self, index):
     """(owner, expires) of a job's claim, or None when there is none."""
@@ -128,7 +109,7 @@ class Leases:
     owner, expires = current
     if owner == self.owner:
       return True
-    if expires > time.time() and not owner_is_dead(owner):
+    if expires > time.time() and not storage.owner_is_dead(owner):
       return False
     # A dead worker's claim: take it over, then check that this write won.
     storage.atomic_replace(path, self._payload())

@@ -234,7 +234,7 @@ def _histogram_section(page):
   else:
     body = markup.note('No example has a memorization estimate.')
   ablation_png = None if variants else report_inputs.copy_figure(
-      page.estimates_dir, page.files, 'ablation_histogram.png')
+      page.estimates_dir, page.files, estimates_lib.ABLATION_PNG)
   if ablation_png:
     body += markup.figure(ablation_png, 'ablation histogram',
                         'The ablation\'s histogram (its records were not '
@@ -332,9 +332,10 @@ def _removal_section(page):
   earlier, removal = _experiment(page, 'removal')
   if not removal:
     return None
-  body = earlier + _embed_copy(page, 'removal.png', 'removal curve',
-                               'Test accuracy after removing memorized vs '
-                               'random training examples (mean ± std).')
+  body = earlier + _embed_copy(
+      page, estimates_lib.REMOVAL_PNG, 'removal curve',
+      'Test accuracy after removing memorized vs random training examples '
+      '(mean ± std).')
   return _Section('removal', estimates_lib.TITLES['removal'],
                   body + markup.removal_tables(removal))
 
@@ -344,7 +345,7 @@ def _label_noise_section(page):
   if not noise:
     return None
   body = markup.label_noise_text(noise)
-  body += _embed_copy(page, 'label_noise_roc.png', 'ROC curve',
+  body += _embed_copy(page, estimates_lib.LABEL_NOISE_PNG, 'ROC curve',
                       'ROC curve of memorization as a detector of flipped '
                       'labels.')
   shown = page.chosen.flipped_shown
@@ -366,7 +367,8 @@ def _leave_one_out_section(page):
   if not loo:
     return None
   body = earlier + markup.leave_one_out_text(loo)
-  body += _embed_copy(page, 'leave_one_out.png', 'estimate vs leave-one-out',
+  body += _embed_copy(page, estimates_lib.LEAVE_ONE_OUT_PNG,
+                      'estimate vs leave-one-out',
                       'Subsampled estimate against direct leave-one-out '
                       'memorization (± standard error).')
   return _Section('leave-one-out', estimates_lib.TITLES['leave_one_out'],

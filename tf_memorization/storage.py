@@ -373,6 +373,25 @@ _STAGE = '.tmp-'
 _OLD = '.old-'
 
 
+def owner_is_dead(owner):
+  """Whether `owner` (host:pid:tag) is a process of this host that has exited.
+
+  A killed worker's claims are taken over at once by a rerun on the same
+  host; on other hosts they expire with their lease.
+  """
+  host, _, rest = owner.partition(':')
+  pid = rest.partition(':')[0]
+  if host != socket.gethostname() or not pid.isdigit():
+    return False
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return True
+  except PermissionError:  # alive, another user's
+    return False
+  return False
+
+
 def _owner_tag():
   """pid-random@host: names a staging folder after the process writing it."""
   return f'{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}'
@@ -380,11 +399,10 @@ def _owner_tag():
 
 def _dead_owner(name, marker):
   """Whether the folder `name` (...<marker>pid-hex@host) is a dead process's."""
-  from tf_memorization import leases  # pylint: disable=g-import-not-at-top
   tag = name.rstrip('/').rpartition(marker)[2]
   pid_part, _, host = tag.partition('@')
   pid = pid_part.partition('-')[0]
-  return bool(host) and leases.owner_is_dead(f'{host}:{pid}:x')
+  return bool(host) and owner_is_dead(f'{host}:{pid}:x')
 
 
 def _remove_tree(path):

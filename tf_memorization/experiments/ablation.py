@@ -158,7 +158,7 @@ class AblationExperiment(base.Experiment):
                    entry['num_pairs']])
       summary['variants'].append(entry)
     summary['trials_used'] = k
-    estimates.write_table(output_dir, 'ablation', header, rows, summary)
+    estimates.write_table(output_dir, self.kind, header, rows, summary)
     self._plot(output_dir, variants)
     log('Ablation (mean test accuracy, examples with mem >= 0.25, pairs):\n' +
         '\n'.join(f'  {e["variant"]}: {e["mean_test_accuracy"]:.4f}, '
@@ -209,7 +209,7 @@ class AblationExperiment(base.Experiment):
     ax.legend()
     ax.set_title('Memorization: full network vs retrained top')
     estimates.save_figure(fig,
-                          os.path.join(output_dir, 'ablation_histogram.png'))
+                          os.path.join(output_dir, estimates.ABLATION_PNG))
     plt.close(fig)
 
 

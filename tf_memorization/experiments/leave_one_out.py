@@ -95,7 +95,7 @@ class LeaveOneOutExperiment(base.Experiment):
                'pearson': pearson, 'spearman': spearman,
                'mean_abs_difference': float(np.nanmean(np.abs(
                    np.asarray(direct) - np.asarray(subsampled))))}
-    estimates.write_table(output_dir, 'leave_one_out', header, rows, summary)
+    estimates.write_table(output_dir, self.kind, header, rows, summary)
     self._plot(output_dir, rows)
     log(f'Leave-one-out vs subsampled memorization on {len(chosen)} examples: '
         f'Spearman {spearman:.3f}, Pearson {pearson:.3f}.')
@@ -113,5 +113,6 @@ class LeaveOneOutExperiment(base.Experiment):
     ax.set_xlabel('subsampled estimate')
     ax.set_ylabel('direct leave-one-out')
     ax.set_title('Memorization: estimate vs leave-one-out')
-    estimates.save_figure(fig, os.path.join(output_dir, 'leave_one_out.png'))
+    estimates.save_figure(
+        fig, os.path.join(output_dir, estimates.LEAVE_ONE_OUT_PNG))
     plt.close(fig)

@@ -38,15 +38,16 @@ class SubsetRatioSweep(base.Experiment):
                                        inputs.setup, inputs.log)
     main, main_mem = inputs.records, inputs.memorization
     k = self.num_trials or main.num_trials
-    base = setup.design
+    main_design = setup.design
     header = list(estimates.RATIO_SWEEP_HEADER)
-    main_ratio = base.subset_ratio
+    main_ratio = main_design.subset_ratio
     entries = [(main_ratio, float(main.masks.mean()), main.num_trials,
                 float(main.test_correct.mean()), main_mem, 1.0)]
     for ratio in self.ratios:
       design = masks_lib.SubsetDesign(num_trials=max(k, 2),
-                                      subset_ratio=ratio, design=base.design,
-                                      seed=base.seed)
+                                      subset_ratio=ratio,
+                                      design=main_design.design,
+                                      seed=main_design.seed)
       sub = dataclasses.replace(setup, design=design,
                                 fingerprint=runs.config_fingerprint(
                                     setup.dataset_info, design))
@@ -75,7 +76,7 @@ class SubsetRatioSweep(base.Experiment):
       rows.append(row)
       table.append(dict(zip(header, row)))
     summary = {'main_subset_ratio': main_ratio, 'table': table}
-    estimates.write_table(output_dir, 'ratio_sweep', header, rows, summary)
+    estimates.write_table(output_dir, self.kind, header, rows, summary)
     log('Subset-ratio sweep (ratio: examples with mem >= 0.25, mean stderr, '
         'Spearman with the main run):\n' + '\n'.join(
             f'  {r[0]:g}: {r[4]}, {r[6]:.4f}, {r[7]:.3f}' for r in rows))

@@ -102,7 +102,7 @@ class RemovalExperiment(base.Experiment):
     summary = {'repeats': self.repeats, 'thresholds': list(self.thresholds),
                'num_influenced_test_examples': int(len(influenced)),
                'table': table}
-    estimates.write_table(output_dir, 'removal', header, rows, summary)
+    estimates.write_table(output_dir, self.kind, header, rows, summary)
     self._plot(output_dir, table)
     lines = ['Removal (test accuracy, mean ± std over '
              f'{self.repeats} models):']
@@ -135,5 +135,6 @@ class RemovalExperiment(base.Experiment):
     ax.set_ylabel('test accuracy')
     ax.legend()
     ax.set_title('Removing memorized vs random examples')
-    estimates.save_figure(fig, os.path.join(output_dir, 'removal.png'))
+    estimates.save_figure(fig,
+                          os.path.join(output_dir, estimates.REMOVAL_PNG))
     plt.close(fig)
