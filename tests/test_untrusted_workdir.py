@@ -550,7 +550,8 @@ def test_a_failed_estimate_leaves_the_earlier_estimates_as_they_were(
   assert 'No space left writing' in line, line
   assert not [n for n in os.listdir(workdir) if n.startswith('estimates')]
   # With earlier estimates: they are kept whole, byte for byte.
-  status, _, err = run_binary(estimate_command(workdir))
+  status, _, err = run_in_process(
+      estimate_main(workdir))
   assert status == 0, err[-3000:]
   estimates = os.path.join(workdir, 'estimates')
   before = snapshot(estimates)

@@ -120,7 +120,7 @@ def fmt(value, digits=4):
   return escape(text(value, digits))
 
 
-def mean_std(pair):
+def plus_minus(pair):
   """'mean ± std' of a [mean, std] pair; anything else shown as it is."""
   if not isinstance(pair, list) or len(pair) > 2:
     return fmt(pair)
@@ -316,8 +316,8 @@ def removal_tables(removal):
   def rows(chosen):
     return [[fmt(e.get('condition')), '' if e.get('threshold') is None
              else fmt(e.get('threshold'), None), fmt(e.get('num_removed')),
-             mean_std(e.get('test_accuracy')),
-             mean_std(e.get('influenced_accuracy'))] for e in chosen]
+             plus_minus(e.get('test_accuracy')),
+             plus_minus(e.get('influenced_accuracy'))] for e in chosen]
 
   header = ['condition', 'memorization ≥', 'removed', 'test accuracy',
             'accuracy on the influenced test examples']
