@@ -18,11 +18,10 @@ from tf_memorization import errors
 from tf_memorization import estimator
 from tf_memorization import estimates
 from tf_memorization import scores
-from tf_memorization import train
 from tf_memorization import training
 from tf_memorization.experiments import base
 
-from conftest import GIN_DIR, snapshot
+from conftest import snapshot, train_tiny
 
 pytestmark = pytest.mark.slow  # trains a small run; see conftest
 
@@ -68,16 +67,14 @@ def _registered():
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory, digits_data_dir):
   path = str(tmp_path_factory.mktemp('interface') / 'w')
-  summary = train.run(path, [os.path.join(GIN_DIR, 'tiny.gin')],
-                      TRAIN_BINDINGS, data_dir=digits_data_dir,
-                      log=lambda _: None)
-  gin.clear_config()
+  summary = train_tiny(path, TRAIN_BINDINGS, digits_data_dir)
   assert summary.trained == list(range(NUM_TRIALS))
   return path
 
 
-def _estimate(workdir, data_dir, bindings):
-  lines = []
+def _estimate(workdir, data_dir, bindings, lines=None):
+  """estimator.run in process; (summary, the lines it logged)."""
+  lines = [] if lines is None else lines
   try:
     return estimator.run(workdir, gin_bindings=bindings, data_dir=data_dir,
                          log=lines.append), lines
@@ -107,10 +104,12 @@ def test_a_registered_experiment_runs_with_what_it_needs(workdir,
 def test_a_bad_binding_of_it_fails_before_anything_is_loaded(
     workdir, digits_data_dir):
   before = snapshot(workdir)
+  lines = []
   with pytest.raises(errors.USER_ERRORS, match='ProbeExperiment.threshold'):
     _estimate(workdir, digits_data_dir, [
         "Estimator.experiments = ('probe',)",
-        'ProbeExperiment.threshold = -1'])
+        'ProbeExperiment.threshold = -1'], lines)
+  assert lines == []  # not even the records were loaded
   assert snapshot(workdir) == before
 
 
@@ -122,12 +121,9 @@ def test_a_training_binding_is_refused_before_the_scores(workdir,
   lines = []
   with pytest.raises(errors.UserError, match='differs from the one the '
                      'trials'):
-    try:
-      estimator.run(workdir, gin_bindings=[
-          "Estimator.experiments = ('probe',)", 'TrialTrainer.epochs = 2'],
-                    data_dir=digits_data_dir, log=lines.append)
-    finally:
-      gin.clear_config()
+    _estimate(workdir, digits_data_dir, [
+        "Estimator.experiments = ('probe',)", 'TrialTrainer.epochs = 2'],
+              lines)
   assert any(line.startswith('Loaded') for line in lines), lines
   assert not any('influence' in line for line in lines), lines
   assert snapshot(workdir) == before

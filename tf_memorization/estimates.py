@@ -17,7 +17,8 @@ alone).
     <name>.csv, <name>.json, <name>.png   one table, summary and figure per
                            analysis and experiment (label_noise, removal, ...)
 
-Every CSV is written by `csv_bytes`: a header row, then one row per record;
+Every CSV is written by `csv_bytes` (rows) or `cells_bytes` (columns, each
+formatted once by `cells`): a header row, then one row per record;
 floats with 6 significant digits (an empty cell where a value is not
 finite), everything else as `str`. JSON is strict (NaN becomes null).
 """
@@ -78,30 +79,36 @@ def _cell(value):
   return str(value)
 
 
-def csv_bytes(header, rows):
-  """A CSV file of `rows` under `header`, as bytes (the module docstring
-  says how values are written)."""
+def _csv(header, rows_of_cells):
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
   writer.writerow(header)
-  writer.writerows([_cell(v) for v in row] for row in rows)
+  writer.writerows(rows_of_cells)
   return buffer.getvalue().encode()
 
 
-def _column_cells(column):
+def csv_bytes(header, rows):
+  """A CSV file of `rows` under `header`, as bytes (the module docstring
+  says how values are written)."""
+  return _csv(header, ([_cell(v) for v in row] for row in rows))
+
+
+def cells(column):
+  """A column (numpy array or list) as the CSV cells written for it."""
   return [_cell(v) for v in np.asarray(column).tolist()]
 
 
-def columns_bytes(header, columns):
-  """A CSV of equal-length columns (numpy arrays or lists)."""
-  return csv_bytes(header, zip(*[_column_cells(c) for c in columns]))
+def cells_bytes(header, columns):
+  """The same, of equal-length columns already formatted by `cells` (the
+  estimator keeps them: as_written reads the values back from them)."""
+  return _csv(header, zip(*columns))
 
 
-def as_written(column):
-  """The float64 values a reader of a CSV column gets back: 6 significant
-  digits, NaN where the value was not finite. The report built in memory
-  shows exactly what one built from the files shows."""
-  return np.array([float(c) if c else np.nan for c in _column_cells(column)],
+def as_written(column_cells):
+  """The float64 values a reader gets back from a column's cells: 6
+  significant digits, NaN where the value was not finite. The report built
+  in memory shows exactly what one built from the files shows."""
+  return np.array([float(c) if c else np.nan for c in column_cells],
                   np.float64)
 
 

@@ -392,33 +392,39 @@ def _write_scores(output_dir, loaded, mem, infl):
   reader of them gets back (estimates.Estimates' fields but the summary)."""
   n = loaded.masks.shape[1]
   labels, ids = loaded.train_labels, loaded.train_ids
+  cells = estimates.cells  # each column formatted once, written and kept
+  mem_cells = {name: cells(getattr(mem, name))
+               for name in ('memorization', 'stderr', 'consistency')}
   storage.atomic_replace(
       os.path.join(output_dir, estimates.MEMORIZATION_CSV),
-      estimates.columns_bytes(estimates.MEMORIZATION_HEADER, [
-          np.arange(n), ids, labels, mem.memorization, mem.stderr, mem.soft,
-          mem.k_in, mem.k_out, mem.consistency]))
+      estimates.cells_bytes(estimates.MEMORIZATION_HEADER, [
+          cells(np.arange(n)), cells(ids), cells(labels),
+          mem_cells['memorization'], mem_cells['stderr'], cells(mem.soft),
+          cells(mem.k_in), cells(mem.k_out), mem_cells['consistency']]))
   order = np.lexsort((infl.pair_test, -infl.pair_influence))
   pt, pj = infl.pair_train[order], infl.pair_test[order]
+  pair_cells = {'influence': cells(infl.pair_influence[order]),
+                'stderr': cells(infl.pair_stderr[order])}
   storage.atomic_replace(
       os.path.join(output_dir, estimates.PAIRS_CSV),
-      estimates.columns_bytes(estimates.PAIRS_HEADER, [
-          pt, pj, ids[pt], loaded.test_ids[pj], labels[pt],
-          infl.pair_influence[order], infl.pair_stderr[order],
-          mem.memorization[pt]]))
+      estimates.cells_bytes(estimates.PAIRS_HEADER, [
+          cells(pt), cells(pj), cells(ids[pt]), cells(loaded.test_ids[pj]),
+          cells(labels[pt]), pair_cells['influence'], pair_cells['stderr'],
+          cells(mem.memorization[pt])]))
   storage.atomic_replace(
       os.path.join(output_dir, estimates.TOPK_NPZ), storage.npz_bytes({
           'train_indices': infl.topk_indices, 'influence': infl.topk_influence,
           'test_ids': loaded.test_ids, 'train_ids': ids}))
   return dict(
-      memorization=estimates.as_written(mem.memorization),
-      stderr=estimates.as_written(mem.stderr),
-      consistency=estimates.as_written(mem.consistency),
+      memorization=estimates.as_written(mem_cells['memorization']),
+      stderr=estimates.as_written(mem_cells['stderr']),
+      consistency=estimates.as_written(mem_cells['consistency']),
       k_in=np.asarray(mem.k_in, np.int64), k_out=np.asarray(mem.k_out,
                                                             np.int64),
       pairs={'train': np.asarray(pt, np.int64),
              'test': np.asarray(pj, np.int64),
-             'influence': estimates.as_written(infl.pair_influence[order]),
-             'stderr': estimates.as_written(infl.pair_stderr[order])},
+             'influence': estimates.as_written(pair_cells['influence']),
+             'stderr': estimates.as_written(pair_cells['stderr'])},
       topk_indices=np.asarray(infl.topk_indices, np.int64),
       topk_influence=np.asarray(infl.topk_influence, np.float64),
       train_labels=loaded.train_labels,
