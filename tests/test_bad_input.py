@@ -496,12 +496,13 @@ def test_estimate_with_masks_that_are_not_the_designs(cases):
 
 def test_unprepared_dataset_offline_fails_fast(cases):
   case = cases['unprepared']
-  # The refusal comes before any download is tried: tfds would retry the
-  # network for minutes (the subprocess's timeout would end the test), and
-  # nothing is written to the data dir.
+  # The refusal comes when the builder asks for its first download, before
+  # it is tried: tfds would retry the network for minutes (the subprocess's
+  # timeout would end the test).
   check(cases, 'unprepared', 'mnist is not prepared', case['data_dir'],
         'tfds build mnist', '--data_dir=DIR')
-  assert os.listdir(case['data_dir']) == []  # nothing was downloaded
+  # Nothing was downloaded: only the (empty) prepare lock is left.
+  assert os.listdir(case['data_dir']) == ['.mnist.prepare.lock']
 
 
 def test_record_with_a_pickle_is_refused_unread(cases):

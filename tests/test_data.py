@@ -369,11 +369,17 @@ def test_unprepared_dataset_without_network_says_how_to_prepare(
   def unreachable(*args, **kwargs):
     raise OSError('no route to host')
 
-  # This machine "has no network": the reachability probe fails like offline.
+  # This machine "has no network": a connection to the host of the URL the
+  # builder downloads fails, as offline. The refusal names that URL and
+  # leaves the data dir as it was (but for the prepare lock).
   monkeypatch.setattr(socket, 'create_connection', unreachable)
-  with pytest.raises(data.DataNotPreparedError, match='has no network') as info:
+  with pytest.raises(data.DataNotPreparedError,
+                     match='cannot be reached from this machine') as info:
     data.prepare_builder('mnist', data_dir=str(tmp_path), download=True)
   assert 'tfds build mnist' in str(info.value)
+  assert 'https://storage.googleapis.com/cvdf-datasets/mnist/' in str(
+      info.value)
+  assert os.listdir(tmp_path) == ['.mnist.prepare.lock']
 
 
 def test_digits_prepare_offline_with_download_off(tmp_path):

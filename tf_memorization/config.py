@@ -14,7 +14,10 @@ text:
     declares its own configurables that do not.
 """
 
+import importlib
 import os
+import re
+import sys
 
 import gin
 from gin import config_parser
@@ -41,6 +44,123 @@ def _binding_name(statement):
 def _statements(text):
   return list(config_parser.ConfigParser(
       text, gin.config.ParserDelegate(skip_unknown=True)))
+
+
+# The line of a workdir's config that records the gin imports of the run
+# that wrote it: data, never executed (check_bindings_only refuses an
+# `import` statement there); the estimator's own gin files bring them.
+IMPORTS_LINE = '# gin imports (not executed here; your gin files import them):'
+
+
+def _module_of(statement):
+  """The module an ImportStatement imports ('a.b' for `from a import b`)."""
+  return statement.module
+
+
+def imports_of(text):
+  """Modules imported by the `import` statements of gin config `text`,
+  in order (gin's own `from __gin__ import ...` left out)."""
+  found = []
+  for statement in _statements(text):
+    if isinstance(statement, config_parser.ImportStatement):
+      module = _module_of(statement)
+      if not module.startswith('__gin__') and module not in found:
+        found.append(module)
+  return found
+
+
+def without_imports(text):
+  """Gin config `text` without its `import` statements."""
+  lines = text.splitlines(keepends=True)
+  drop = {st.location.line_num - 1 for st in _statements(text)
+          if isinstance(st, config_parser.ImportStatement)}
+  return ''.join(line for number, line in enumerate(lines)
+                 if number not in drop)
+
+
+def for_workdir(text, recorded=()):
+  """The operative config `text` as a workdir stores it: bindings only.
+
+  Locations (LOCATION_BINDINGS) are removed, and so are `import`
+  statements, whose modules are recorded on one comment line
+  (IMPORTS_LINE) for `recorded_imports` to read back as data.
+
+  Args:
+    text: gin's operative config.
+    recorded: modules the workdir's config already records: a run of the
+      same config whose modules were imported otherwise (no `import` line)
+      keeps them recorded.
+  """
+  modules = sorted(set(imports_of(text)) | set(recorded))
+  body = without_imports(without_locations(text)).lstrip('\n')
+  header = f'{IMPORTS_LINE} {", ".join(modules)}\n' if modules else ''
+  return header + body
+
+
+_MODULE_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')
+
+
+def recorded_imports(text):
+  """The module names a workdir's config records (IMPORTS_LINE), as data
+  (only dotted Python names are taken; nothing is imported)."""
+  for line in text.splitlines():
+    if line.startswith(IMPORTS_LINE):
+      return [m.strip() for m in line[len(IMPORTS_LINE):].split(',')
+              if _MODULE_NAME.fullmatch(m.strip())]
+  return []
+
+
+def _import_error(module, where, error):
+  return errors.UserError(
+      f'{where} imports {module}, which cannot be imported here '
+      f'({type(error).__name__}: {" ".join(str(error).split())}). Install '
+      f'the package that provides {module} (e.g. pip install -e '
+      'path/to/your/package) or add its folder to PYTHONPATH.')
+
+
+def import_modules(gin_files, gin_bindings):
+  """Runs the `import` statements of the caller's gin files and bindings
+  (not of a workdir's config), before any binding is parsed, so that a
+  workdir's config parsed first can bind the configurables they register.
+  """
+  sources = [(path, storage.read_bytes(path).decode(errors='replace'))
+             for path in gin_files
+             if os.path.basename(path) != records.CONFIG_FILE]
+  sources += [(f'--gin_bindings={b!r}', b) for b in gin_bindings]
+  for where, text in sources:
+    try:
+      statements = _statements(text)
+    except (ValueError, SyntaxError) as e:
+      del e  # reported by the strict parse, with its location
+      continue
+    for statement in statements:
+      if not isinstance(statement, config_parser.ImportStatement):
+        continue
+      module = _module_of(statement)
+      if module.startswith('__gin__'):
+        continue
+      try:
+        importlib.import_module(module)
+      except Exception as e:  # pylint: disable=broad-except
+        # Anything the user's module raises while importing.
+        line = statement.location.line_num
+        raise _import_error(module, f'{where} line {line}', e) from e
+
+
+def check_recorded_imports(path):
+  """Refuses a workdir's config whose run imported modules (its
+  IMPORTS_LINE) that this process has not imported: its bindings name
+  their configurables, so the caller must bring the same imports."""
+  text = storage.read_bytes(path).decode(errors='replace')
+  missing = [m for m in recorded_imports(text) if m not in sys.modules]
+  if missing:
+    lines = ' '.join(f'import {m}' for m in missing)
+    raise errors.UserError(
+        f'{path} was trained with a gin file that imports '
+        f'{", ".join(missing)} (recorded there as data; nothing read from a '
+        'workdir is executed). Pass the gin file you trained with, which '
+        f'holds `{lines}`, with --gin_file=YOUR.gin (or --gin_bindings='
+        f'"import {missing[0]}" for each module).')
 
 
 def without_bindings(text, drop):
@@ -141,10 +261,17 @@ def parse_gin(gin_files, gin_bindings, skip_unknown=False):
   for path in gin_files:
     if os.path.basename(path) == records.CONFIG_FILE:
       check_bindings_only(path)
+  import_modules(gin_files, gin_bindings)
+  for path in gin_files:
+    if os.path.basename(path) == records.CONFIG_FILE and not skip_unknown:
+      check_recorded_imports(path)
   try:
     gin.parse_config_files_and_bindings(gin_files, gin_bindings,
                                         skip_unknown=skip_unknown,
                                         finalize_config=False)
+  except ImportError as e:  # an import gin runs itself (e.g. in an include)
+    raise _import_error(getattr(e, 'name', None) or 'a module',
+                        ', '.join(gin_files) or '--gin_bindings', e) from e
   except (ValueError, SyntaxError, TypeError, KeyError) as e:
     where = ', '.join(list(gin_files) + [f'--gin_bindings={b!r}'
                                          for b in gin_bindings])
@@ -176,6 +303,9 @@ def fingerprinted_lines(text):
   computes, stripped and sorted."""
   # Whole bindings are dropped first: gin wraps a long value (e.g. a deep
   # --data_dir) onto a continuation line, which a line filter would miss.
-  text = without_bindings(text, lambda name: not is_fingerprinted(name))
+  # Imports are left out: the same bindings mean the same trials whether
+  # the imports came from a gin file or were done otherwise.
+  text = without_imports(
+      without_bindings(text, lambda name: not is_fingerprinted(name)))
   return sorted(line.strip() for line in text.splitlines()
                 if line.strip() and not line.strip().startswith('#'))

@@ -9,10 +9,12 @@ its tfrecords with the subset chosen by a lookup of each record's tfds id
 before any JPEG is decoded (`StreamingPipeline`).
 """
 
+import contextlib
 import dataclasses
 import errno
 import os
 import socket
+import urllib.parse
 
 import gin
 import numpy as np
@@ -46,7 +48,6 @@ DATASET_DEFAULTS = {
 AUGMENTATIONS = ('none', 'crop', 'flip', 'crop_flip', 'random_resized_crop')
 # Datasets too large to hold in memory: they stream (see StreamingDataset).
 STREAMING_DATASETS = ('imagenet2012',)
-_MANUAL_DOWNLOAD = ('imagenet2012',)
 
 
 @dataclasses.dataclass
@@ -56,6 +57,9 @@ class Split:
   labels: np.ndarray  # int64 [N]
   ids: np.ndarray     # unicode [N]: tfds id (or original index) of each example
   tfds_split: str = None  # the tfds split name it was read from
+  # A source that streams from files (folders.image_folder): each example's
+  # file, read by the dataset's `streaming_pipeline` and by `read_images`.
+  files: np.ndarray = None
 
   def __len__(self):
     return len(self.labels)
@@ -70,6 +74,18 @@ class Dataset:
   train: Split
   test: Split
   builder: object = None  # the tfds builder, for streaming datasets
+  class_names: tuple = None  # the label names, where the source has them
+  # (mean, std) per channel on the stored scale, for a dataset that is not
+  # in DATASET_DEFAULTS (the sources compute it from their training split).
+  normalization: tuple = None
+  # The shape one example reaches the model with, for a source that streams
+  # from files (fixed by its resize binding).
+  example_shape: tuple = None
+  # For a source that streams from files: streaming_pipeline(dataset,
+  # preprocessing) builds its pipeline (make_pipeline calls it), and
+  # read_images(split, indices) returns uint8 images of those examples.
+  streaming_pipeline: object = None
+  read_images: object = None
 
   @property
   def streaming(self):
@@ -77,10 +93,23 @@ class Dataset:
 
   @property
   def image_shape(self):
-    """Stored image shape ((None, None, C) for a streaming dataset)."""
+    """Stored example shape ((None, None, C) for a streaming tfds dataset)."""
+    if self.example_shape is not None:
+      return tuple(self.example_shape)
     if self.streaming:
       return tuple(self.builder.info.features['image'].shape)
     return tuple(self.train.images.shape[1:])
+
+  def images_of(self, split, indices):
+    """uint8 images of examples `indices` of split 'train' or 'test' (a
+    dict index -> [H, W, C]), for a dataset held in memory or one that
+    streams from files; None for a streaming tfds dataset."""
+    part = self.train if split == 'train' else self.test
+    if part.images is not None:
+      return {int(i): part.images[int(i)] for i in indices}
+    if self.read_images is not None:
+      return self.read_images(split, indices)
+    return None
 
   def describe(self):
     """The fields that identify the data (part of every record's fingerprint)."""
@@ -90,7 +119,8 @@ class Dataset:
             'image_shape': list(self.image_shape)}
 
 
-def _network_reachable(host='storage.googleapis.com', port=443, timeout=3.0):
+def _reachable(host, port, timeout=3.0):
+  """Whether a TCP connection to host:port opens within `timeout` seconds."""
   try:
     with socket.create_connection((host, port), timeout=timeout):
       return True
@@ -109,52 +139,117 @@ def _download_is_mocked():
           is not _ORIGINAL_DOWNLOAD_AND_PREPARE)
 
 
+class _DownloadRefused(Exception):
+  """A builder asked for a URL that cannot be downloaded here."""
+
+  def __init__(self, url, reason):
+    super().__init__(f'{url}: {reason}')
+    self.url, self.reason = url, reason
+
+
+@contextlib.contextmanager
+def _guarded_downloads(allowed):
+  """Makes every download a builder starts fail at once, naming its URL,
+  when downloads are off or the URL's own host cannot be reached (tfds
+  would retry for minutes). Files already in the download cache, and
+  builders that read local files, never get here."""
+  manager = tfds.download.DownloadManager
+  original = vars(manager).get('_download')
+  if original is None:  # another tfds: no guard, tfds's own errors
+    yield
+    return
+
+  def guarded(self, resource):
+    url = getattr(resource, 'url', resource)
+    if not allowed:
+      raise _DownloadRefused(url, 'downloads are off (load_dataset.download '
+                             '= False)')
+    parsed = urllib.parse.urlparse(str(url))
+    port = parsed.port or (80 if parsed.scheme == 'http' else 443)
+    if parsed.hostname and not _reachable(parsed.hostname, port):
+      raise _DownloadRefused(url, f'{parsed.hostname} cannot be reached from '
+                             'this machine')
+    return original(self, resource)
+
+  manager._download = guarded  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    manager._download = original  # pylint: disable=protected-access
+
+
 def _prepare_instructions(name, data_dir):
   where = data_dir or '~/tensorflow_datasets'
-  if name in _MANUAL_DOWNLOAD:
-    return (f'{name} needs a manual download: put ILSVRC2012_img_train.tar and '
-            f'ILSVRC2012_img_val.tar in {where}/downloads/manual/ and run '
-            f'`tfds build {name} --data_dir={where}` once, then pass '
-            f'--data_dir={where}.')
   return (f'On a machine with network run `tfds build {name} '
-          f'--data_dir=DIR`, copy DIR here and pass --data_dir=DIR (or bind '
-          f'load_dataset.data_dir). The demo dataset `sklearn_digits` needs '
-          f'no network.')
+          f'--data_dir=DIR` (for your own builder: with its module imported, '
+          f'e.g. `tfds build --imports=my_package.my_builder {name}`), copy '
+          f'DIR to {where} here or pass --data_dir=DIR (or bind '
+          f'load_dataset.data_dir).')
+
+
+def _missing_manual_dir(builder):
+  """The manual-download folder a builder needs and lacks, or None.
+
+  A builder that declares MANUAL_DOWNLOAD_INSTRUCTIONS (e.g. imagenet2012)
+  reads files the user puts in <data_dir>/downloads/manual.
+  """
+  if not getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+    return None
+  manual = os.path.join(os.fspath(builder.data_dir_root), 'downloads',
+                        'manual')
+  if os.path.isdir(manual) and os.listdir(manual):
+    return None
+  return manual
 
 
 def prepare_builder(name, data_dir=None, download=True):
-  """Returns a prepared tfds builder, or raises DataNotPreparedError quickly."""
+  """Returns a prepared tfds builder, or raises DataNotPreparedError quickly.
+
+  Any registered builder is prepared when it is not yet: one that reads
+  local files (a user's own builder, registered by a gin `import`; the
+  bundled sklearn_digits) prepares with no network. Only when preparing
+  actually starts a download that cannot happen (downloads are off, or the
+  URL's host is unreachable), or needs manually downloaded files that are
+  not there, does this fail, at once and naming what is missing.
+  """
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DataNotPreparedError(
-        f'Unknown dataset {name!r}: bind load_dataset.name to a tfds dataset '
-        f'(cifar10, cifar100, mnist, imagenet2012, sklearn_digits).') from e
+        f'Unknown dataset {name!r} (load_dataset.name): not a tfds dataset '
+        'nor a builder registered in this process. For your own builder, '
+        'import its module in your gin file (`import my_package.my_builder`)'
+        ' and pass that file with --gin_file; built-in: cifar10, cifar100, '
+        'mnist, imagenet2012, sklearn_digits.') from e
   if builder.is_prepared():
     return builder
-  mocked = _download_is_mocked()  # tfds.testing.mock_data: nothing to fetch
-  needs_network = name != 'sklearn_digits' and not mocked
-  if name in _MANUAL_DOWNLOAD and not mocked:
+  manual = None if _download_is_mocked() else _missing_manual_dir(builder)
+  if manual:
     raise DataNotPreparedError(
-        f'Dataset {name} is not prepared in {data_dir or "the default dir"}. '
-        + _prepare_instructions(name, data_dir))
-  if needs_network and (not download or not _network_reachable()):
-    reason = ('downloads are off (load_dataset.download=False)' if not download
-              else 'this machine has no network')
-    raise DataNotPreparedError(
-        f'Dataset {name} is not prepared in {data_dir or "the default dir"} '
-        f'and {reason}. ' + _prepare_instructions(name, data_dir))
-  return _prepare(name, data_dir, builder)
+        f'Dataset {name} is not prepared in {builder.data_dir_root} and needs '
+        f'files downloaded by hand into {manual}: '
+        + ' '.join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+        + f' Then run `tfds build {name} --data_dir={builder.data_dir_root}` '
+        'once, or let the train binary prepare it.')
+  return _prepare(name, data_dir, builder, download)
 
 
-def _prepare(name, data_dir, builder):
+def _prepare(name, data_dir, builder, download):
   """Prepares `builder`'s dataset unless another process did it meanwhile.
 
   Only under `preparing.exclusive`, so processes starting together on a fresh
   data dir prepare once; the root is the builder's, which also resolves
   data_dir None to tfds's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
+  tfds's mirror of prepared datasets is not tried (on a machine without
+  network it retries for minutes): every dataset is prepared from its own
+  sources.
   """
   root = os.fspath(builder.data_dir_root)
+  # Folders preparing creates; removed again (when empty) after a refused
+  # download, so that a refusal leaves the data dir as it was.
+  fresh = [d for d in (os.path.join(root, 'downloads'),
+                       os.path.join(root, builder.name))
+           if '://' not in root and not os.path.exists(d)]
   try:
     with preparing.exclusive(root, builder.name):
       # A fresh builder: one made before another process finished preparing
@@ -162,7 +257,17 @@ def _prepare(name, data_dir, builder):
       builder = tfds.builder(name, data_dir=data_dir)
       if not builder.is_prepared():
         preparing.remove_stale_incomplete(builder.data_dir)
-        builder.download_and_prepare()
+        with _guarded_downloads(download):
+          builder.download_and_prepare(
+              download_config=tfds.download.DownloadConfig(
+                  try_download_gcs=False))
+  except _DownloadRefused as e:
+    for folder in fresh:
+      _remove_empty_folders(folder)
+    raise DataNotPreparedError(
+        f'Dataset {name} is not prepared in {root}, and preparing it '
+        f'downloads {e.url}, but {e.reason}. '
+        + _prepare_instructions(name, data_dir)) from None
   except OSError as e:
     if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
       raise
@@ -171,6 +276,15 @@ def _prepare(name, data_dir, builder):
         f'there ({e}). Pass a writable data dir, or prepare it once where '
         f'you can write: ' + _prepare_instructions(name, data_dir)) from e
   return builder
+
+
+def _remove_empty_folders(top):
+  """Removes `top` and the folders under it, where empty (bottom up)."""
+  for folder, _, _ in os.walk(top, topdown=False):
+    try:
+      os.rmdir(folder)
+    except OSError:
+      pass  # not empty: something of value is there
 
 
 def _read_split(builder, split, with_images=True):
@@ -196,32 +310,58 @@ def _read_split(builder, split, with_images=True):
 
 
 @gin.configurable
-def load_dataset(name=gin.REQUIRED, data_dir=None, download=True,
-                 train_split='train', test_split='test', streaming='auto'):
-  """Loads a tfds dataset: in memory, or labels and ids only when streaming.
+def load_dataset(name=None, data_dir=None, download=True,
+                 train_split='train', test_split='test', streaming='auto',
+                 source=None):
+  """Loads a dataset: a tfds builder's, or a source's (folders, arrays).
 
   Args:
-    name: tfds name: cifar10, cifar100, mnist, sklearn_digits (offline) or
-      imagenet2012.
+    name: tfds name: cifar10, cifar100, mnist, sklearn_digits (offline),
+      imagenet2012, or any builder registered in the process (a user's own,
+      through a gin `import`).
     data_dir: tfds data dir (None: tfds's default).
     download: whether to download when the data is not prepared.
     train_split: tfds split of the training set S.
     test_split: tfds split the influence is measured on.
     streaming: True to stream images from the tfrecords (`StreamingPipeline`)
       instead of holding them in memory; 'auto': only for STREAMING_DATASETS.
+    source: instead of a tfds name, a configurable that returns a `Dataset`:
+      @image_folder (folders.py) or @arrays (arrays.py); their own bindings
+      say where the files are.
 
   Returns:
     A `Dataset`.
   """
+  if source is not None:
+    if name is not None:
+      raise errors.ConfigError(
+          f'load_dataset.name ({name!r}) and load_dataset.source '
+          f'({getattr(source, "__name__", source)!r}) are both bound: bind '
+          'one of them.')
+    if not callable(source):
+      raise errors.ConfigError(
+          'load_dataset.source must be a source configurable such as '
+          f'@image_folder or @arrays, got {source!r}.')
+    dataset = source()
+    if not isinstance(dataset, Dataset):
+      raise errors.ConfigError(
+          f'load_dataset.source {getattr(source, "__name__", source)!r} '
+          f'returned {type(dataset).__name__}, not a data.Dataset.')
+    return dataset
+  if name is None:
+    raise errors.ConfigError(
+        'No dataset: bind load_dataset.name (a tfds name) or '
+        'load_dataset.source (@image_folder, @arrays).')
   builder = prepare_builder(name, data_dir, download)
   if streaming == 'auto':
     streaming = name in STREAMING_DATASETS
   features = builder.info.features
+  names = getattr(features['label'], 'names', None)
   return Dataset(name=name, version=str(builder.info.version),
                  num_classes=int(features['label'].num_classes),
                  train=_read_split(builder, train_split, not streaming),
                  test=_read_split(builder, test_split, not streaming),
-                 builder=builder)
+                 builder=builder, class_names=tuple(names) if names else None)
 
 
 @gin.configurable
@@ -273,15 +413,31 @@ class Preprocessing:
     image_size: side of the model's input for streaming datasets (ImageNet).
     center_crop_fraction: for streaming datasets, evaluation images are the
       central square of this fraction of the shorter side, resized.
+    standardize: subtract the dataset's per-channel mean and divide by its
+      std (DATASET_DEFAULTS, or the source's own statistics); False feeds
+      the stored values as float32 (0..255 for images), for a model that
+      scales its own input (models.pretrained applies its backbone's).
   """
   augment: str = 'auto'
   crop_padding: int = 4
   image_size: int = 224
   center_crop_fraction: float = 0.875
+  standardize: bool = True
 
-  def resolve(self, dataset_name):
+  def resolve(self, dataset_name, normalization=None):
+    """(mean, std, augment) for dataset `dataset_name`.
+
+    Args:
+      dataset_name: the dataset's name (its DATASET_DEFAULTS entry, if any).
+      normalization: (mean, std) of a dataset that has no entry there (the
+        sources compute theirs); else the 0..255 scale is mapped to 0..1.
+    """
     mean, std, default_augment = DATASET_DEFAULTS.get(
         dataset_name, ((0.0,), (255.0,), 'none'))
+    if dataset_name not in DATASET_DEFAULTS and normalization is not None:
+      mean, std = normalization
+    if not self.standardize:  # the model scales its own input
+      mean, std = (0.0,), (1.0,)
     augment = default_augment if self.augment == 'auto' else self.augment
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Preprocessing.augment must be "auto" or one of '
@@ -351,7 +507,7 @@ class _Pipeline:
     self.preprocessing = preprocessing or Preprocessing()
     self.dataset = dataset
     self.mean, self.std, self.augment = self.preprocessing.resolve(
-        dataset.name)
+        dataset.name, dataset.normalization)
 
   def _one_hot(self, labels):
     return tf.one_hot(labels, self.dataset.num_classes)
@@ -573,7 +729,10 @@ class StreamingPipeline(_Pipeline):
 
 
 def make_pipeline(dataset, preprocessing=None):
-  """The pipeline for `dataset`: in memory, or streaming from tfrecords."""
+  """The pipeline for `dataset`: in memory, streaming from files (a source's
+  own), or streaming from tfrecords."""
+  if dataset.streaming_pipeline is not None:
+    return dataset.streaming_pipeline(dataset, preprocessing or Preprocessing())
   if dataset.streaming:
     return StreamingPipeline(dataset, preprocessing)
   return InMemoryPipeline(dataset, preprocessing)

@@ -17,13 +17,54 @@ precision). Weight decay is an L2 penalty on convolution and dense kernels.
   CIFAR-100 and ImageNet, with either stem.
 * `small_resnet`: two stages of one basic block each; trains in seconds on the
   8x8 digits.
+* `mlp`: dense layers, for fixed-size features (tabular data).
+
+A builder of your own takes the same two arguments (a gin configurable in
+your package, imported by your gin file). A builder that loads pretrained
+weights declares them with `mark_pretrained`: every trial then starts from
+them (pretrained.py builds keras.applications backbones this way).
 """
+
+import weakref
 
 import gin
 import keras
 from keras import layers
 
 from tf_memorization import errors
+
+# model -> (names of its layers holding pretrained weights, digests of the
+# files they came from); see mark_pretrained.
+_PRETRAINED = weakref.WeakKeyDictionary()
+
+
+def mark_pretrained(model, layer_names, digests=()):
+  """Declares layers of `model` whose current weights are pretrained.
+
+  A model builder that loads weights (models.pretrained, or a user's own)
+  calls this: every trial then starts those layers from the weights they
+  hold now, and re-initialises only the others from the trial's seed
+  (training.TrialTrainer). `digests` (e.g. the sha256 of the weights file)
+  enter the run's config fingerprint, so trials from other weights are not
+  mixed with these.
+
+  Args:
+    model: the keras.Model the builder returns.
+    layer_names: names of its top-level layers (a nested backbone model is
+      one layer).
+    digests: strings identifying the weights' source.
+  """
+  known = {layer.name for layer in model.layers}
+  unknown = sorted(set(layer_names) - known)
+  if unknown:
+    raise ValueError(f'mark_pretrained: {unknown} are not layers of '
+                     f'{model.name}.')
+  _PRETRAINED[model] = (tuple(layer_names), tuple(digests))
+
+
+def pretrained_layers(model):
+  """(layer names, digests) `mark_pretrained` declared for `model`."""
+  return _PRETRAINED.get(model, ((), ()))
 
 
 def _conv(filters, kernel_size, strides, weight_decay, name):
@@ -178,3 +219,29 @@ def small_resnet(input_shape, num_classes, width=32, weight_decay=1e-4):
   return resnet(input_shape, num_classes, block='basic', stage_blocks=(1, 1),
                 stage_widths=(width, 2 * width), stem='cifar',
                 weight_decay=weight_decay, name='small_resnet')
+
+
+@gin.configurable
+def mlp(input_shape, num_classes, widths=(256, 256), dropout=0.0,
+        weight_decay=1e-4):
+  """Dense layers with ReLU on flattened inputs (tabular features).
+
+  Layers are named dense1, dense2, ... and `logits`, so the ablation's
+  "last N blocks" are the last N dense layers before the head.
+  """
+  widths = errors.sequence('mlp.widths', widths,
+                           lambda n, v: errors.integer(n, v, minimum=1))
+  dropout = errors.number('mlp.dropout', dropout, minimum=0, below=1)
+  errors.number('mlp.weight_decay', weight_decay, minimum=0)
+  regularizer = (keras.regularizers.L2(weight_decay) if weight_decay
+                 else None)
+  inputs = keras.Input(shape=tuple(input_shape), name='features')
+  x = layers.Flatten(name='flatten')(inputs)
+  for i, width in enumerate(widths, start=1):
+    x = layers.Dense(width, activation='relu', kernel_regularizer=regularizer,
+                     name=f'dense{i}')(x)
+    if dropout:
+      x = layers.Dropout(dropout, name=f'dropout{i}')(x)
+  logits = layers.Dense(num_classes, dtype='float32', name='logits',
+                        kernel_regularizer=regularizer)(x)
+  return keras.Model(inputs, logits, name='mlp')

@@ -89,7 +89,7 @@ _Section = collections.namedtuple('_Section', 'id title body flipped_drawn',
 
 def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
           gin_bindings=(), log=print, estimates=None,
-          shown_estimates_dir=None):
+          shown_estimates_dir=None, gin_files=()):
   """Writes the HTML report of `workdir`'s estimates; returns a Report.
 
   Args:
@@ -101,6 +101,9 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
       read); False to use the config already parsed (the estimate binary's).
     gin_bindings: extra bindings, e.g. "load_dataset.data_dir = '/data'"
       when the data moved.
+    gin_files: gin files parsed after the workdir's config: the training
+      run's own, when they import the module of a dataset builder or source
+      of your own (its images are read through it).
     log: callable taking one line.
     estimates: the estimates.Estimates the estimator just wrote, handed in
       memory (None: read from `estimates_dir`, every value checked); the
@@ -115,8 +118,8 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
   if parse_config:
     trial_config = os.path.join(workdir, records.CONFIG_FILE)
     report_images.parse_config(
-        [trial_config] if report_inputs.exists(trial_config) else [],
-        list(gin_bindings))
+        ([trial_config] if report_inputs.exists(trial_config) else [])
+        + list(gin_files), list(gin_bindings))
   if estimates is None:
     estimates = report_inputs.load(workdir, estimates_dir)
   training_config = report_inputs.training_config(workdir)
@@ -424,6 +427,9 @@ def define_flags():
   flags.DEFINE_string('estimates_dir', None,
                       'The estimates (default WORKDIR/estimates).')
   flags.DEFINE_multi_string(
+      'gin_file', [], 'gin files after the workdir\'s config: the training '
+      'run\'s, when they import your own dataset builder.')
+  flags.DEFINE_multi_string(
       'gin_bindings', [], 'Bindings after the workdir\'s config, e.g. '
       '"load_dataset.data_dir = \'/data/tfds\'".')
   flags.DEFINE_string(
@@ -439,7 +445,7 @@ def _main():
   if f.data_dir:
     bindings.append(f'load_dataset.data_dir = {f.data_dir!r}')
   report = build(f.workdir, f.output_dir, f.estimates_dir,
-                 gin_bindings=bindings,
+                 gin_bindings=bindings, gin_files=f.gin_file,
                  log=lambda line: print(line, flush=True))
   print(f'Report: {report.path} ({report.seconds:.1f}s)', flush=True)
 

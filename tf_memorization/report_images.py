@@ -27,8 +27,11 @@ THUMBNAIL_SIZE = 64      # side of a streaming dataset's thumbnails
 
 def _data():
   """tf_memorization.data, imported on first use (with tensorflow and
-  tensorflow_datasets); importing it registers gin's `load_dataset`."""
+  tensorflow_datasets); importing it registers gin's `load_dataset`, and
+  the sources (`image_folder`, `arrays`) are registered with it."""
+  from tf_memorization import arrays  # pylint: disable=g-import-not-at-top,unused-import
   from tf_memorization import data  # pylint: disable=g-import-not-at-top
+  from tf_memorization import folders  # pylint: disable=g-import-not-at-top,unused-import
   return data
 
 
@@ -129,6 +132,15 @@ def read_examples(builder, split, indices, ids, size=THUMBNAIL_SIZE, log=None):
   return found
 
 
+def _pictures(dataset):
+  """Whether the dataset's examples are images ([H, W, 1 or 3] uint8)."""
+  shape = tuple(dataset.image_shape)
+  if len(shape) != 3 or shape[-1] not in (1, 3):
+    return False
+  images = dataset.train.images
+  return images is None or images.dtype == np.uint8
+
+
 class Images:
   """The images of the examples the report shows (None where unavailable)."""
 
@@ -161,12 +173,14 @@ def load_images(inputs, train_indices, test_indices, log):
   """
   start = time.perf_counter()
   kwargs = load_dataset_kwargs()
-  name = kwargs.get('name')
-  if not isinstance(name, str):
-    return Images(note='the config names no dataset (load_dataset.name), so '
-                  'no images are shown')
+  name, source = kwargs.get('name'), kwargs.get('source')
+  if not isinstance(name, str) and source is None:
+    return Images(note='the config names no dataset (load_dataset.name or '
+                  'load_dataset.source), so no images are shown')
   data = _data()
-  streaming = kwargs.get('streaming', 'auto')
+  if source is not None:
+    name = getattr(source, '__name__', 'source')
+  streaming = source is None and kwargs.get('streaming', 'auto')
   if streaming == 'auto':
     streaming = name in data.STREAMING_DATASETS
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -189,8 +203,11 @@ def load_images(inputs, train_indices, test_indices, log):
           return Images(note=f'the dataset {name} read now is not the one '
                         f'the trials ran on (its tfds ids differ from '
                         f'{records.DATASET_FILE}), so no images are shown')
-      train = {int(i): dataset.train.images[i] for i in train_indices}
-      test = {int(j): dataset.test.images[j] for j in test_indices}
+      train = dataset.images_of('train', train_indices)
+      test = dataset.images_of('test', test_indices)
+      if train is None or test is None or not _pictures(dataset):
+        return Images(note=f'the examples of {name} are not images, so none '
+                      'are shown')
   except (data.DataNotPreparedError, ValueError, TypeError, OSError,
           tf.errors.OpError) as e:
     message = ' '.join(str(e).split())
@@ -201,7 +218,8 @@ def load_images(inputs, train_indices, test_indices, log):
   try:
     names = list(builder.info.features['label'].names)
   except (AttributeError, KeyError, TypeError):
-    pass
+    if not streaming and dataset.class_names:
+      names = list(dataset.class_names)
   log(f'Report: read {len(train) + len(test)} images of {name} in '
       f'{time.perf_counter() - start:.1f}s.')
   return Images(train, test, names)

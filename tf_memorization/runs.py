@@ -69,14 +69,19 @@ class RunSetup:
   chief: bool
 
 
-def config_fingerprint(dataset_info, design):
-  """Hash of everything that decides what trial t computes."""
-  return records.fingerprint({
+def config_fingerprint(dataset_info, design, pretrained_digests=()):
+  """Hash of everything that decides what trial t computes: the data, the
+  design, the training bindings, and the pretrained weights' digests (not
+  their paths: models.mark_pretrained), where there are any."""
+  fields = {
       'dataset': {k: dataset_info[k] for k in
                   ('name', 'version', 'num_train', 'num_test', 'checksum')},
       'design': design.fingerprint_fields(),
       'training': config.fingerprinted_lines(gin.operative_config_str()),
-  })
+  }
+  if pretrained_digests:
+    fields['pretrained'] = sorted(pretrained_digests)
+  return records.fingerprint(fields)
 
 
 def subset_design():
@@ -118,7 +123,9 @@ def build(workdir, write=True, design=None, trainer_kwargs=None):
   setup = RunSetup(design=design, strategy=strategy, dataset=dataset,
                    clean_dataset=clean, flipped=flipped, trainer=trainer,
                    dataset_info=info,
-                   fingerprint=config_fingerprint(info, design), chief=chief)
+                   fingerprint=config_fingerprint(
+                       info, design, trainer.pretrained_digests),
+                   chief=chief)
   if write and chief:
     build_outputs(workdir, setup)
   return setup
@@ -129,14 +136,23 @@ def build_outputs(workdir, setup):
 
   The config is written without its locations (config.LOCATION_BINDINGS, e.g.
   --data_dir): a workdir never tells a later process where to read or write.
+  Its gin imports are recorded as data (config.for_workdir), merged with
+  those an earlier run of the same config recorded.
   """
   records.write_dataset_file(workdir, setup.clean_dataset,
                              setup.dataset.train.labels)
+  path = os.path.join(workdir, records.CONFIG_FILE)
+  recorded = []
+  if tf.io.gfile.exists(path):
+    try:
+      recorded = config.recorded_imports(
+          storage.read_bytes(path).decode(errors='replace'))
+    except (OSError, errors.UserError, errors.RecordError):
+      recorded = []  # rewritten whole below
   storage.atomic_write_text(
-      os.path.join(workdir, records.CONFIG_FILE),
-      f'# fingerprint: {setup.fingerprint}\n'
+      path, f'# fingerprint: {setup.fingerprint}\n'
       '# Locations (data_dir) are not stored: pass them with the flags.\n'
-      + config.without_locations(gin.operative_config_str()))
+      + config.for_workdir(gin.operative_config_str(), recorded))
 
 
 def _another_config(what, theirs, setup, directory):

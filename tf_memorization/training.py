@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tf_memorization import data as data_lib
 from tf_memorization import errors
+from tf_memorization import models as models_lib
 from tf_memorization import schedules
 from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
@@ -94,6 +95,10 @@ class TrialTrainer:
     preprocessing: a data.Preprocessing (default: gin-configured one).
     trainable_layers: names of the only layers to train (the ablations);
       the others keep the weights given to `set_base_weights`.
+    pretrained_layers: names of layers whose weights, as `model_fn` built
+      them, every trial starts from (the others are re-initialised from the
+      trial's seed); added to those the builder declared with
+      models.mark_pretrained (models.pretrained declares its backbone).
     models_per_step: K, the trials trained together in one compiled step.
     in_graph_input: build each batch inside the compiled step (gather from
       the in-memory images, augment) instead of in a tf.data pipeline: the
@@ -115,7 +120,8 @@ class TrialTrainer:
                nesterov=False, label_smoothing=0.0, mixed_precision=False,
                jit_compile=False, preprocessing=None, trainable_layers=None,
                models_per_step=1, in_graph_input='auto',
-               checkpoint_seconds=600.0, deterministic_ops=False):
+               checkpoint_seconds=600.0, deterministic_ops=False,
+               pretrained_layers=()):
     name = 'TrialTrainer.'
     epochs = errors.integer(name + 'epochs', epochs, minimum=1)
     batch_size = errors.integer(name + 'batch_size', batch_size, minimum=1)
@@ -141,6 +147,8 @@ class TrialTrainer:
                                          trainable_layers, errors.string)
     models_per_step = errors.integer(name + 'models_per_step',
                                      models_per_step, minimum=1)
+    pretrained_layers = errors.sequence(name + 'pretrained_layers',
+                                        pretrained_layers, errors.string)
     if in_graph_input != 'auto':
       errors.boolean(name + 'in_graph_input', in_graph_input)
     checkpoint_seconds = errors.number(name + 'checkpoint_seconds',
@@ -190,6 +198,10 @@ class TrialTrainer:
         model.name = f'{model.name}_copy{k}'  # unique within the packed graph
       self._frozen = [self._freeze_all_but(m, trainable_layers)
                       for m in self.models]
+      self._pretrained = [self._pretrained_values(m, pretrained_layers)
+                          for m in self.models]
+      self.pretrained_digests = sorted(set(
+          models_lib.pretrained_layers(self.model)[1]))
       self._trainable = [v for m in self.models
                          for v in m.trainable_variables]
       self._total_steps = tf.Variable(1, trainable=False, dtype=tf.int64,
@@ -208,7 +220,9 @@ class TrialTrainer:
       self.inference_model = self._build_inference_model()
       self.inference_model.compile(jit_compile=jit_compile)
     self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
-    self._reinit_plans = [self._make_reinit_plan(m) for m in self.models]
+    self._reinit_plans = [
+        self._make_reinit_plan(m, {id(v) for v, _ in pretrained})
+        for m, pretrained in zip(self.models, self._pretrained)]
     self._base_values = None
     self._eval_data = {split: self._evaluation_inputs(split)
                        for split in ('train', 'test')}
@@ -240,6 +254,18 @@ class TrialTrainer:
         frozen.extend(layer.weights)
     return frozen
 
+  @staticmethod
+  def _pretrained_values(model, names):
+    """(variable, value now) of the pretrained layers' weights."""
+    declared = models_lib.pretrained_layers(model)[0]
+    names = set(names) | set(declared)
+    known = {layer.name for layer in model.layers}
+    if names - known:
+      raise ValueError(f'TrialTrainer.pretrained_layers {sorted(names - known)}'
+                       f' are not layers of {model.name}.')
+    return [(v, v.numpy()) for layer in model.layers if layer.name in names
+            for v in layer.weights]
+
   def set_base_weights(self, weights):
     """Weights (as model.get_weights()) the frozen layers keep in every trial."""
     if len(weights) != len(self.model.weights):
@@ -270,9 +296,10 @@ class TrialTrainer:
     return ds.map(lambda x, y: ((x, tf.argmax(y, axis=-1, output_type=tf.int32)),))
 
   @staticmethod
-  def _make_reinit_plan(model):
-    """(variable, initializer) for every weight of the model, in a fixed order."""
-    plan, covered = [], set()
+  def _make_reinit_plan(model, pretrained=frozenset()):
+    """(variable, initializer) for every weight of the model not in
+    `pretrained` (variable ids), in a fixed order."""
+    plan, covered = [], set(pretrained)
     for layer in model._flatten_layers():  # pylint: disable=protected-access
       for name in _WEIGHT_ATTRIBUTES:
         variable = getattr(layer, name, None)
@@ -305,6 +332,8 @@ class TrialTrainer:
           config['seed'] = _derived_seed(seed, j)
         fresh = type(initializer).from_config(config)
         variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+      for variable, value in self._pretrained[k]:
+        variable.assign(value)
       if self._base_values is not None:
         for variable, value in zip(self._frozen[k], self._base_values[k]):
           variable.assign(value)

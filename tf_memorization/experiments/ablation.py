@@ -28,30 +28,73 @@ from tf_memorization import training
 from tf_memorization.experiments import base
 
 
-def block_names(model):
-  """Residual block prefixes of a models.py ResNet, input to output."""
-  names = []
-  for layer in model.layers:
-    parts = layer.name.split('_')
+def head_name(model, head_layer=None):
+  """The model's head: `head_layer`, else its layer named 'logits' (every
+  models.py builder's), else its last top-level layer holding weights."""
+  names = [layer.name for layer in model.layers]
+  if head_layer is not None:
+    if head_layer not in names:
+      raise errors.UserError(
+          f'AblationExperiment.head_layer = {head_layer!r} is not a layer of '
+          f'{model.name} (its layers: {", ".join(names)}).')
+    return head_layer
+  if 'logits' in names:
+    return 'logits'
+  weighted = [layer.name for layer in model.layers if layer.weights]
+  if not weighted:
+    raise errors.UserError(f'{model.name} has no layer with weights.')
+  return weighted[-1]
+
+
+def block_names(model, block_layers=None, head_layer=None):
+  """The model's blocks, input to output: each a list of layer names.
+
+  * models.py ResNets: the residual blocks (layers named stageS_blockB_*);
+  * block_layers given: each of those top-level layers is one block;
+  * any other model: each top-level layer holding weights, except the head
+    (a nested model, e.g. a pretrained backbone, is one block).
+  """
+  names = [layer.name for layer in model.layers]
+  head = head_name(model, head_layer)
+  if block_layers is not None:
+    unknown = [name for name in block_layers if name not in names]
+    if unknown:
+      raise errors.UserError(
+          f'AblationExperiment.block_layers names {unknown}, which are not '
+          f'layers of {model.name} (its layers: {", ".join(names)}).')
+    if head in block_layers:
+      raise errors.UserError(
+          f'AblationExperiment.block_layers holds the head {head!r}: list only '
+          'the layers below it (the head always trains).')
+    return [[name] for name in block_layers]
+  prefixes = []
+  for name in names:
+    parts = name.split('_')
     if len(parts) > 2 and parts[0].startswith('stage') and parts[1].startswith(
         'block'):
       prefix = f'{parts[0]}_{parts[1]}'
-      if prefix not in names:
-        names.append(prefix)
-  return names
+      if prefix not in prefixes:
+        prefixes.append(prefix)
+  if prefixes:
+    return [[name for name in names if name.startswith(prefix + '_')]
+            for prefix in prefixes]
+  return [[layer.name] for layer in model.layers
+          if layer.weights and layer.name != head]
 
 
-def trainable_layers_for(model, num_blocks):
+def trainable_layers_for(model, num_blocks, block_layers=None,
+                         head_layer=None):
   """Layer names trained when only the last `num_blocks` blocks + head train."""
-  blocks = block_names(model)
+  blocks = block_names(model, block_layers, head_layer)
   if num_blocks > len(blocks):
     raise errors.UserError(
         f'AblationExperiment.trainable_blocks asks for {num_blocks} blocks but '
-        f'{model.name} has {len(blocks)}.')
+        f'{model.name} has {len(blocks)} ({[b[0] for b in blocks]}); see '
+        'AblationExperiment.block_layers.')
   chosen = blocks[len(blocks) - num_blocks:] if num_blocks else []
-  return [layer.name for layer in model.layers
-          if layer.name == 'logits' or
-          any(layer.name.startswith(prefix + '_') for prefix in chosen)]
+  keep = {name for block in chosen for name in block}
+  keep.add(head_name(model, head_layer))
+  return [layer.name for layer in model.layers if layer.name in keep]
 
 
 @base.register('ablation')
@@ -61,10 +104,16 @@ class AblationExperiment(base.Experiment):
 
   A reference model is trained on the full training set; then, for each N in
   `trainable_blocks`, k models (one per subset mask of the full-network
-  trials) train only the last N residual blocks and the linear head (N = 0:
-  the last layer only, the paper's experiment) from a fresh initialisation,
-  with everything below frozen at the reference weights. The same scores are
-  computed from their predictions.
+  trials) train only the last N blocks and the head (N = 0: the last layer
+  only, the paper's experiment) from a fresh initialisation, with everything
+  below frozen at the reference weights. The same scores are computed from
+  their predictions.
+
+  Blocks (block_names): a models.py ResNet's residual blocks; for any other
+  model, its top-level layers holding weights below the head (a nested
+  pretrained backbone is one block), or the layers `block_layers` names.
+  The head is the layer named 'logits', else the last layer with weights,
+  or `head_layer`.
 
   Args:
     trainable_blocks: the N values.
@@ -74,10 +123,15 @@ class AblationExperiment(base.Experiment):
       augmentation) instead of one frozen network per trial.
     heads_per_group: heads trained together (bounds memory:
       heads x features x classes floats).
+    block_layers: for a model of your own, the names of its top-level
+      layers that count as blocks, input to output (default: see above).
+    head_layer: the name of the model's head (default: see above); with
+      batched_heads it must be a Dense layer on a feature vector.
   """
 
   def __init__(self, trainable_blocks=(0,), max_trials=None,
-               batched_heads=True, heads_per_group=256):
+               batched_heads=True, heads_per_group=256, block_layers=None,
+               head_layer=None):
     name = 'AblationExperiment.'
     self.trainable_blocks = errors.sequence(
         name + 'trainable_blocks', trainable_blocks,
@@ -87,6 +141,13 @@ class AblationExperiment(base.Experiment):
     self.batched_heads = errors.boolean(name + 'batched_heads', batched_heads)
     self.heads_per_group = errors.integer(name + 'heads_per_group',
                                           heads_per_group, minimum=1)
+    if block_layers is not None:
+      block_layers = errors.sequence(name + 'block_layers', block_layers,
+                                     errors.string)
+    self.block_layers = block_layers
+    if head_layer is not None:
+      head_layer = errors.string(name + 'head_layer', head_layer)
+    self.head_layer = head_layer
 
   def _reference_weights(self, workdir, setup, log):
     directory = base.experiment_dir(workdir, 'ablation_reference')
@@ -126,7 +187,8 @@ class AblationExperiment(base.Experiment):
     variants = [(full, main_mem.memorization)]
     for num_blocks in self.trainable_blocks:
       name = f'ablation_last{num_blocks}'
-      layers = trainable_layers_for(setup.trainer.model, num_blocks)
+      layers = trainable_layers_for(setup.trainer.model, num_blocks,
+                                    self.block_layers, self.head_layer)
       sub = dataclasses.replace(
           setup, trainer=inputs.new_trainer(trainable_layers=layers))
       sub.trainer.set_base_weights(reference)
@@ -173,7 +235,8 @@ class AblationExperiment(base.Experiment):
     pending = [job for job in jobs if job.index not in found]
     if pending:
       trainer = setup.trainer
-      features = keras_features(trainer)
+      head = head_name(trainer.model, self.head_layer)
+      features = keras_features(trainer, head)
       log(f'Ablation: training {len(pending)} linear heads at once on '
           f'{features["train"].shape[1]}-dimensional features.')
       for start in range(0, len(pending), self.heads_per_group):
@@ -185,7 +248,7 @@ class AblationExperiment(base.Experiment):
             epochs=trainer.epochs, batch_size=trainer.batch_size,
             learning_rate=trainer.learning_rate.base_learning_rate,
             momentum=trainer.momentum,
-            weight_decay=_l2_of(trainer.model.get_layer('logits')))
+            weight_decay=_l2_of(trainer.model.get_layer(head)))
         for job, result in zip(group, outputs):
           records.write_record(directory, job.index, job.mask, result, {
               'fingerprint': setup.fingerprint, 'seed': job.seed,
@@ -218,10 +281,19 @@ def _l2_of(layer):
   return float(getattr(regularizer, 'l2', 0.0) or 0.0)
 
 
-def keras_features(trainer):
-  """Penultimate ('pool') features of the trainer's model, train and test."""
+def keras_features(trainer, head='logits'):
+  """The features the head `head` of the trainer's model reads (its input:
+  the pooled features of a models.py ResNet), train and test."""
   model = trainer.model
-  extractor = keras.Model(model.inputs, model.get_layer('pool').output)
+  layer = model.get_layer(head)
+  if not isinstance(layer, keras.layers.Dense) or len(layer.input.shape) != 2:
+    raise errors.UserError(
+        f'The ablation\'s batched heads need a Dense head on a feature vector;'
+        f' {model.name}\'s head {head!r} is a {type(layer).__name__} on '
+        f'inputs of shape {tuple(layer.input.shape)}. Bind '
+        'AblationExperiment.batched_heads = False (one network per trial), '
+        'or AblationExperiment.head_layer.')
+  extractor = keras.Model(model.inputs, layer.input)
   out = {}
   for split in ('train', 'test'):
     ds = trainer.pipeline.evaluation(split, trainer.eval_batch_size)

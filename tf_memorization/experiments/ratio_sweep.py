@@ -50,7 +50,8 @@ class SubsetRatioSweep(base.Experiment):
                                       seed=main_design.seed)
       sub = dataclasses.replace(setup, design=design,
                                 fingerprint=runs.config_fingerprint(
-                                    setup.dataset_info, design))
+                                    setup.dataset_info, design,
+                                    setup.trainer.pretrained_digests))
       n = len(setup.dataset.train)
       jobs = [runs.Job(t, design.mask(n, t), design.trial_seed(t),
                        {'subset_ratio': ratio}, from_design=True)
