@@ -361,7 +361,7 @@ def test_unprepared_dataset_without_download_says_how_to_prepare(tmp_path):
   message = str(info.value)
   assert 'mnist' in message and 'not prepared' in message
   assert 'tfds build mnist' in message
-  assert 'download=False' in message
+  assert 'downloads are off (load_dataset.download = False)' in message
 
 
 def test_unprepared_dataset_without_network_says_how_to_prepare(
