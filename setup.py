@@ -22,6 +22,7 @@ setuptools.setup(
         'gin-config>=0.5',
         'scikit-learn',  # ships the offline digits dataset
         'matplotlib',
+        'pillow',  # image folders (folders.py) and the report's thumbnails
         'tensorboard',  # per-trial scalars; TensorFlow no longer pulls it in
         'scipy',
     ],

@@ -1,7 +1,7 @@
 r"""Input pipeline: does the subset pipeline keep the model fed?
 
-    python benchmarks/pipeline_benchmark.py [--setting=demo|cifar|both]
-        [--seconds=5] [--zipped=4]
+    python benchmarks/pipeline_benchmark.py [--setting=demo|cifar|folder|both]
+        [--seconds=5] [--zipped=4] [--folder_images=3000]
 
 For each setting, in one process, one after the other, it measures:
 
@@ -30,10 +30,20 @@ augmentation), small_resnet(width=32), batch 64; `cifar` is 10,000 train /
 augmentation, ResNet-20 (resnet_cifar depth 20), batch 128. Subsets are
 SubsetDesign(subset_ratio=0.7) masks. Prints images/s for each, the ratios
 gather/filter and pipeline/model, and the machine.
+
+`folder` is an image folder read from files per batch (folders.FolderPipeline,
+image_folder.streaming = True): --folder_images PNGs of 32x32x3 in 10 class
+sub-folders, written first, crop_flip augmentation, batch 128, against
+ResNet-20's training rate (target >= 3). Then its memory: the peak resident
+memory of a process that streams 200 batches from a folder of N and of 4N
+images (each in its own process), which must not grow with N.
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -43,7 +53,7 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import data, masks, models  # pylint: disable=g-import-not-at-top
+from tf_memorization import data, folders, masks, models  # pylint: disable=g-import-not-at-top
 
 import common  # pylint: disable=g-import-not-at-top
 
@@ -191,10 +201,80 @@ def run_setting(name, args):
           'model': model}
 
 
+def write_folder(root, count, side=32, classes=10, seed=0):
+  """`count` random side x side x 3 PNGs in `classes` class sub-folders."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for i in range(count):
+    directory = os.path.join(root, f'class_{i % classes}')
+    os.makedirs(directory, exist_ok=True)
+    image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(image).save(os.path.join(directory, f'{i:06d}.png'))
+  return root
+
+
+def _streaming_folder(root):
+  dataset = folders.image_folder(root=root, streaming=True)
+  return dataset, folders.FolderPipeline(
+      dataset, data.Preprocessing(augment='crop_flip'))
+
+
+def memory_probe(root, batches=200, batch_size=128):
+  """Peak resident MiB of streaming `batches` batches from the folder."""
+  import resource  # pylint: disable=g-import-not-at-top
+  dataset, pipeline = _streaming_folder(root)
+  indices = np.flatnonzero(masks.SubsetDesign(num_trials=2).mask(
+      len(dataset.train), 0))
+  iterator = iter(pipeline.train(indices, batch_size, 0))
+  for _ in range(batches):
+    next(iterator)
+  print(json.dumps({'peak_mib': resource.getrusage(
+      resource.RUSAGE_SELF).ru_maxrss / 1024, 'images': len(dataset.train)}))
+
+
+def run_folder(args):
+  with tempfile.TemporaryDirectory() as root:
+    small = write_folder(os.path.join(root, 'small'), args.folder_images)
+    dataset, pipeline = _streaming_folder(small)
+    n = len(dataset.train)
+    design = masks.SubsetDesign(num_trials=2)
+    indices = np.flatnonzero(design.mask(n, 0))
+    batch = 128
+    print(f'setting folder (32x32x3 PNG files read per batch, batch {batch}, '
+          f'{len(indices):,}-example subset of {n:,}, augment crop_flip):',
+          flush=True)
+    rate = pipeline_rate(pipeline.train(indices, batch, design.trial_seed(0)),
+                         batch, args.seconds)
+    print(f'  {"folder pipeline (streaming)":28s} {rate:>10,.0f} images/s',
+          flush=True)
+    model = model_rate(
+        lambda: models.resnet_cifar(dataset.image_shape, dataset.num_classes,
+                                    depth=20),
+        dataset, batch, args.seconds)
+    print(f'  {"ResNet-20 training step":28s} {model:>10,.0f} images/s   '
+          f'ratio pipeline/model {rate / model:.1f} (target >= 3)',
+          flush=True)
+    large = write_folder(os.path.join(root, 'large'), 4 * args.folder_images)
+    peaks = []
+    for folder in (small, large):
+      out = subprocess.run(
+          [sys.executable, __file__, f'--memory_probe={folder}'],
+          check=True, capture_output=True, text=True).stdout
+      peaks.append(json.loads(out.strip().splitlines()[-1]))
+    print(f'  peak memory streaming 200 batches: {peaks[0]["peak_mib"]:,.0f} '
+          f'MiB with {peaks[0]["images"]:,} training images, '
+          f'{peaks[1]["peak_mib"]:,.0f} MiB with {peaks[1]["images"]:,} '
+          f'(ratio {peaks[1]["peak_mib"] / peaks[0]["peak_mib"]:.2f}; '
+          'held in memory the images would grow 4x)', flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--setting', choices=('demo', 'cifar', 'both'),
+  parser.add_argument('--setting', choices=('demo', 'cifar', 'folder', 'both'),
                       default='both')
+  parser.add_argument('--folder_images', type=int, default=3000,
+                      help='Images of the `folder` setting (and 4x that).')
+  parser.add_argument('--memory_probe', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--seconds', type=float, default=5.0,
                       help='Timed seconds per measurement (after warm-up).')
   parser.add_argument('--zipped', type=int, default=4,
@@ -202,7 +282,13 @@ def main():
   parser.add_argument('--data_dir', default=os.path.join(
       tempfile.gettempdir(), 'tf_memorization_bench_tfds'))
   args = parser.parse_args()
+  if args.memory_probe:
+    memory_probe(args.memory_probe)
+    return
   print(common.machine_line(), flush=True)
+  if args.setting == 'folder':
+    run_folder(args)
+    return
   settings = ('demo', 'cifar') if args.setting == 'both' else (args.setting,)
   for name in settings:
     run_setting(name, args)

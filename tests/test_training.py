@@ -241,23 +241,44 @@ def test_reinitialize_covers_every_weight(digits, model_fn):
 class _Scale(keras.layers.Layer):
   """A layer whose weight has no `<name>_initializer` attribute."""
 
+  def __init__(self, initializer, **kwargs):
+    super().__init__(**kwargs)
+    self.init = initializer
+
   def build(self, input_shape):
-    self.scale = self.add_weight(shape=(), initializer='ones', name='scale')
+    self.scale = self.add_weight(shape=tuple(input_shape[1:]),
+                                 initializer=self.init, name='scale')
 
   def call(self, x):
     return x * self.scale
 
 
-def _model_with_custom_layer(input_shape, num_classes):
+def _model_with_custom_layer(input_shape, num_classes, initializer):
   inputs = keras.Input(input_shape)
-  x = keras.layers.Flatten()(_Scale()(inputs))
+  x = keras.layers.Flatten()(_Scale(initializer, name='custom')(inputs))
   return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
 
 def test_weights_that_cannot_be_reinitialised_raise(digits):
+  # A random value with no initializer to draw it again from a seed.
   with pytest.raises(ValueError, match='Cannot re-initialise.*scale'):
-    training.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
-                          model_fn=_model_with_custom_layer, epochs=1)
+    training.TrialTrainer(
+        digits, strategy_lib.get_strategy('one_device'), epochs=1,
+        model_fn=functools.partial(_model_with_custom_layer,
+                                   initializer='random_normal'))
+
+
+def test_constant_weights_without_initializer_restart_at_their_value(digits):
+  # A constant (a layer-scale's 1.0) does not depend on a seed: every trial
+  # starts it at the value it was built with.
+  trainer = training.TrialTrainer(
+      digits, strategy_lib.get_strategy('one_device'), epochs=1,
+      model_fn=functools.partial(_model_with_custom_layer,
+                                 initializer='ones'))
+  scale = trainer.model.get_layer('custom').scale
+  scale.assign(np.full(scale.shape, 3.0, np.float32))
+  trainer.reinitialize(5)
+  np.testing.assert_array_equal(scale.numpy(), np.ones(scale.shape))
 
 
 # --------------------------------------------------------------------------

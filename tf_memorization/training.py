@@ -19,17 +19,11 @@ import tensorflow as tf
 
 from tf_memorization import data as data_lib
 from tf_memorization import errors
+from tf_memorization import initializing
 from tf_memorization import models as models_lib
 from tf_memorization import schedules
 from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
-
-# Layer attributes that hold weights, each re-initialised by the layer's
-# `<name>_initializer`.
-_WEIGHT_ATTRIBUTES = ('kernel', 'bias', 'gamma', 'beta', 'moving_mean',
-                      'moving_variance', 'embeddings', 'depthwise_kernel',
-                      'pointwise_kernel')
-
 
 @dataclasses.dataclass
 class TrialResult:
@@ -53,10 +47,6 @@ def checkpoint_epoch(path):
         return int(stored['epoch'])
   except (OSError, ValueError, KeyError):
     return 0
-
-
-def _derived_seed(seed, *keys):
-  return int(np.random.default_rng([seed, *keys]).integers(0, 2**31 - 1))
 
 
 @gin.configurable
@@ -196,9 +186,9 @@ class TrialTrainer:
       self.model = self.models[0]
       for k, model in enumerate(self.models[1:], start=1):
         model.name = f'{model.name}_copy{k}'  # unique within the packed graph
-      self._frozen = [self._freeze_all_but(m, trainable_layers)
+      self._frozen = [initializing.freeze_all_but(m, trainable_layers)
                       for m in self.models]
-      self._pretrained = [self._pretrained_values(m, pretrained_layers)
+      self._pretrained = [initializing.pretrained_values(m, pretrained_layers)
                           for m in self.models]
       self.pretrained_digests = sorted(set(
           models_lib.pretrained_layers(self.model)[1]))
@@ -221,7 +211,7 @@ class TrialTrainer:
       self.inference_model.compile(jit_compile=jit_compile)
     self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
     self._reinit_plans = [
-        self._make_reinit_plan(m, {id(v) for v, _ in pretrained})
+        initializing.reinit_plan(m, {id(v) for v, _ in pretrained})
         for m, pretrained in zip(self.models, self._pretrained)]
     self._base_values = None
     self._eval_data = {split: self._evaluation_inputs(split)
@@ -236,35 +226,6 @@ class TrialTrainer:
                                       reduce_retracing=True)
     self._train_steps_in_graph = tf.function(self._train_steps_in_graph_fn,
                                              reduce_retracing=True)
-
-  @staticmethod
-  def _freeze_all_but(model, trainable_layers):
-    """Marks every layer not named in `trainable_layers` frozen; their weights."""
-    if trainable_layers is None:
-      return []
-    names = set(trainable_layers)
-    known = {layer.name for layer in model.layers}
-    if names - known:
-      raise ValueError(f'trainable_layers {sorted(names - known)} are not '
-                       f'layers of {model.name}.')
-    frozen = []
-    for layer in model.layers:
-      layer.trainable = layer.name in names
-      if not layer.trainable:
-        frozen.extend(layer.weights)
-    return frozen
-
-  @staticmethod
-  def _pretrained_values(model, names):
-    """(variable, value now) of the pretrained layers' weights."""
-    declared = models_lib.pretrained_layers(model)[0]
-    names = set(names) | set(declared)
-    known = {layer.name for layer in model.layers}
-    if names - known:
-      raise ValueError(f'TrialTrainer.pretrained_layers {sorted(names - known)}'
-                       f' are not layers of {model.name}.')
-    return [(v, v.numpy()) for layer in model.layers if layer.name in names
-            for v in layer.weights]
 
   def set_base_weights(self, weights):
     """Weights (as model.get_weights()) the frozen layers keep in every trial."""
@@ -295,28 +256,6 @@ class TrialTrainer:
     ds = self.pipeline.evaluation(split, self.eval_batch_size)
     return ds.map(lambda x, y: ((x, tf.argmax(y, axis=-1, output_type=tf.int32)),))
 
-  @staticmethod
-  def _make_reinit_plan(model, pretrained=frozenset()):
-    """(variable, initializer) for every weight of the model not in
-    `pretrained` (variable ids), in a fixed order."""
-    plan, covered = [], set(pretrained)
-    for layer in model._flatten_layers():  # pylint: disable=protected-access
-      for name in _WEIGHT_ATTRIBUTES:
-        variable = getattr(layer, name, None)
-        initializer = getattr(layer, f'{name}_initializer', None)
-        if (isinstance(variable, keras.Variable) and initializer is not None
-            and id(variable) not in covered):
-          plan.append((variable, initializer))
-          covered.add(id(variable))
-    missing = [w.path for w in model.weights if id(w) not in covered]
-    if missing:
-      raise ValueError(
-          f'Cannot re-initialise weights {missing[:5]} of model '
-          f'{model.name}: their layer has no matching `*_initializer`. '
-          'Use layers from keras.layers or add the attribute to '
-          'training._WEIGHT_ATTRIBUTES.')
-    return plan
-
   def reinitialize(self, seeds):
     """Fresh initial weights of copy k from seeds[k]; optimizer reset.
 
@@ -326,12 +265,7 @@ class TrialTrainer:
     if np.ndim(seeds) == 0:
       seeds = [seeds] * self.models_per_step
     for k, seed in enumerate(seeds):
-      for j, (variable, initializer) in enumerate(self._reinit_plans[k]):
-        config = initializer.get_config()
-        if 'seed' in config:  # unseeded Keras initializers repeat their values
-          config['seed'] = _derived_seed(seed, j)
-        fresh = type(initializer).from_config(config)
-        variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+      initializing.assign_fresh(self._reinit_plans[k], seed)
       for variable, value in self._pretrained[k]:
         variable.assign(value)
       if self._base_values is not None:

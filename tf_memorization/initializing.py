@@ -1,0 +1,148 @@
+"""Which weights a trial starts from what: re-initialised from the trial's
+seed, restored to pretrained values, or frozen at a base model's.
+
+training.TrialTrainer builds its model once per process and calls these for
+every trial:
+
+  * reinit_plan: (variable, initializer) for every weight, in a fixed order;
+    a weight with no initializer to draw again (a Normalization layer's
+    statistics, a constant layer-scale) restarts at its built value
+    (BuiltValue), and any other is refused;
+  * assign_fresh: the plan's values drawn from one seed;
+  * pretrained_values: the built (loaded) values of pretrained layers
+    (models.mark_pretrained, TrialTrainer.pretrained_layers), restored
+    after every re-initialisation;
+  * freeze_all_but: the ablations' frozen layers and their weights.
+"""
+
+import keras
+import numpy as np
+
+from tf_memorization import models as models_lib
+
+
+# Layer attributes that hold weights, each re-initialised by the layer's
+# `<name>_initializer` (or the other initializers named here: a depthwise
+# convolution's `kernel` has a `depthwise_initializer`).
+WEIGHT_ATTRIBUTES = ('kernel', 'bias', 'gamma', 'beta', 'moving_mean',
+                      'moving_variance', 'embeddings', 'depthwise_kernel',
+                      'pointwise_kernel')
+INITIALIZERS = {'kernel': ('kernel_initializer', 'depthwise_initializer'),
+                 'depthwise_kernel': ('depthwise_initializer',),
+                 'pointwise_kernel': ('pointwise_initializer',)}
+
+
+class BuiltValue:
+  """The value a weight was built with, as an initializer (no seed)."""
+
+  def __init__(self, value):
+    self.value = value
+
+  def get_config(self):
+    return {}
+
+  @classmethod
+  def from_config(cls, config):
+    raise NotImplementedError  # assign_fresh uses the instance itself
+
+  def __call__(self, shape, dtype=None):
+    del shape, dtype
+    return self.value
+
+
+def derived_seed(seed, *keys):
+  return int(np.random.default_rng([seed, *keys]).integers(0, 2**31 - 1))
+
+
+def freeze_all_but(model, trainable_layers):
+  """Marks every layer not named in `trainable_layers` frozen; their weights."""
+  if trainable_layers is None:
+    return []
+  names = set(trainable_layers)
+  known = {layer.name for layer in model.layers}
+  if names - known:
+    raise ValueError(f'trainable_layers {sorted(names - known)} are not '
+                     f'layers of {model.name}.')
+  frozen, seen = [], set()
+  for layer in model.layers:
+    # A listed layer keeps the trainable state it was built with: the
+    # parts of a backbone its builder froze stay frozen (and keep the
+    # base weights too).
+    if layer.name not in names:
+      layer.trainable = False
+      parts = [layer]
+    else:
+      parts = [sub for sub in layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+               if not sub.trainable]
+    for part in parts:
+      for variable in part.weights:
+        if id(variable) not in seen:
+          seen.add(id(variable))
+          frozen.append(variable)
+  return frozen
+
+@staticmethod
+def pretrained_values(model, names):
+  """(variable, value now) of the pretrained layers' weights."""
+  declared = models_lib.pretrained_layers(model)[0]
+  names = set(names) | set(declared)
+  known = {layer.name for layer in model.layers}
+  if names - known:
+    raise ValueError(f'TrialTrainer.pretrained_layers {sorted(names - known)}'
+                     f' are not layers of {model.name}.')
+  return [(v, v.numpy()) for layer in model.layers if layer.name in names
+          for v in layer.weights]
+
+
+def reinit_plan(model, pretrained=frozenset()):
+  """(variable, initializer) for every weight of the model not in
+  `pretrained` (variable ids), in a fixed order.
+
+  A weight whose layer has no initializer for it is re-set to the value
+  it was built with when that cannot depend on a seed: a non-trainable
+  statistic (a Normalization layer's mean and variance) or a constant
+  (e.g. a layer-scale initialised to 1e-6); any other is an error.
+  """
+  plan, covered = [], set(pretrained)
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    for name in WEIGHT_ATTRIBUTES:
+      variable = getattr(layer, name, None)
+      initializer = next(
+          (getattr(layer, attribute) for attribute in
+           INITIALIZERS.get(name, (f'{name}_initializer',))
+           if getattr(layer, attribute, None) is not None), None)
+      if (isinstance(variable, keras.Variable) and initializer is not None
+          and id(variable) not in covered):
+        plan.append((variable, initializer))
+        covered.add(id(variable))
+  missing = []
+  for w in model.weights:
+    if id(w) in covered:
+      continue
+    value = w.numpy()
+    if not w.trainable or (value.size and np.all(value == value.flat[0])):
+      plan.append((w, BuiltValue(value)))
+    else:
+      missing.append(w.path)
+  if missing:
+    raise ValueError(
+        f'Cannot re-initialise weights {missing[:5]} of model '
+        f'{model.name}: their layer has no matching `*_initializer`. '
+        'Use layers from keras.layers, declare them pretrained '
+        '(TrialTrainer.pretrained_layers, models.mark_pretrained), or add '
+        'the attribute to initializing.WEIGHT_ATTRIBUTES.')
+  return plan
+
+
+def assign_fresh(plan, seed):
+  """Assigns every (variable, initializer) of `plan` a fresh value drawn
+  from `seed`: initializer j of the plan draws with derived_seed(seed, j)."""
+  for j, (variable, initializer) in enumerate(plan):
+    if isinstance(initializer, BuiltValue):
+      variable.assign(initializer.value)
+      continue
+    config = initializer.get_config()
+    if 'seed' in config:  # unseeded Keras initializers repeat their values
+      config['seed'] = derived_seed(seed, j)
+    fresh = type(initializer).from_config(config)
+    variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
