@@ -224,7 +224,7 @@ def test_trainable_choices(weights):
   assert [w.path for w in head.trainable_weights] == ['logits/kernel',
                                                       'logits/bias']
   for n in (0, 3):
-    model = _build(path, trainable=n)
+    model = _build(path, trainable=n, frozen_batchnorm=False)
     weighted = [l for l in model.get_layer('backbone').layers if l.weights]
     assert [l.trainable for l in weighted] == (
         [False] * (len(weighted) - n) + [True] * n)
@@ -232,9 +232,35 @@ def test_trainable_choices(weights):
                 for w in l.trainable_weights]
     expected += model.get_layer('logits').trainable_weights
     assert {id(w) for w in model.trainable_weights} == {id(w) for w in expected}
-  full = _build(path, trainable='all')
+  full = _build(path, trainable='all', frozen_batchnorm=False)
   assert len(full.trainable_weights) == (
       len(full.get_layer('backbone').trainable_weights) + 2)
+
+
+def test_batchnorm_is_frozen_when_fine_tuning_pretrained_weights(weights):
+  # Frozen, a BatchNormalization layer runs in inference mode: the model
+  # computes the same in training as in inference, with the pretrained
+  # statistics; every other backbone layer still trains.
+  model = _build(weights[0], trainable='all')
+  norms = [l for l in model.get_layer('backbone')._flatten_layers()  # pylint: disable=protected-access
+           if isinstance(l, keras.layers.BatchNormalization)]
+  assert norms and not any(l.trainable for l in norms)
+  trainable = {id(w) for w in model.trainable_weights}
+  assert not trainable & {id(w) for l in norms for w in l.weights}
+  convs = [l for l in model.get_layer('backbone').layers
+           if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+  assert all(id(w) in trainable for l in convs for w in l.trainable_weights)
+  assert convs and all(l.trainable_weights for l in convs)
+  x = np.random.default_rng(0).uniform(0, 255, (4, SIDE, SIDE, 3)).astype(
+      np.float32)
+  np.testing.assert_allclose(model(x, training=True), model(x, training=False),
+                             rtol=1e-5, atol=1e-5)
+  # A random init normalises with batch statistics (nothing to keep).
+  scratch = _build(None, trainable='all')
+  assert all(l.trainable for l in scratch.get_layer('backbone')._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(l, keras.layers.BatchNormalization))
+  with pytest.raises(errors.ConfigError, match='pretrained.frozen_batchnorm'):
+    _build(weights[0], frozen_batchnorm='yes')
 
 
 def _bad_file(kind, tmp_path):
@@ -367,7 +393,7 @@ def test_head_only_training_leaves_the_backbone(rgb_data, weights):
 def test_trainable_n_trains_only_the_last_n_layers(rgb_data, weights):
   path, values = weights
   n = 3
-  trainer = _trainer(rgb_data, path, trainable=n)
+  trainer = _trainer(rgb_data, path, trainable=n, frozen_batchnorm=False)
   backbone = trainer.model.get_layer('backbone')
   initial = dict(zip((id(w) for w in backbone.weights), values))
   trainer.train_trial(_mask(96, 0), 3)

@@ -238,7 +238,8 @@ def _set_trainable(backbone, trainable, name):
 @gin.configurable
 def pretrained(input_shape, num_classes, backbone='MobileNetV2',
                weights_path=None, image_size=None, trainable='all',
-               dropout=0.0, weight_decay=0.0, backbone_kwargs=None):
+               dropout=0.0, weight_decay=0.0, backbone_kwargs=None,
+               frozen_batchnorm='auto'):
   """A keras.applications backbone with a new linear head (module docstring).
 
   Args:
@@ -257,6 +258,13 @@ def pretrained(input_shape, num_classes, backbone='MobileNetV2',
     weight_decay: L2 coefficient on the head's kernel.
     backbone_kwargs: more arguments of the keras.applications constructor,
       e.g. {'alpha': 0.35} for MobileNetV2.
+    frozen_batchnorm: freeze the backbone's BatchNormalization layers
+      (Keras's advice for fine-tuning): frozen, they run in inference mode
+      and keep the pretrained statistics, scale and offset, instead of
+      normalising with each small batch's while their slow moving averages
+      (momentum 0.999 in keras.applications) fall behind the changing
+      weights. 'auto': when weights_path is given (a random init needs
+      batch statistics).
 
   Returns:
     An uncompiled keras.Model with float32 logits.
@@ -281,6 +289,9 @@ def pretrained(input_shape, num_classes, backbone='MobileNetV2',
   if reserved:
     raise errors.ConfigError(f'pretrained.backbone_kwargs must not set '
                              f'{reserved}: pretrained sets them.')
+  if frozen_batchnorm == 'auto':
+    frozen_batchnorm = weights_path is not None
+  errors.boolean('pretrained.frozen_batchnorm', frozen_batchnorm)
   spec = BACKBONES[backbone]
   height, width, channels = tuple(input_shape)
   if channels not in (1, 3):
@@ -307,6 +318,10 @@ def pretrained(input_shape, num_classes, backbone='MobileNetV2',
   if weights_path is not None:
     digest = _load(net, backbone, kwargs, size[0], weights_path)
   _set_trainable(net, trainable, backbone)
+  if frozen_batchnorm:
+    for layer in net._flatten_layers(include_self=False):  # pylint: disable=protected-access
+      if isinstance(layer, layers.BatchNormalization):
+        layer.trainable = False
 
   inputs = keras.Input(shape=tuple(input_shape), name='image')
   x = inputs
