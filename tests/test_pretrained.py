@@ -8,6 +8,7 @@ from anything an initializer draws. Nothing is downloaded.
 """
 
 import functools
+import gc
 import hashlib
 import os
 import shutil
@@ -71,6 +72,15 @@ def _perturb(model, seed):
 def _save(model, path):
   model.save_weights(str(path))
   return str(path)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fresh_keras():
+  """keras.applications backbones leave Keras's global graph state large;
+  later modules of the suite run slower with it, so it is cleared."""
+  yield
+  keras.backend.clear_session()
+  gc.collect()
 
 
 @pytest.fixture(scope='module')

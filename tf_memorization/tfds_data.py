@@ -121,8 +121,8 @@ def prepare_builder(name, data_dir=None, download=True):
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise errors.DataNotPreparedError(
-        f'Unknown dataset {name!r} (load_dataset.name): not a tfds dataset '
-        'nor a builder registered in this process. For your own builder, '
+        f'Unknown dataset {name!r}: bind load_dataset.name to a tfds dataset '
+        'or a builder registered in this process. For your own builder, '
         'import its module in your gin file (`import my_package.my_builder`)'
         ' and pass that file with --gin_file; built-in: cifar10, cifar100, '
         'mnist, imagenet2012, sklearn_digits.') from e
