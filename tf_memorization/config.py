@@ -52,21 +52,19 @@ def _statements(text):
 IMPORTS_LINE = '# gin imports (not executed here; your gin files import them):'
 
 
-def _module_of(statement):
-  """The module an ImportStatement imports ('a.b' for `from a import b`)."""
-  return statement.module
+def _imports(statements):
+  """The ImportStatements among `statements` that import a module (gin's
+  own `from __gin__ import ...` left out); `.module` is 'a.b' for both
+  `import a.b` and `from a import b`."""
+  return [st for st in statements
+          if isinstance(st, config_parser.ImportStatement)
+          and not st.module.startswith('__gin__')]
 
 
 def imports_of(text):
   """Modules imported by the `import` statements of gin config `text`,
-  in order (gin's own `from __gin__ import ...` left out)."""
-  found = []
-  for statement in _statements(text):
-    if isinstance(statement, config_parser.ImportStatement):
-      module = _module_of(statement)
-      if not module.startswith('__gin__') and module not in found:
-        found.append(module)
-  return found
+  in order."""
+  return list(dict.fromkeys(st.module for st in _imports(_statements(text))))
 
 
 def without_imports(text):
@@ -130,15 +128,10 @@ def import_modules(gin_files, gin_bindings):
   for where, text in sources:
     try:
       statements = _statements(text)
-    except (ValueError, SyntaxError) as e:
-      del e  # reported by the strict parse, with its location
-      continue
-    for statement in statements:
-      if not isinstance(statement, config_parser.ImportStatement):
-        continue
-      module = _module_of(statement)
-      if module.startswith('__gin__'):
-        continue
+    except (ValueError, SyntaxError):
+      continue  # reported by the strict parse, with its location
+    for statement in _imports(statements):
+      module = statement.module
       try:
         importlib.import_module(module)
       except Exception as e:  # pylint: disable=broad-except

@@ -33,21 +33,11 @@ INITIALIZERS = {'kernel': ('kernel_initializer', 'depthwise_initializer'),
 
 
 class BuiltValue:
-  """The value a weight was built with, as an initializer (no seed)."""
+  """The value a weight was built with, in place of an initializer in a
+  plan (assign_fresh assigns it as it is: no seed)."""
 
   def __init__(self, value):
     self.value = value
-
-  def get_config(self):
-    return {}
-
-  @classmethod
-  def from_config(cls, config):
-    raise NotImplementedError  # assign_fresh uses the instance itself
-
-  def __call__(self, shape, dtype=None):
-    del shape, dtype
-    return self.value
 
 
 def derived_seed(seed, *keys):
