@@ -38,9 +38,11 @@ BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}', 'TrialTrainer.epochs = 1'
             "get_strategy.kind = 'one_device'"]
 MEMORIZATION_COLUMNS = ['index', 'id', 'label', 'memorization',
                         'memorization_stderr', 'memorization_soft', 'k_in',
-                        'k_out', 'consistency']
+                        'k_out', 'consistency', 'pvalue', 'qvalue',
+                        'controlled']
 PAIR_COLUMNS = ['train_index', 'test_index', 'train_id', 'test_id', 'label',
-                'influence', 'influence_stderr', 'memorization']
+                'influence', 'influence_stderr', 'memorization', 'pvalue',
+                'qvalue', 'raw', 'controlled']
 
 # estimator.run() in process, as a library user calls it; prints what it
 # returned and logged as JSON.
@@ -221,13 +223,28 @@ def test_memorization_csv(workdir, run_output, loaded):
   # With k_in = k_out = 3 every estimate is a multiple of 1/3.
   thirds = _floats(rows, col['memorization']) * 3
   np.testing.assert_allclose(thirds, np.round(thirds), atol=1e-4)
+  # The tests (H0: mem <= 0.25, the threshold): p-values from the counts,
+  # q-values >= p-values, the controlled set exactly the q-values <= 0.1.
+  from tf_memorization import selection  # pylint: disable=g-import-not-at-top
+  x_in, x_all = (c & m).sum(0), c.sum(0)
+  np.testing.assert_allclose(
+      _floats(rows, col['pvalue']),
+      selection.difference_pvalues(x_in, k_in, x_all - x_in, k_out, 0.25),
+      rtol=1e-5, atol=1e-7)
+  pvalue, qvalue = _floats(rows, col['pvalue']), _floats(rows, col['qvalue'])
+  assert (qvalue >= pvalue - 1e-7).all()
+  controlled = np.array([int(r[col['controlled']]) for r in rows]) == 1
+  np.testing.assert_array_equal(controlled, qvalue <= 0.1)
 
 
 def test_influence_pairs_csv(workdir, run_output, loaded, direct_influence):
   header, rows = _read_csv(os.path.join(workdir, 'estimates',
                                         'influence_pairs.csv'))
   assert header == PAIR_COLUMNS
+  # The default null (H0: influence <= the threshold) selects among the raw
+  # pairs only: the file is the raw pairs, some also controlled.
   assert len(rows) == run_output['summary']['num_pairs']
+  assert all(r[header.index('raw')] == '1' for r in rows)
   assert rows, 'six trials of a weak model give some high-influence pairs'
   col = {name: i for i, name in enumerate(header)}
   train_idx = np.array([int(r[col['train_index']]) for r in rows])

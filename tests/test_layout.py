@@ -26,11 +26,13 @@ TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
 # The modules, bottom layer first (README, "Module map"): each imports
 # (when imported) only modules before it.
 LAYERS = (
-    'errors', 'progress', 'scores', 'masks', 'preparing', 'schedules',
+    'errors', 'progress', 'scores', 'selection', 'views', 'planner',
+    'masks', 'preparing', 'schedules',
     'strategy', 'datasets.sklearn_digits', 'datasets', 'storage', 'records',
     'loading', 'config', 'leases', 'models', 'initializing', 'tfds_data',
     'data', 'folders', 'arrays', 'training', 'pretrained', 'runs',
-    'estimates', 'analyses', 'experiments.base', 'experiments.removal',
+    'sequential',
+    'estimates', 'analyses', 'assessment', 'experiments.base', 'experiments.removal',
     'experiments.ablation', 'experiments.leave_one_out',
     'experiments.ratio_sweep', 'experiments', 'estimator', 'report_html',
     'report_figures', 'report_inputs', 'report_images', 'report',

@@ -74,3 +74,45 @@ def memorization_vs_influence(output_dir, memorization, max_influence, log):
   log(f'Memorization vs largest influence on a test example: Pearson '
       f'{pearson:.3f}, Spearman {spearman:.3f}.')
   return summary
+
+
+def write_convergence(output_dir, rows, log):
+  """convergence.csv / .json / .png: the estimates on every 8th, 4th and
+  2nd trial against all of them (assessment.py's rows)."""
+  header = estimates.CONVERGENCE_HEADER
+  table = [[row[name] for name in header] for row in rows]
+  estimates.write_table(output_dir, estimates.CONVERGENCE, header, table,
+                        {'rows': rows})
+  plt = estimates.pyplot()
+  trials = [row['trials'] for row in rows]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+  for key, label in (('memorization_spearman', 'memorization Spearman'),
+                     ('pairs_raw_jaccard', 'raw pairs Jaccard'),
+                     ('pairs_controlled_jaccard', 'controlled pairs Jaccard')):
+    left.plot(trials, np.array([row[key] for row in rows], np.float64),
+              marker='o', label=label)
+  left.set_xscale('log', base=2)
+  left.set_ylim(-0.02, 1.02)
+  left.set_xlabel('trials')
+  left.set_title('Agreement with all trials')
+  left.legend(fontsize=8)
+  for key, label in (('pairs_raw', 'raw pairs'),
+                     ('pairs_controlled', 'controlled pairs'),
+                     ('memorized_raw', 'raw memorized'),
+                     ('memorized_controlled', 'controlled memorized')):
+    right.plot(trials, [max(row[key], 0.5) for row in rows], marker='o',
+               label=label)
+  right.set_xscale('log', base=2)
+  right.set_yscale('log')
+  right.set_xlabel('trials')
+  right.set_title('Set sizes')
+  right.legend(fontsize=8)
+  estimates.save_figure(fig, os.path.join(output_dir,
+                                          estimates.CONVERGENCE_PNG))
+  plt.close(fig)
+  last = rows[-2] if len(rows) > 1 else rows[-1]
+  log(f'Convergence: on {last["trials"]} of {rows[-1]["trials"]} trials, '
+      f'memorization Spearman {estimates.fixed(last["memorization_spearman"])}, raw '
+      f'pair Jaccard {estimates.fixed(last["pairs_raw_jaccard"])}, controlled pair '
+      f'Jaccard {estimates.fixed(last["pairs_controlled_jaccard"])} with all.')
+

@@ -7,9 +7,19 @@ through them, and the report reads what they wrote (in memory, as
 alone).
 
     memorization.csv       index,id,label,memorization,memorization_stderr,
-                           memorization_soft,k_in,k_out,consistency
+                           memorization_soft,k_in,k_out,consistency,
+                           pvalue,qvalue,controlled (the test of H0:
+                           mem <= the null, its BH/BY-adjusted p-value, 1
+                           when in the controlled memorized set)
     influence_pairs.csv    train_index,test_index,train_id,test_id,label,
-                           influence,influence_stderr,memorization
+                           influence,influence_stderr,memorization,
+                           pvalue,qvalue,raw,controlled: the raw pairs
+                           (raw = 1: the paper's thresholds) and the
+                           controlled ones (controlled = 1); an empty
+                           p-value: not tested (estimate within 1e-4 of the
+                           null, so p >= 1/2)
+    convergence.csv/.png   the estimates on every 8th, 4th, 2nd trial
+                           against all (assessment.py)
     influence_topk.npz     train_indices [n_test, topk], influence [n_test,
                            topk], test_ids, train_ids
     summary.json           run figures (see README)
@@ -42,9 +52,17 @@ DENSE_NPY = 'influence_dense.npy'
 
 MEMORIZATION_HEADER = ('index', 'id', 'label', 'memorization',
                        'memorization_stderr', 'memorization_soft', 'k_in',
-                       'k_out', 'consistency')
+                       'k_out', 'consistency', 'pvalue', 'qvalue',
+                       'controlled')
 PAIRS_HEADER = ('train_index', 'test_index', 'train_id', 'test_id', 'label',
-                'influence', 'influence_stderr', 'memorization')
+                'influence', 'influence_stderr', 'memorization', 'pvalue',
+                'qvalue', 'raw', 'controlled')
+CONVERGENCE = 'convergence'
+CONVERGENCE_PNG = 'convergence.png'
+CONVERGENCE_HEADER = ('view', 'trials', 'memorization_spearman',
+                      'memorized_raw', 'memorized_controlled', 'pairs_raw',
+                      'pairs_controlled', 'pairs_raw_jaccard',
+                      'pairs_controlled_jaccard')
 RATIO_SWEEP_HEADER = ('subset_ratio', 'effective_ratio', 'trials',
                       'mean_test_accuracy', 'examples_memorization_ge_0.25',
                       'median_stderr', 'mean_stderr', 'spearman_with_main',
@@ -62,7 +80,8 @@ ABLATION_PNG = 'ablation_histogram.png'
 REMOVAL_PNG = 'removal.png'
 LABEL_NOISE_PNG = 'label_noise_roc.png'
 LEAVE_ONE_OUT_PNG = 'leave_one_out.png'
-FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG)
+FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG,
+           CONVERGENCE_PNG)
 # Each analysis and experiment writes <kind>.csv (its table) and
 # <kind>.json (its summary): write_table(output_dir, kind, ...).
 LABEL_NOISE = 'label_noise'
@@ -153,7 +172,9 @@ class Estimates:
     summary: summary.json's object.
     memorization, stderr, consistency: float64 [n] (NaN: no estimate).
     k_in, k_out: int64 [n].
-    pairs: {'train', 'test': int64 indices; 'influence', 'stderr': float64}.
+    pairs: {'train', 'test': int64 indices; 'influence', 'stderr', 'qvalue':
+      float64; 'raw', 'controlled': bool (the last three absent in an
+      earlier version's estimates)}.
     topk_indices: int64 [n_test, topk] (-1: none); topk_influence float64.
     train_labels, original_train_labels, test_labels, train_ids, test_ids:
       the dataset's (W/dataset.npz).
@@ -172,6 +193,28 @@ class Estimates:
   test_labels: np.ndarray
   train_ids: np.ndarray
   test_ids: np.ndarray
+  qvalue: np.ndarray = None      # float64 [n] (None: an older estimate)
+  controlled: np.ndarray = None  # bool [n]: the controlled memorized set
+
+  def controlled_pairs(self):
+    """{(train, test)} of the controlled pairs (empty for an earlier
+    version's estimates, which have none)."""
+    if self.pairs.get('controlled') is None:
+      return set()
+    chosen = np.asarray(self.pairs['controlled'], bool)
+    return set(zip(np.asarray(self.pairs['train'])[chosen].tolist(),
+                   np.asarray(self.pairs['test'])[chosen].tolist()))
+
+
+def fixed(value, digits=3):
+  """A figure with `digits` decimals, or 'n/a' (None or NaN)."""
+  if value is None or not np.isfinite(value):
+    return 'n/a'
+  return f'{value:.{digits}f}'
+
+
+def _percent(value):
+  return 'n/a' if value is None else f'{value:.0%}'
 
 
 def format_summary(summary, output_dir):
@@ -201,8 +244,24 @@ def format_summary(summary, output_dir):
       ('Lemma 2.1 bound on E[(est - true)^2]',
        'n/a (several ratios)' if summary['lemma_2_1_bound'] is None
        else f'{summary["lemma_2_1_bound"]:.4f}'),
-      ('high-influence pairs', summary['num_pairs']),
+      ('high-influence pairs (paper thresholds)', summary['num_pairs']),
   ]
+  trust = summary.get('trust')
+  if trust:
+    pairs, memorized = trust['pairs'], trust['memorized']
+    rows += [
+        (f'controlled pairs (FDR {pairs["level"]:g}, H0 infl <= '
+         f'{pairs["null_influence"]:g})', pairs['controlled']),
+        (f'controlled memorized (FDR {memorized["level"]:g}, H0 mem <= '
+         f'{memorized["null_memorization"]:g})', memorized['controlled'])]
+    null = trust.get('null')
+    if null:
+      rows += [('null: raw pairs by chance (est. FDP of raw)',
+                f'{null["raw_pairs"]:.1f} '
+                f'({_percent(null["pairs_fdp"])})'),
+               ('null: raw memorized by chance (est. FDP of raw)',
+                f'{null["raw_memorized"]:.1f} '
+                f'({_percent(null["memorized_fdp"])})')]
   skipped = (summary.get('diverged_trials') or {}).get('skipped')
   if skipped:
     rows.append(('diverged trials left out', skipped))
@@ -212,7 +271,14 @@ def format_summary(summary, output_dir):
               f'{split["memorization_pearson"]:.3f} / '
               f'{split["memorization_spearman"]:.3f}'),
              ('split-half pair Jaccard', f'{split["pairs_jaccard"]:.3f}')]
+    if 'controlled_pairs_jaccard' in split:
+      rows.append(('split-half controlled pair Jaccard',
+                   f'{fixed(split["controlled_pairs_jaccard"])} ('
+                   f'{split["controlled_pairs_per_half"][0]} / '
+                   f'{split["controlled_pairs_per_half"][1]} pairs)'))
   width = max(len(r[0]) for r in rows)
   lines = [f'Estimates written to {output_dir}']
+  if (summary.get('planner') or {}).get('advice'):
+    lines.append(summary['planner']['advice'])
   lines += [f'  {name.ljust(width)}  {value}' for name, value in rows]
   return '\n'.join(lines)

@@ -36,11 +36,13 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import analyses
+from tf_memorization import assessment
 from tf_memorization import config
 from tf_memorization import errors
 from tf_memorization import estimates
 from tf_memorization import experiments as experiments_lib
 from tf_memorization import loading
+from tf_memorization import planner as planner_lib
 from tf_memorization import progress as progress_lib
 from tf_memorization import records
 from tf_memorization import runs
@@ -78,6 +80,27 @@ class Estimator:
     diverged_trials: trials whose model diverged (flagged in their records
       by the train binary): 'refuse' (one error naming them) or 'skip'
       (estimate without them; summary.json counts them).
+    pair_fdr: the false discovery rate of the controlled pair set
+      (assessment.py, selection.py).
+    memorization_fdr: that of the controlled memorized set.
+    fdr_method: 'bh' (Benjamini-Hochberg: independent or positively
+      dependent tests) or 'by' (Benjamini-Yekutieli: any dependence).
+    pair_null: each pair's null, H0: influence <= pair_null (None: the
+      influence threshold, so that a selected pair's influence exceeds it;
+      0: any positive influence).
+    memorization_null: the same for memorization (None: the memorization
+      threshold).
+    null_permutations: planted nulls (test predictions reassigned among the
+      trials) whose pairs estimate the false discoveries of the raw set;
+      each costs one more matrix product (0: none).
+    convergence: also estimate on every 8th, 4th and 2nd trial (no extra
+      product) and compare with all.
+    planner: predict standard errors, controlled sets and training hours
+      for larger k (planner.py).
+    target_stderr: the planner's target for the memorization standard
+      errors (at its quantile 0.9).
+    target_pair_jaccard: its target for the split-run Jaccard of the
+      controlled pair set.
   """
 
   def __init__(self, topk=10, influence_threshold=0.15,
@@ -85,7 +108,11 @@ class Estimator:
                memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
                block_size=2048, dense_influence=False, split_half=True,
                influence_scores='correct', experiments=(), report=True,
-               report_dir=None, diverged_trials='refuse'):
+               report_dir=None, diverged_trials='refuse', pair_fdr=0.1,
+               memorization_fdr=0.1, fdr_method='bh', pair_null=None,
+               memorization_null=None, null_permutations=1,
+               convergence=True, planner=True, target_stderr=0.05,
+               target_pair_jaccard=0.7):
     name = 'Estimator.'
     errors.choice(name + 'influence_scores', influence_scores,
                   ('correct', 'prob'))
@@ -117,6 +144,35 @@ class Estimator:
                                     allow_none=True)
     self.diverged_trials = errors.choice(name + 'diverged_trials',
                                          diverged_trials, ('refuse', 'skip'))
+    for key, value in (('pair_fdr', pair_fdr),
+                       ('memorization_fdr', memorization_fdr)):
+      value = errors.number(name + key, value)
+      if not 0 < value <= 0.5:
+        raise ValueError(f'{name}{key} = {value}: choose a false discovery '
+                         'rate in (0, 0.5], e.g. 0.1.')
+      setattr(self, key, value)
+    self.fdr_method = errors.choice(name + 'fdr_method', fdr_method,
+                                    ('bh', 'by'))
+    for key, value in (('pair_null', pair_null),
+                       ('memorization_null', memorization_null)):
+      if value is not None:
+        value = errors.number(name + key, value)
+        if not -1 < value < 1:
+          raise ValueError(f'{name}{key} = {value}: a null difference lies '
+                           'in (-1, 1); None means the threshold.')
+      setattr(self, key, value)
+    self.null_permutations = errors.integer(name + 'null_permutations',
+                                            null_permutations, minimum=0)
+    self.convergence = errors.boolean(name + 'convergence', convergence)
+    self.planner = errors.boolean(name + 'planner', planner)
+    self.target_stderr = errors.number(name + 'target_stderr', target_stderr)
+    if not self.target_stderr > 0:
+      raise ValueError(f'{name}target_stderr = {target_stderr}: must be > 0.')
+    self.target_pair_jaccard = errors.number(name + 'target_pair_jaccard',
+                                             target_pair_jaccard)
+    if not 0 < self.target_pair_jaccard <= 1:
+      raise ValueError(f'{name}target_pair_jaccard = {target_pair_jaccard}: '
+                       'choose a Jaccard index in (0, 1].')
 
   def _test_values(self, loaded, rows=slice(None)):
     if self.influence_scores == 'prob':
@@ -135,22 +191,6 @@ class Estimator:
         memorization_threshold=self.memorization_threshold,
         same_label=self.same_label, block_size=self.block_size,
         dense_path=dense_path, progress=progress)
-
-  def split_half_agreement(self, loaded):
-    """Memorization and pair sets from even vs odd trials, and agreement."""
-    halves = []
-    for rows in (slice(0, None, 2), slice(1, None, 2)):
-      mem = scores.memorization(loaded.masks[rows], loaded.train_correct[rows])
-      infl = self.influence_of(loaded, mem.memorization, rows, topk=0)
-      halves.append((mem.memorization,
-                     set(zip(infl.pair_train.tolist(), infl.pair_test.tolist()))))
-    pearson, spearman = scores.rank_correlations(halves[0][0], halves[1][0])
-    k = loaded.num_trials
-    return {'trials_per_half': [len(range(0, k, 2)), len(range(1, k, 2))],
-            'memorization_pearson': pearson,
-            'memorization_spearman': spearman,
-            'pairs_per_half': [len(halves[0][1]), len(halves[1][1])],
-            'pairs_jaccard': scores.jaccard(halves[0][1], halves[1][1])}
 
 
 def configure(workdir, gin_files=(), gin_bindings=(), data_dir=None):
@@ -277,8 +317,9 @@ def check_fingerprint(workdir, setup, loaded):
 
 
 def _influence(estimator, loaded, mem, output_dir, log):
-  """The influence pass (with progress lines); the dense matrix is written
-  in place (a memmap) under a temporary name, renamed when whole."""
+  """The influence pass over every view (assessment.assess, with progress
+  lines); the dense matrix is written in place (a memmap) under a
+  temporary name, renamed when whole."""
   total = loaded.masks.shape[1]
   progress = progress_lib.Progress(total, every_seconds=10)
 
@@ -291,8 +332,10 @@ def _influence(estimator, loaded, mem, output_dir, log):
                 if estimator.dense_influence else None)
   dense_tmp = dense_path and f'{dense_path}.tmp-{uuid.uuid4().hex}'
   try:
-    infl = estimator.influence_of(loaded, mem.memorization,
-                                  dense_path=dense_tmp, progress=report)
+    result = assessment.assess(
+        loaded, estimator, mem, estimator._test_values(loaded),  # pylint: disable=protected-access
+        dense_path=dense_tmp, progress=report,
+        seed=loaded.metadata[0].get('seed') or 0)
     if dense_tmp:
       os.replace(dense_tmp, dense_path)
   except BaseException as e:
@@ -303,7 +346,7 @@ def _influence(estimator, loaded, mem, output_dir, log):
     if full is not None:
       raise full from e
     raise
-  return infl
+  return result
 
 
 def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
@@ -347,17 +390,25 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   check_estimable(workdir, loaded, mem)
   timings['memorization_seconds'] = time.perf_counter() - start
   start = time.perf_counter()
-  infl = _influence(estimator, loaded, mem, output_dir, log)
+  trust = _influence(estimator, loaded, mem, output_dir, log)
+  infl = trust.influence
   timings['influence_seconds'] = time.perf_counter() - start
-  split = None
-  if estimator.split_half and k >= 4:
+  split = trust.summary.pop('split_half')
+  plan = None
+  if estimator.planner:
     start = time.perf_counter()
-    split = estimator.split_half_agreement(loaded)
-    timings['split_half_seconds'] = time.perf_counter() - start
+    plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
+        estimator.target_stderr, estimator.target_pair_jaccard)
+    timings['planner_seconds'] = time.perf_counter() - start
+    log(plan['advice'])
 
-  tables = _write_scores(output_dir, loaded, mem, infl)
+  tables = _write_scores(output_dir, loaded, mem, trust)
   summary = _summary(workdir, estimator, loaded, mem, infl, split, timings,
                      operative_config)
+  summary['trust'] = trust.summary
+  summary['planner'] = plan
+  if trust.convergence:
+    analyses.write_convergence(output_dir, trust.convergence, log)
   flipped = loaded.train_labels != loaded.original_train_labels
   if flipped.any():
     noise = analyses.label_noise_report(mem.memorization, flipped)
@@ -387,30 +438,39 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   return estimates.Estimates(summary=json.loads(text), **tables)
 
 
-def _write_scores(output_dir, loaded, mem, infl):
+def _write_scores(output_dir, loaded, mem, trust):
   """memorization.csv, influence_pairs.csv and influence_topk.npz; what a
-  reader of them gets back (estimates.Estimates' fields but the summary)."""
+  reader of them gets back (estimates.Estimates' fields but the summary).
+
+  The pairs file holds the raw pairs (the paper's thresholds) and the
+  controlled ones (estimates.PAIRS_HEADER), the best first."""
+  infl, pairs, tests = trust.influence, trust.pairs, trust.memorization_tests
   n = loaded.masks.shape[1]
   labels, ids = loaded.train_labels, loaded.train_ids
   cells = estimates.cells  # each column formatted once, written and kept
   mem_cells = {name: cells(getattr(mem, name))
                for name in ('memorization', 'stderr', 'consistency')}
+  mem_cells['qvalue'] = cells(tests['qvalue'])
+  controlled = tests['selected'].astype(np.int64)
   storage.atomic_replace(
       os.path.join(output_dir, estimates.MEMORIZATION_CSV),
       estimates.cells_bytes(estimates.MEMORIZATION_HEADER, [
           cells(np.arange(n)), cells(ids), cells(labels),
           mem_cells['memorization'], mem_cells['stderr'], cells(mem.soft),
-          cells(mem.k_in), cells(mem.k_out), mem_cells['consistency']]))
-  order = np.lexsort((infl.pair_test, -infl.pair_influence))
-  pt, pj = infl.pair_train[order], infl.pair_test[order]
-  pair_cells = {'influence': cells(infl.pair_influence[order]),
-                'stderr': cells(infl.pair_stderr[order])}
+          cells(mem.k_in), cells(mem.k_out), mem_cells['consistency'],
+          cells(tests['pvalue']), mem_cells['qvalue'], cells(controlled)]))
+  table = _pair_table(loaded, pairs)
+  pt, pj = table['train'], table['test']
+  pair_cells = {name: cells(table[name])
+                for name in ('influence', 'stderr', 'qvalue')}
   storage.atomic_replace(
       os.path.join(output_dir, estimates.PAIRS_CSV),
       estimates.cells_bytes(estimates.PAIRS_HEADER, [
           cells(pt), cells(pj), cells(ids[pt]), cells(loaded.test_ids[pj]),
           cells(labels[pt]), pair_cells['influence'], pair_cells['stderr'],
-          cells(mem.memorization[pt])]))
+          cells(mem.memorization[pt]), cells(table['pvalue']),
+          pair_cells['qvalue'], cells(table['raw']),
+          cells(table['controlled'])]))
   storage.atomic_replace(
       os.path.join(output_dir, estimates.TOPK_NPZ), storage.npz_bytes({
           'train_indices': infl.topk_indices, 'influence': infl.topk_influence,
@@ -419,18 +479,59 @@ def _write_scores(output_dir, loaded, mem, infl):
       memorization=estimates.as_written(mem_cells['memorization']),
       stderr=estimates.as_written(mem_cells['stderr']),
       consistency=estimates.as_written(mem_cells['consistency']),
+      qvalue=estimates.as_written(mem_cells['qvalue']),
+      controlled=controlled.astype(bool),
       k_in=np.asarray(mem.k_in, np.int64), k_out=np.asarray(mem.k_out,
                                                             np.int64),
       pairs={'train': np.asarray(pt, np.int64),
              'test': np.asarray(pj, np.int64),
              'influence': estimates.as_written(pair_cells['influence']),
-             'stderr': estimates.as_written(pair_cells['stderr'])},
+             'stderr': estimates.as_written(pair_cells['stderr']),
+             'qvalue': estimates.as_written(pair_cells['qvalue']),
+             'raw': table['raw'].astype(bool),
+             'controlled': table['controlled'].astype(bool)},
       topk_indices=np.asarray(infl.topk_indices, np.int64),
       topk_influence=np.asarray(infl.topk_influence, np.float64),
       train_labels=loaded.train_labels,
       original_train_labels=loaded.original_train_labels,
       test_labels=loaded.test_labels, train_ids=ids,
       test_ids=loaded.test_ids)
+
+
+def _pair_table(loaded, pairs):
+  """The raw and the controlled pairs together, each once, the highest
+  influence first (ties by test index): {column: array}."""
+  chosen = pairs.selected
+  raw_keys = pairs.raw_train * len(loaded.test_labels) + pairs.raw_test
+  tested_keys = pairs.test_train * len(loaded.test_labels) + pairs.test_test
+  # Controlled pairs under the influence threshold (pair_null below it) are
+  # not among the raw pairs: their influence and stderr computed here.
+  extra = chosen & ~np.isin(tested_keys, raw_keys)
+  value, stderr = scores.pair_statistics(
+      loaded.masks, np.asarray(loaded.test_correct, np.float32),
+      pairs.test_train[extra], pairs.test_test[extra])
+  train = np.concatenate([pairs.raw_train, pairs.test_train[extra]])
+  test = np.concatenate([pairs.raw_test, pairs.test_test[extra]])
+  keys = train * len(loaded.test_labels) + test
+  position = {key: i for i, key in enumerate(tested_keys.tolist())}
+  where = np.array([position.get(key, -1) for key in keys.tolist()],
+                   np.int64)
+  found = where >= 0
+  pvalue = np.full(len(keys), np.nan)
+  qvalue = np.full(len(keys), np.nan)
+  controlled = np.zeros(len(keys), np.int64)
+  pvalue[found] = pairs.pvalue[where[found]]
+  qvalue[found] = pairs.qvalue[where[found]]
+  controlled[found] = chosen[where[found]]
+  table = {'train': train, 'test': test,
+           'influence': np.concatenate([pairs.raw_influence, value]),
+           'stderr': np.concatenate([pairs.raw_stderr, stderr]),
+           'pvalue': pvalue, 'qvalue': qvalue,
+           'raw': np.r_[np.ones(len(pairs.raw_train), np.int64),
+                        np.zeros(int(extra.sum()), np.int64)],
+           'controlled': controlled}
+  order = np.lexsort((table['test'], -table['influence']))
+  return {name: column[order] for name, column in table.items()}
 
 
 def _max_or_none(values):

@@ -80,6 +80,18 @@ class Records:
   def num_trials(self):
     return len(self.trial_indices)
 
+  def first(self, k):
+    """The records of the first k trials (by trial index): what a run
+    stopped at k would have had."""
+    rows = slice(0, int(k))
+    per_trial = ('masks', 'train_correct', 'test_correct', 'train_prob',
+                 'test_prob', 'train_margin', 'test_margin', 'train_pred',
+                 'test_pred', 'trial_indices')
+    return dataclasses.replace(
+        self, metadata=self.metadata[rows], paths=self.paths[rows],
+        **{name: getattr(self, name)[rows] for name in per_trial
+           if getattr(self, name) is not None})
+
 
 def _check_shapes(path, arrays, meta, n, n_test, workdir):
   """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test."""

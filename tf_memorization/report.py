@@ -128,7 +128,8 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
     page = _page(workdir, estimates_dir, shown_estimates_dir, estimates,
                  training_config, log)
     sections = [s for s in (
-        _run_section(page), _config_section(page), _histogram_section(page),
+        _trust_section(page), _run_section(page), _config_section(page),
+        _histogram_section(page),
         _examples_section(page, most=True), _examples_section(page, most=False),
         _pairs_section(page), _removal_section(page),
         _label_noise_section(page), _leave_one_out_section(page),
@@ -202,6 +203,28 @@ def _page(workdir, estimates_dir, shown_estimates_dir, inputs,
 
 # --------------------------------------------------------------------------
 # The sections, in the page's order
+
+
+def _trust_section(page):
+  """What can be trusted: the controlled sets first, the paper's raw sets
+  beside them, the null, convergence with k and the planner."""
+  trust = page.summary.obj('trust')
+  if not trust:
+    return None  # an estimate of an earlier version
+  body = markup.trust_tables(trust, page.summary.obj('split_half'),
+                             page.summary.obj('planner'))
+  rows = trust.objs('convergence')
+  if rows:
+    png = report_inputs.copy_figure(page.estimates_dir, page.files,
+                                    estimates_lib.CONVERGENCE_PNG)
+    body += markup.markup('<h3>Convergence with k</h3>')
+    if png:
+      body += markup.figure(png, 'convergence with k', (
+          'The estimates on every 8th, 4th and 2nd trial against all of '
+          'them: rank agreement of memorization, Jaccard of the pair sets, '
+          'and the sizes of the sets.'))
+    body += markup.convergence_table(rows)
+  return _Section('trust', 'What to trust', body)
 
 
 def _run_section(page):
@@ -412,6 +435,9 @@ def _document(page, sections):
                      markup.fmt(page.summary.get('num_trials')),
                      time.strftime('%Y-%m-%d %H:%M:%S %Z'),
                      page.shown_estimates_dir)
+  advice = page.summary.obj('planner').get('advice')
+  if advice:
+    line = markup.markup('{} {}', line, markup.fmt(advice))
   return markup.document(title, line, [s[:3] for s in sections])
 
 

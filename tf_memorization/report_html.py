@@ -271,6 +271,10 @@ def run_rows(summary):
         ('split-half pairs: per half, Jaccard',
          markup('{}, {}', join((fmt(p) for p in split.array(
              'pairs_per_half')), ' / '), fmt(split.get('pairs_jaccard'), 3))),
+        ('split-half controlled pairs: per half, Jaccard',
+         markup('{}, {}', join((fmt(p) for p in split.array(
+             'controlled_pairs_per_half')), ' / '),
+                fmt(split.get('controlled_pairs_jaccard'), 3))),
     ]
   else:
     rows.append(('split-half consistency',
@@ -339,17 +343,20 @@ def removal_tables(removal):
 def pairs_table(inputs, rows):
   """The pairs `rows` (report_inputs.pair_rows of the estimates.Estimates
   `inputs`) as a folded table."""
+  controlled = inputs.controlled_pairs()
   cells = [[j, inputs.test_ids[j], int(inputs.test_labels[j]), int(i),
             inputs.train_ids[i], label(inputs, i),
             fmt(value) if stderr is None else
             markup('{} ± {}', fmt(value), fmt(stderr)),
-            fmt(inputs.memorization[i]), fmt(is_pair)]
+            fmt(inputs.memorization[i]), fmt(is_pair),
+            fmt((int(i), int(j)) in controlled)]
            for j, entries in rows for i, value, stderr, is_pair in entries]
   return markup('<details><summary>The pairs shown, as a table</summary>{}'
                 '</details>', table(
                     ['test index', 'test tfds id', 'test label',
                      'train index', 'train tfds id', 'train label',
-                     'influence', 'memorization', 'over thresholds'], cells,
+                     'influence', 'memorization', 'over thresholds',
+                     'controlled (FDR)'], cells,
                     numeric=(0, 3, 6, 7)))
 
 
@@ -365,13 +372,40 @@ def label_noise_text(noise):
 
 
 def leave_one_out_text(loo):
-  """The leave-one-out comparison in a sentence (leave_one_out.json)."""
-  return markup(
-      '<p>{} examples, each left out of {} models trained on the full set: '
-      'Spearman {}, Pearson {}, mean |difference| {}.</p>',
-      len(loo.array('examples')), fmt(loo.get('repeats')),
+  """The leave-one-out comparison in a sentence or two (leave_one_out.json);
+  the middle band's agreement where the file has it (an earlier version's
+  has not)."""
+  if 'full_repeats' not in loo.keys():
+    return markup(
+        '<p>{} examples, each left out of {} models trained on the full set: '
+        'Spearman {}, Pearson {}, mean |difference| {}.</p>',
+        len(loo.array('examples')), fmt(loo.get('repeats')),
+        fmt(loo.get('spearman'), 3), fmt(loo.get('pearson'), 3),
+        fmt(loo.get('mean_abs_difference'), 3))
+  overall = markup(
+      '<p>{} examples, drawn within strata of the subsampled estimate; {} '
+      'models on the full training set, at least {} without each example '
+      '({} models in all). Overall: Spearman {}, Pearson {}, mean '
+      '|difference| {}, mean difference (leave-one-out − subsampled) {}. ',
+      len(loo.array('examples')), fmt(loo.get('full_repeats')),
+      fmt(loo.get('repeats')), fmt(loo.get('models_trained')),
       fmt(loo.get('spearman'), 3), fmt(loo.get('pearson'), 3),
-      fmt(loo.get('mean_abs_difference'), 3))
+      fmt(loo.get('mean_abs_difference'), 3),
+      fmt(loo.get('mean_signed_difference'), 3))
+  band = loo.obj('middle_band')
+  limits = band.array('band')
+  return overall + markup(
+      'In the middle band {} ≤ subsampled estimate ≤ {}: {} examples, '
+      'Spearman <b>{}</b>, mean |difference| {}; a fraction {} differ by more '
+      'than their combined standard errors (median leave-one-out standard '
+      'error {}). Leave-one-out trains on all n examples against n − 1, the '
+      'subsampled estimate on subsets: it is expected to be lower.</p>',
+      fmt(limits[0] if limits else None, None),
+      fmt(limits[-1] if limits else None, None),
+      fmt(band.get('num_examples')), fmt(band.get('spearman'), 3),
+      fmt(band.get('mean_abs_difference'), 3),
+      fmt(band.get('fraction_differs'), 3),
+      fmt(band.get('median_loo_stderr'), 3))
 
 
 def ablation_table(ablation):
@@ -411,3 +445,76 @@ def not_run(kinds, label_noise):
   return markup('<p>These sections are left out because their experiments '
                 'did not run; the binding that enables each:</p><ul>{}</ul>',
                 join(items))
+
+
+def trust_tables(trust, split, plan):
+  """The report's first section: the controlled sets beside the paper's raw
+  ones, the null's false discovery estimate, the split halves and the
+  planner (the summary's 'trust', 'split_half' and 'planner' Json)."""
+  pairs, memorized, null = (trust.obj('pairs'), trust.obj('memorized'),
+                            trust.obj('null'))
+  rows = [
+      ['pairs', markup('<b>{}</b>', fmt(pairs.get('controlled'))),
+       fmt(pairs.get('raw')),
+       fmt(null.get('raw_pairs'), 1) if null else fmt(None),
+       fmt(null.get('pairs_fdp'), 2) if null else fmt(None),
+       fmt(split.get('controlled_pairs_jaccard'), 3) if split else fmt(None),
+       fmt(split.get('pairs_jaccard'), 3) if split else fmt(None)],
+      ['memorized examples', markup('<b>{}</b>', fmt(memorized.get(
+          'controlled'))), fmt(memorized.get('raw')),
+       fmt(null.get('raw_memorized'), 1) if null else fmt(None),
+       fmt(null.get('memorized_fdp'), 2) if null else fmt(None),
+       fmt(split.get('controlled_memorized_jaccard'), 3) if split
+       else fmt(None),
+       fmt(split.get('memorized_jaccard'), 3) if split else fmt(None)]]
+  body = table(['set', 'controlled (FDR)', 'raw (paper thresholds)',
+                'raw by chance (null)', 'est. false share of raw',
+                'split-half Jaccard, controlled', 'split-half Jaccard, raw'],
+               rows, numeric=(1, 2, 3, 4, 5, 6))
+  body += note(markup(
+      'Controlled: selected by {} at false discovery rate {} (pairs: H0 '
+      'influence ≤ {}; examples: H0 memorization ≤ {}). Raw: the paper\'s '
+      'thresholds. The null gives every trial another trial\'s test '
+      'predictions (for memorization: another trial\'s subset), so that '
+      'every true effect is 0: what still passes the raw thresholds passes '
+      'by chance.', text(pairs.get('method')).upper(),
+      fmt(pairs.get('level'), None), fmt(pairs.get('null_influence'), None),
+      fmt(memorized.get('null_memorization'), None)))
+  if plan:
+    plan_rows = []
+    for row in plan.objs('rows'):
+      mem_row, pair_row = row.obj('memorization'), row.obj('pairs')
+      plan_rows.append([
+          fmt(row.get('trials')), fmt(row.get('training_hours'), 1),
+          fmt(mem_row.get('stderr_rms'), 3),
+          fmt(mem_row.get('stderr_quantile'), 3),
+          fmt(pair_row.get('stderr_rms'), 3),
+          fmt(pair_row.get('controlled'), 0),
+          fmt(pair_row.get('controlled_jaccard'), 2),
+          fmt(mem_row.get('controlled'), 0)])
+    body += markup('<h3>Planner</h3>') + table(
+        ['trials', 'training hours', 'memorization stderr (RMS)',
+         'memorization stderr (q90, uncertain)', 'influence stderr (RMS)',
+         'controlled pairs', 'their split-run Jaccard',
+         'controlled memorized'], plan_rows,
+        numeric=tuple(range(8)))
+    body += note('Predicted from these trials (planner.py): standard errors '
+                 'shrink as 1/√k; the controlled sets from an empirical-Bayes '
+                 'fit of the true effects; hours at the measured seconds per '
+                 'trial, one worker.')
+  return body
+
+
+def convergence_table(rows):
+  """The convergence rows (summary 'trust'.'convergence') as a table."""
+  cells = [[fmt(r.get('view')), fmt(r.get('trials')),
+            fmt(r.get('memorization_spearman'), 3),
+            fmt(r.get('memorized_controlled')), fmt(r.get('memorized_raw')),
+            fmt(r.get('pairs_controlled')), fmt(r.get('pairs_raw')),
+            fmt(r.get('pairs_controlled_jaccard'), 3),
+            fmt(r.get('pairs_raw_jaccard'), 3)] for r in rows]
+  return table(['trials used', 'k', 'memorization Spearman with all',
+                'controlled memorized', 'raw memorized', 'controlled pairs',
+                'raw pairs', 'controlled pairs Jaccard with all',
+                'raw pairs Jaccard with all'], cells,
+               numeric=tuple(range(1, 9)))

@@ -208,6 +208,19 @@ def _is_real(array_):
           np.issubdtype(array_.dtype, np.floating))
 
 
+def _header(path):
+  """The header row of a CSV file ([] when it has none or is missing: the
+  reading that follows names the problem)."""
+  if not exists(path):
+    return []
+  with gfile().GFile(path, 'r') as f:
+    line = f.readline()
+  try:
+    return next(csv.reader([line]))
+  except (StopIteration, csv.Error):
+    return []
+
+
 def check_indices(path, workdir, name, indices, low, high):
   """A UserError unless every index is in [low, high) (else the report would
   index the labels with it, or wrap a negative one round silently)."""
@@ -236,9 +249,11 @@ def load(workdir, estimates_dir):
                              f'{arrays[name].dtype}, not integers. '
                              f'{records.fix_hint(dataset_path)}')
   mem_path = os.path.join(estimates_dir, estimates_lib.MEMORIZATION_CSV)
+  newer = ('qvalue', 'controlled')  # absent from an earlier version's file
+  mem_columns = [c for c in newer if c in _header(mem_path)]
   mem = read_csv(mem_path, workdir,
-                 ('memorization', 'memorization_stderr', 'consistency'),
-                 ('k_in', 'k_out'))
+                 ('memorization', 'memorization_stderr', 'consistency',
+                  *mem_columns), ('k_in', 'k_out'))
   n, n_test = len(arrays['train_labels']), len(arrays['test_labels'])
   if len(mem['memorization']) != n:
     raise errors.UserError(
@@ -247,7 +262,10 @@ def load(workdir, estimates_dir):
         f'{records.DATASET_FILE} {n} training examples: the estimates belong '
         'to another workdir. Run the estimate binary again.')
   pairs_path = os.path.join(estimates_dir, estimates_lib.PAIRS_CSV)
-  pairs = read_csv(pairs_path, workdir, ('influence', 'influence_stderr'),
+  pair_columns = [c for c in ('qvalue', 'raw', 'controlled')
+                  if c in _header(pairs_path)]
+  pairs = read_csv(pairs_path, workdir, ('influence', 'influence_stderr',
+                                         *pair_columns),
                    ('train_index', 'test_index'))
   check_indices(pairs_path, workdir, 'train_index', pairs['train_index'], 0, n)
   check_indices(pairs_path, workdir, 'test_index', pairs['test_index'], 0,
@@ -275,7 +293,11 @@ def load(workdir, estimates_dir):
       consistency=mem['consistency'], k_in=mem['k_in'], k_out=mem['k_out'],
       pairs={'train': pairs['train_index'], 'test': pairs['test_index'],
              'influence': pairs['influence'],
-             'stderr': pairs['influence_stderr']},
+             'stderr': pairs['influence_stderr'],
+             **{c: (pairs[c] if c == 'qvalue' else pairs[c] == 1)
+                for c in pair_columns}},
+      qvalue=mem.get('qvalue'),
+      controlled=(mem['controlled'] == 1 if 'controlled' in mem else None),
       topk_indices=np.asarray(indices, np.int64),
       topk_influence=np.asarray(influence, np.float64),
       train_labels=arrays['train_labels'],
@@ -414,9 +436,13 @@ def pair_rows(inputs, max_tests, per_test):
     by_test.setdefault(int(j), {})[int(i)] = (float(value), float(stderr),
                                               True)
   topk, influence = inputs.topk_indices, inputs.topk_influence
+  controlled = inputs.controlled_pairs()
   if by_test:
-    order = sorted(by_test, key=lambda j: (-max(v[0] for v in
-                                               by_test[j].values()), j))
+    # The test examples with a controlled pair first (what can be trusted).
+    with_controlled = {j for _, j in controlled}
+    order = sorted(by_test, key=lambda j: (j not in with_controlled,
+                                           -max(v[0] for v in
+                                                by_test[j].values()), j))
   elif topk.shape[1]:  # no pair: the largest top-1 influences
     top1 = influence[:, 0]
     valid = np.flatnonzero(np.isfinite(top1) & (topk[:, 0] >= 0))

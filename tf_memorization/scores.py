@@ -189,19 +189,24 @@ def influence_weights(masks_block):
   return weights, defined
 
 
-def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024):
+def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024,
+                    full=False):
   """Influence and its standard error for the given (train, test) pairs.
 
   Computed directly from the trials (k values per pair), so the standard
   error costs nothing for the pairs nobody keeps.
 
   Returns:
-    (influence, stderr) float64 [p].
+    (influence, stderr) float64 [p]; with full=True a dict that also holds
+    mean_in, mean_out, the population variances var_in, var_out and the
+    counts k_in, k_out.
   """
   k = masks.shape[0]
-  influence_values = np.empty(len(pair_train))
-  stderr = np.empty(len(pair_train))
-  for start in range(0, len(pair_train), chunk):
+  p = len(pair_train)
+  out = {name: np.empty(p) for name in ('estimate', 'stderr', 'mean_in',
+                                        'mean_out', 'var_in', 'var_out',
+                                        'k_in', 'k_out')}
+  for start in range(0, p, chunk):
     rows = pair_train[start:start + chunk]
     cols = pair_test[start:start + chunk]
     m = masks[:, rows]
@@ -215,10 +220,14 @@ def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024):
       mean_in, mean_out = in_sum / k_in, (all_sum - in_sum) / k_out
       var_in = np.maximum(in_sq / k_in - mean_in ** 2, 0.0)
       var_out = np.maximum((all_sq - in_sq) / k_out - mean_out ** 2, 0.0)
-      influence_values[start:start + chunk] = mean_in - mean_out
-    stderr[start:start + chunk] = difference_stderr(var_in, k_in, var_out,
-                                                    k_out)
-  return influence_values, stderr
+    part = slice(start, start + chunk)
+    out['estimate'][part] = mean_in - mean_out
+    out['stderr'][part] = difference_stderr(var_in, k_in, var_out, k_out)
+    for name, value in (('mean_in', mean_in), ('mean_out', mean_out),
+                        ('var_in', var_in), ('var_out', var_out),
+                        ('k_in', k_in), ('k_out', k_out)):
+      out[name][part] = value
+  return out if full else (out['estimate'], out['stderr'])
 
 
 def _nonzero_2d(condition):
@@ -270,6 +279,84 @@ def _merge_topk(best_val, best_idx, block, start, topk):
   best_idx[touched] = np.take_along_axis(all_idx, order, axis=1)
 
 
+def _pair_family(memorization_values, memorization_threshold, train_labels,
+                 test_labels, same_label):
+  """(candidate rows bool [n], label arrays): the pairs tested are those of a
+  training example with memorization >= the threshold and (same_label) a
+  test example of its label."""
+  return (np.asarray(memorization_values) >= memorization_threshold,
+          np.asarray(train_labels), np.asarray(test_labels), same_label)
+
+
+def family_size(family):
+  """The number of (train, test) pairs in the family."""
+  candidates, train_labels, test_labels, same_label = family
+  if not same_label:
+    return int(candidates.sum()) * len(test_labels)
+  counts = dict(zip(*np.unique(test_labels, return_counts=True)))
+  return int(sum(counts.get(label, 0) for label in train_labels[candidates]))
+
+
+def _select(block, start, threshold, defined, family):
+  """(rows, cols) of the block's entries >= threshold in the family (rows
+  offset by start); float32 slack, re-checked exactly by the caller."""
+  candidates, train_labels, test_labels, same_label = family
+  rows, cols = _nonzero_2d(block >= threshold - _PAIR_SLACK)
+  keep = defined[rows]
+  rows = rows + start
+  keep &= candidates[rows]
+  if same_label:
+    keep &= train_labels[rows] == test_labels[cols]
+  return rows[keep], cols[keep]
+
+
+class _Reducer:
+  """What the full view keeps of each block: top-k per test example, each
+  training example's largest influence, the dense matrix, the pairs."""
+
+  def __init__(self, n, n_test, topk, dense_path):
+    self.topk = topk
+    self.best_val = np.full((n_test, topk), -np.inf, np.float32)
+    self.best_idx = np.full((n_test, topk), -1, np.int64)
+    self.max_influence = np.full(n, np.nan, np.float32)
+    self.dense = None
+    if dense_path is not None:
+      self.dense = np.lib.format.open_memmap(
+          dense_path, mode='w+', dtype=np.float16, shape=(n, n_test))
+
+  def add(self, block, start, defined):
+    stop = start + block.shape[0]
+    if not defined.all():
+      block[~defined] = -np.inf  # never a top-k entry, a maximum or a pair
+    if self.dense is not None:
+      self.dense[start:stop] = np.where(defined[:, None], block, np.nan)
+    if block.shape[1]:
+      self.max_influence[start:stop] = np.where(defined, block.max(axis=1),
+                                                np.nan)
+    if self.topk:
+      _merge_topk(self.best_val, self.best_idx, block, start, self.topk)
+
+  def finish(self):
+    if self.dense is not None:
+      self.dense.flush()
+      self.dense = None
+    finite = np.isfinite(self.best_val)
+    self.best_idx[~finite] = -1
+    self.best_val[~finite] = np.nan
+
+
+def _concat(parts):
+  return (np.concatenate(parts) if parts else np.zeros(0)).astype(np.int64)
+
+
+def _exact_pairs(masks, test_values, rows, cols, threshold):
+  """The pairs whose float64 influence meets the threshold, with stderr."""
+  value, stderr = pair_statistics(masks, test_values, rows, cols)
+  exact = value >= threshold
+  return (rows[exact], cols[exact], value[exact].astype(np.float32),
+          stderr[exact].astype(np.float32))
+
+
 def influence(masks, test_correct, train_labels, test_labels,
               memorization_values, topk=10, influence_threshold=0.15,
               memorization_threshold=0.25, same_label=True, block_size=2048,
@@ -298,60 +385,31 @@ def influence(masks, test_correct, train_labels, test_labels,
   test_values = np.asarray(test_correct, np.float32)
   n_test = test_values.shape[1]
   topk = max(0, min(int(topk), n))
-  best_val = np.full((n_test, topk), -np.inf, np.float32)
-  best_idx = np.full((n_test, topk), -1, np.int64)
+  family = _pair_family(memorization_values, memorization_threshold,
+                        train_labels, test_labels, same_label)
+  reducer = _Reducer(n, n_test, topk, dense_path)
   pair_rows, pair_cols = [], []
-  max_influence = np.full(n, np.nan, np.float32)
-  dense = None
-  if dense_path is not None:
-    dense = np.lib.format.open_memmap(dense_path, mode='w+', dtype=np.float16,
-                                      shape=(n, n_test))
-  train_labels = np.asarray(train_labels)
-  test_labels = np.asarray(test_labels)
-  pair_candidates = np.asarray(memorization_values) >= memorization_threshold
   for start in range(0, n, block_size):
     stop = min(start + block_size, n)
     weights, defined = influence_weights(masks[:, start:stop])
     block = weights.T @ test_values                        # [b, n_test]
-    if not defined.all():
-      block[~defined] = -np.inf  # never a top-k entry, a maximum or a pair
-    if dense is not None:
-      dense[start:stop] = np.where(defined[:, None], block, np.nan)
-    if n_test:
-      max_influence[start:stop] = np.where(defined, block.max(axis=1), np.nan)
-    if topk:
-      _merge_topk(best_val, best_idx, block, start, topk)
     # float32 products can land a hair below a threshold the exact value
     # meets (3/4 - 3/5 = 0.15); candidates are re-checked exactly below.
-    rows, cols = _nonzero_2d(block >= influence_threshold - _PAIR_SLACK)
-    keep = defined[rows]
-    rows = rows + start
-    keep &= pair_candidates[rows]
-    if same_label:
-      keep &= train_labels[rows] == test_labels[cols]
-    pair_rows.append(rows[keep])
-    pair_cols.append(cols[keep])
+    rows, cols = _select(block, start, influence_threshold, defined, family)
+    pair_rows.append(rows)
+    pair_cols.append(cols)
+    reducer.add(block, start, defined)
     if progress is not None:
       progress(stop, n)
-  if dense is not None:
-    dense.flush()
-    del dense
-  best_idx[~np.isfinite(best_val)] = -1
-  best_val[~np.isfinite(best_val)] = np.nan
-  pair_train = (np.concatenate(pair_rows) if pair_rows
-                else np.zeros(0, np.int64)).astype(np.int64)
-  pair_test = (np.concatenate(pair_cols) if pair_cols
-               else np.zeros(0, np.int64)).astype(np.int64)
-  pair_influence, pair_stderr = pair_statistics(masks, test_values,
-                                                pair_train, pair_test)
-  exact = pair_influence >= influence_threshold
-  pair_train, pair_test = pair_train[exact], pair_test[exact]
-  pair_influence, pair_stderr = pair_influence[exact], pair_stderr[exact]
+  reducer.finish()
+  pair_train, pair_test, pair_influence, pair_stderr = _exact_pairs(
+      masks, test_values, _concat(pair_rows), _concat(pair_cols),
+      influence_threshold)
   return InfluenceResult(
-      topk_indices=best_idx, topk_influence=best_val,
+      topk_indices=reducer.best_idx, topk_influence=reducer.best_val,
       pair_train=pair_train, pair_test=pair_test,
-      pair_influence=pair_influence.astype(np.float32),
-      pair_stderr=pair_stderr.astype(np.float32), max_influence=max_influence)
+      pair_influence=pair_influence, pair_stderr=pair_stderr,
+      max_influence=reducer.max_influence)
 
 
 def rank_correlations(a, b):

@@ -1,0 +1,263 @@
+"""Influence on several views of the same trials, in one blocked pass.
+
+A view is a set of the trials, optionally with each trial given another
+trial's test predictions:
+
+    'k/8', 'k/4', 'k/2'   every 8th, 4th, 2nd trial (nested: k/8 in k/4 in
+                          k/2; k/2 is the even trials)
+    'odd'                 the odd trials (with k/2: the split halves)
+    'all'                 every trial (the estimates themselves)
+    'null', 'null1', ...  every trial, trial t given the test predictions of
+                          trial perm[t] (a derangement): no training
+                          example's membership is linked to the predictions
+                          it is compared with, so every true influence is 0
+                          and whatever pair passes a threshold is false.
+
+The trial subsets are disjoint unions of segments (trials grouped by the
+views they belong to), and a view's in-trial sums are the sums of its
+segments' sums: with G_s = M_sᵀ T_s over segment s,
+
+    X_view = sum_{s in view} G_s,    infl = X (1/k_in + 1/k_out) - S / k_out
+
+(S[j] the view's total of test example j), so the nested views, the split
+halves and the estimates cost one matrix product of k rows together; each
+null costs one more. What each view keeps per block: the pairs over the
+thresholds (the paper's raw set), the candidates for the tests (estimates
+above the null's delta) with their exact in-trial counts, and for 'all' the
+top-k, the largest influences and the dense matrix (scores._Reducer).
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tf_memorization import scores
+from tf_memorization import selection
+
+NESTED = ('k/8', 'k/4', 'k/2', 'all')
+
+
+def nested_rows(k):
+  """{view name: trial rows} of the nested views and the odd half."""
+  t = np.arange(k)
+  return {'k/8': t[t % 8 == 0], 'k/4': t[t % 4 == 0], 'k/2': t[t % 2 == 0],
+          'odd': t[t % 2 == 1], 'all': t}
+
+
+@dataclasses.dataclass
+class Spec:
+  """One view: its trial rows, its memorization (for the pair family) and
+  for a null the trial whose test predictions each row gets."""
+  name: str
+  rows: np.ndarray
+  memorization: np.ndarray
+  permutation: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass
+class ViewPairs:
+  """A view's raw pairs (the paper's thresholds) and its tests.
+
+  Attributes:
+    name: the view.
+    num_trials: its trials.
+    num_tests: m, the pairs in its family (selection's module docstring).
+    raw_train, raw_test, raw_influence, raw_stderr: the pairs over the
+      thresholds, exact (float64 re-check) as scores.influence keeps them.
+    test_train, test_test, pvalue, qvalue, selected: the pairs tested (the
+      estimates above delta) and the false-discovery-controlled selection.
+  """
+  name: str
+  num_trials: int
+  num_tests: int
+  raw_train: np.ndarray
+  raw_test: np.ndarray
+  raw_influence: np.ndarray
+  raw_stderr: np.ndarray
+  test_train: np.ndarray
+  test_test: np.ndarray
+  pvalue: np.ndarray
+  qvalue: np.ndarray
+  selected: np.ndarray
+
+  def raw_set(self):
+    return set(zip(self.raw_train.tolist(), self.raw_test.tolist()))
+
+  def controlled_set(self):
+    return set(zip(self.test_train[self.selected].tolist(),
+                   self.test_test[self.selected].tolist()))
+
+
+def _index(rows):
+  """`rows` as a slice when they step evenly (a view of the records, not a
+  copy: the nested views and the halves all do), else as they are."""
+  rows = np.asarray(rows, np.int64)
+  if len(rows) == 1:
+    return slice(int(rows[0]), int(rows[0]) + 1)
+  steps = np.diff(rows)
+  if len(rows) and steps[0] > 0 and np.all(steps == steps[0]):
+    return slice(int(rows[0]), int(rows[-1]) + 1, int(steps[0]))
+  return rows
+
+
+def _segments(specs, k):
+  """[(trial rows, [indices of the specs summing it])] for the specs
+  without a permutation: trials grouped by the set of views holding them."""
+  plain = [i for i, s in enumerate(specs) if s.permutation is None]
+  member = np.zeros((len(plain), k), bool)
+  for row, i in enumerate(plain):
+    member[row, specs[i].rows] = True
+  used = member.any(axis=0)
+  signatures, inverse = np.unique(member[:, used].T, axis=0,
+                                  return_inverse=True)
+  trials = np.flatnonzero(used)
+  out = []
+  for s, signature in enumerate(signatures):
+    out.append((trials[np.asarray(inverse).ravel() == s],
+                [plain[r] for r in np.flatnonzero(signature)]))
+  return out
+
+
+class _View:
+  """Per-view state of the pass."""
+
+  def __init__(self, spec, masks, test_values, family_args, delta):
+    self.spec = spec
+    rows = _index(spec.rows)
+    self.masks = masks[rows]
+    self.test_values = (test_values[rows] if spec.permutation is None else
+                        test_values[spec.permutation[spec.rows]])
+    k = len(spec.rows)
+    self.k_in = self.masks.sum(axis=0)
+    self.k_out = k - self.k_in
+    self.defined = (self.k_in > 0) & (self.k_out > 0)
+    inv_out = np.where(self.defined, 1.0 / np.maximum(self.k_out, 1), 0.0)
+    inv_in = np.where(self.defined, 1.0 / np.maximum(self.k_in, 1), 0.0)
+    self.scale = (inv_in + inv_out).astype(np.float32)
+    self.inv_out = inv_out.astype(np.float32)
+    self.totals = self.test_values.sum(axis=0, dtype=np.float64)
+    self.totals32 = self.totals.astype(np.float32)
+    self.family = scores._pair_family(spec.memorization, *family_args)  # pylint: disable=protected-access
+    self.delta = delta
+    self.raw, self.tested = ([], []), ([], [], [])
+
+  def block(self, counts, start, stop, threshold):
+    """The view's influence block from its in-trial counts [b, n_test];
+    collects its pairs and candidates."""
+    block = np.multiply(counts, self.scale[start:stop, None])
+    block -= self.inv_out[start:stop, None] * self.totals32[None, :]
+    defined = self.defined[start:stop]
+    slack = scores._PAIR_SLACK  # pylint: disable=protected-access
+    rows, cols = scores._select(block, start, threshold, defined, self.family)  # pylint: disable=protected-access
+    self.raw[0].append(rows)
+    self.raw[1].append(cols)
+    if self.delta >= threshold:  # the candidates are among these
+      keep = block[rows - start, cols] >= self.delta + slack
+      rows, cols = rows[keep], cols[keep]
+    else:
+      rows, cols = scores._select(block, start, self.delta + 2 * slack,  # pylint: disable=protected-access
+                                  defined, self.family)
+    self.tested[0].append(rows)
+    self.tested[1].append(cols)
+    self.tested[2].append(counts[rows - start, cols])
+    return block, defined
+
+
+def _tests(view, binary, delta, level, method):
+  """p-values of the view's candidates and the FDR selection."""
+  rows = scores._concat(view.tested[0])  # pylint: disable=protected-access
+  cols = scores._concat(view.tested[1])  # pylint: disable=protected-access
+  if binary:
+    x_in = np.rint(np.concatenate(view.tested[2]) if view.tested[2]
+                   else np.zeros(0))
+    k_in, k_out = view.k_in[rows], view.k_out[rows]
+    pvalue = selection.difference_pvalues(x_in, k_in, view.totals[cols] - x_in,
+                                          k_out, delta)
+  else:
+    stats = scores.pair_statistics(view.masks, view.test_values, rows, cols,
+                                   full=True)
+    pvalue = selection.welch_pvalues(
+        stats['mean_in'], stats['var_in'] * stats['k_in'] / np.maximum(
+            stats['k_in'] - 1, 1), stats['k_in'], stats['mean_out'],
+        stats['var_out'] * stats['k_out'] / np.maximum(stats['k_out'] - 1, 1),
+        stats['k_out'], delta)
+  m = max(scores.family_size(view.family), len(pvalue))
+  selected, qvalue = selection.fdr_select(pvalue, m, level, method)
+  return rows, cols, pvalue, qvalue, selected, m
+
+
+def influence_views(masks, test_values, train_labels, test_labels, specs,
+                    full='all', *, topk=10, influence_threshold=0.15,
+                    memorization_threshold=0.25, same_label=True, delta=None,
+                    level=0.1, method='bh', block_size=2048, dense_path=None,
+                    progress=None):
+  """Every view's pairs and tests, and the full view's top-k, in one pass.
+
+  Args:
+    masks: bool [k, n]; test_values: bool or float [k, n_test].
+    train_labels, test_labels: int [n], [n_test].
+    specs: [Spec]; `full` names the one whose top-k, largest influences and
+      dense matrix are kept.
+    topk, influence_threshold, memorization_threshold, same_label,
+      block_size, dense_path, progress: as in scores.influence.
+    delta: each pair's null, H0: infl <= delta (None: the influence
+      threshold).
+    level, method: the false-discovery control (selection.fdr_select).
+
+  Returns:
+    (scores.InfluenceResult of the full view, {name: ViewPairs}).
+  """
+  masks = np.asarray(masks, bool)
+  binary = np.asarray(test_values).dtype == bool
+  test_values = np.asarray(test_values, np.float32)
+  k, n = masks.shape
+  n_test = test_values.shape[1]
+  delta = influence_threshold if delta is None else float(delta)
+  family_args = (memorization_threshold, train_labels, test_labels,
+                 same_label)
+  views = [_View(s, masks, test_values, family_args, delta) for s in specs]
+  by_name = {s.name: i for i, s in enumerate(specs)}
+  if full not in by_name:
+    raise ValueError(f'no view named {full!r} among {sorted(by_name)}.')
+  segments = [(masks[_index(rows)], test_values[_index(rows)], members)
+              for rows, members in _segments(specs, k)]
+  reducer = scores._Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)  # pylint: disable=protected-access
+  for start in range(0, n, block_size):
+    stop = min(start + block_size, n)
+    sums = [None] * len(views)
+    for seg_masks, seg_values, members in segments:
+      counts = seg_masks[:, start:stop].T.astype(np.float32) @ seg_values
+      for i in members:
+        sums[i] = counts if sums[i] is None else sums[i] + counts
+    for i, view in enumerate(views):
+      if view.spec.permutation is not None:
+        sums[i] = (view.masks[:, start:stop].T.astype(np.float32)
+                   @ view.test_values)
+      block, defined = view.block(sums[i], start, stop, influence_threshold)
+      sums[i] = None
+      if i == by_name[full]:
+        reducer.add(block, start, defined)
+      del block
+    if progress is not None:
+      progress(stop, n)
+  reducer.finish()
+  results = {}
+  for view in views:
+    raw = scores._exact_pairs(view.masks, view.test_values,  # pylint: disable=protected-access
+                              scores._concat(view.raw[0]),  # pylint: disable=protected-access
+                              scores._concat(view.raw[1]),  # pylint: disable=protected-access
+                              influence_threshold)
+    rows, cols, pvalue, qvalue, selected, m = _tests(view, binary, delta,
+                                                     level, method)
+    results[view.spec.name] = ViewPairs(
+        name=view.spec.name, num_trials=len(view.spec.rows), num_tests=m,
+        raw_train=raw[0], raw_test=raw[1], raw_influence=raw[2],
+        raw_stderr=raw[3], test_train=rows, test_test=cols, pvalue=pvalue,
+        qvalue=qvalue, selected=selected)
+  main = results[full]
+  return scores.InfluenceResult(
+      topk_indices=reducer.best_idx, topk_influence=reducer.best_val,
+      pair_train=main.raw_train, pair_test=main.raw_test,
+      pair_influence=main.raw_influence, pair_stderr=main.raw_stderr,
+      max_influence=reducer.max_influence), results
