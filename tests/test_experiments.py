@@ -58,8 +58,10 @@ ESTIMATE_BINDINGS = [
     *REMOVAL_BINDINGS,
     'AblationExperiment.trainable_blocks = (0, 1)',
     f'AblationExperiment.max_trials = {MAX_ABLATION_TRIALS}',
-    'LeaveOneOutExperiment.per_group = 1',
+    'LeaveOneOutExperiment.per_stratum = 1',
     'LeaveOneOutExperiment.repeats = 1',
+    'LeaveOneOutExperiment.full_repeats = 2',
+    'LeaveOneOutExperiment.max_repeats = 3',
     f'SubsetRatioSweep.ratios = ({SWEEP_RATIO},)',
     f'SubsetRatioSweep.num_trials = {SWEEP_TRIALS}',
 ]
@@ -523,31 +525,46 @@ def test_label_noise_report_without_positives():
 
 def test_leave_one_out(workdir, estimated, main_mem):
   del estimated
+  from tf_memorization.experiments import leave_one_out  # pylint: disable=g-import-not-at-top
   loaded = loading.load(_experiment_dir(workdir, 'leave_one_out'),
                         margins=False)
   left_out = np.array([m['left_out'] for m in loaded.metadata])
   full_rows = np.flatnonzero(left_out == -1)
-  assert len(full_rows) == 1  # LeaveOneOutExperiment.repeats = 1
+  assert len(full_rows) == 2  # one shared set: full_repeats = 2
   assert loaded.masks[full_rows].all()
   chosen = sorted(set(left_out[left_out >= 0].tolist()))
-  # per_group = 1: the highest, the lowest and one random example.
-  assert len(chosen) == 3
-  assert len(loaded.metadata) == 1 + len(chosen)
-  assert main_mem[chosen].max() == np.nanmax(main_mem)
-  assert main_mem[chosen].min() == np.nanmin(main_mem)
+  # per_stratum = 1: one example of each middle bin that holds any (the
+  # tails get per_stratum // 2 = 0).
+  strata = leave_one_out.strata_of(main_mem, (0.1, 0.3, 0.5, 0.7, 0.9))
+  middle = [j for j in range(1, 5) if (strata == j).any()]
+  assert sorted(strata[chosen].tolist()) == middle
   for row in np.flatnonzero(left_out >= 0):
     assert _removed(loaded.masks[row]) == {int(left_out[row])}
 
+  with open(os.path.join(workdir, 'estimates', 'leave_one_out.json')) as f:
+    summary = json.load(f)
+  per_example = dict(zip(summary['examples'],
+                         summary['repeats_per_example']))
+  assert sorted(per_example) == chosen
+  for i, r in per_example.items():
+    assert 1 <= r <= 3 and (left_out == i).sum() == r
+  assert summary['models_trained'] == len(loaded.metadata)
   rows = _read_csv(os.path.join(workdir, 'estimates', 'leave_one_out.csv'))
   assert sorted(int(r['index']) for r in rows) == chosen
   correct = loaded.train_correct.astype(np.float64)
   for r in rows:
     i = int(r['index'])
     without = np.flatnonzero(left_out == i)
-    expected = correct[full_rows, i].mean() - correct[without, i].mean()
-    assert _float(r['memorization_loo']) == pytest.approx(expected, abs=1e-6)
+    p_f, p_o = correct[full_rows, i].mean(), correct[without, i].mean()
+    assert _float(r['memorization_loo']) == pytest.approx(p_f - p_o,
+                                                          abs=1e-6)
+    stderr = np.sqrt(p_f * (1 - p_f) / 2 + p_o * (1 - p_o) / len(without))
+    assert _float(r['memorization_loo_stderr']) == pytest.approx(stderr,
+                                                                 abs=1e-6)
     assert _float(r['memorization_subsampled']) == pytest.approx(
         main_mem[i], abs=1e-5)
+    assert int(r['repeats']) == len(without)
+    assert r['in_middle_band'] == str(bool(0.1 <= main_mem[i] <= 0.9))
 
 
 # --------------------------------------------------------------------------

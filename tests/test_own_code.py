@@ -47,6 +47,7 @@ RemovalExperiment.thresholds = (0.25,)
 RemovalExperiment.repeats = 1
 LeaveOneOutExperiment.per_group = 1
 LeaveOneOutExperiment.repeats = 1
+LeaveOneOutExperiment.target_stderr = None
 """
 
 

@@ -44,6 +44,7 @@ EXPERIMENT_BINDINGS = [
     'RemovalExperiment.thresholds = (0.5,)', 'RemovalExperiment.repeats = 1',
     'AblationExperiment.max_trials = 2',
     'LeaveOneOutExperiment.per_group = 1', 'LeaveOneOutExperiment.repeats = 1',
+    'LeaveOneOutExperiment.target_stderr = None',
 ]
 HEADINGS = ('Run', 'Config', 'Memorization histogram', 'Most memorized',
             'Least memorized', 'High-influence pairs')

@@ -111,8 +111,9 @@ def write_convergence(output_dir, rows, log):
                                           estimates.CONVERGENCE_PNG))
   plt.close(fig)
   last = rows[-2] if len(rows) > 1 else rows[-1]
+  fixed = estimates.fixed
   log(f'Convergence: on {last["trials"]} of {rows[-1]["trials"]} trials, '
-      f'memorization Spearman {estimates.fixed(last["memorization_spearman"])}, raw '
-      f'pair Jaccard {estimates.fixed(last["pairs_raw_jaccard"])}, controlled pair '
-      f'Jaccard {estimates.fixed(last["pairs_controlled_jaccard"])} with all.')
+      f'memorization Spearman {fixed(last["memorization_spearman"])}, raw '
+      f'pair Jaccard {fixed(last["pairs_raw_jaccard"])}, controlled pair '
+      f'Jaccard {fixed(last["pairs_controlled_jaccard"])} with all.')
 

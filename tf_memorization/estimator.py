@@ -174,7 +174,8 @@ class Estimator:
       raise ValueError(f'{name}target_pair_jaccard = {target_pair_jaccard}: '
                        'choose a Jaccard index in (0, 1].')
 
-  def _test_values(self, loaded, rows=slice(None)):
+  def test_values(self, loaded, rows=slice(None)):
+    """The test-side values influence is computed on (of `rows`)."""
     if self.influence_scores == 'prob':
       return loaded.test_prob[rows].astype(np.float32)
     return loaded.test_correct[rows]
@@ -184,7 +185,7 @@ class Estimator:
     """scores.influence of `loaded` (rows: a subset of its trials) with
     this estimator's settings."""
     return scores.influence(
-        loaded.masks[rows], self._test_values(loaded, rows),
+        loaded.masks[rows], self.test_values(loaded, rows),
         loaded.train_labels, loaded.test_labels, mem_values,
         topk=self.topk if topk is None else topk,
         influence_threshold=self.influence_threshold,
@@ -333,7 +334,7 @@ def _influence(estimator, loaded, mem, output_dir, log):
   dense_tmp = dense_path and f'{dense_path}.tmp-{uuid.uuid4().hex}'
   try:
     result = assessment.assess(
-        loaded, estimator, mem, estimator._test_values(loaded),  # pylint: disable=protected-access
+        loaded, estimator, mem, estimator.test_values(loaded),
         dense_path=dense_tmp, progress=report,
         seed=loaded.metadata[0].get('seed') or 0)
     if dense_tmp:
@@ -400,7 +401,6 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
     plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
         estimator.target_stderr, estimator.target_pair_jaccard)
     timings['planner_seconds'] = time.perf_counter() - start
-    log(plan['advice'])
 
   tables = _write_scores(output_dir, loaded, mem, trust)
   summary = _summary(workdir, estimator, loaded, mem, infl, split, timings,

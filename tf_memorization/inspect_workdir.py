@@ -1,6 +1,8 @@
-r"""Prints what a workdir holds: trials, accuracies, config fingerprint.
+r"""Prints what a workdir holds: trials, accuracies, config fingerprint, and
+the planner's predictions for more trials (planner.py).
 
     python -m tf_memorization.inspect_workdir --workdir=W [--upgrade_records]
+        [--target_stderr=0.05] [--target_pair_jaccard=0.7]
 """
 
 import os
@@ -13,8 +15,10 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
 from tf_memorization import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization import records  # pylint: disable=g-import-not-at-top
+from tf_memorization import sequential  # pylint: disable=g-import-not-at-top
 
 def define_flags():
   """Defines the flags; only when run as a binary, so that the library
@@ -25,6 +29,12 @@ def define_flags():
       '(record format 1, whose checksum does not cover the metadata) in the '
       'workdir and its experiment folders, after checking every array, mask '
       'and seed. Only for workdirs you trust.')
+  flags.DEFINE_float(
+      'target_stderr', 0.05, "The planner's target for the 0.9-quantile of "
+      'the memorization standard errors.')
+  flags.DEFINE_float(
+      'target_pair_jaccard', 0.7, "The planner's target for the split-run "
+      'Jaccard index of the controlled pair set.')
 
 
 def upgrade(workdir, log=print):
@@ -42,8 +52,9 @@ def upgrade(workdir, log=print):
   return count
 
 
-def summarize(workdir):
-  """A few lines describing the records of `workdir`."""
+def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
+  """A few lines describing the records of `workdir`, and the planner's."""
+  sequential.check_targets(target_stderr, target_pair_jaccard)
   loaded = loading.load(workdir, diverged='keep')
   info = loaded.dataset_info
   metrics = [m['metrics'] for m in loaded.metadata]
@@ -67,14 +78,16 @@ def summarize(workdir):
       f'({wall / 3600:.2f} h in all)',
   ] + ([f'  diverged: {len(loaded.diverged)} trials '
         f'{sorted(loaded.diverged)[:10]} (the estimator refuses them unless '
-        "Estimator.diverged_trials = 'skip')"] if loaded.diverged else []))
+        "Estimator.diverged_trials = 'skip')"] if loaded.diverged else [])
+      + sequential.planner_lines(loaded, estimator.Estimator(), target_stderr,
+                                 target_pair_jaccard))
 
 
 def _main():
   f = flags.FLAGS
   if f.upgrade_records:
     upgrade(f.workdir)
-  print(summarize(f.workdir))
+  print(summarize(f.workdir, f.target_stderr, f.target_pair_jaccard))
 
 
 main = cli.binary_main(_main)

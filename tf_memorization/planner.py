@@ -277,7 +277,7 @@ class Plan:
     rows = [self.at(self.k * f) for f in multiples]
     for_stderr = self.trials_for_stderr(target_stderr)
     for_jaccard = (self.trials_for_jaccard(target_jaccard)
-                   if self.pairs is not None else None)
+                   if self.pairs is not None else 'no_family')
     out = {'trials': self.k, 'seconds_per_trial': self.seconds,
            'quantile': self.quantile, 'rows': rows,
            'target_stderr': target_stderr,
@@ -311,7 +311,10 @@ def advice(plan):
                    'disagree on')
   need = plan['trials_for_target_pair_jaccard']
   target = plan['target_pair_jaccard']
-  if need == 'empty':
+  if need == 'no_family':
+    parts.append('no pair can be tested (no training example reaches the '
+                 'memorization threshold of the pair family)')
+  elif need == 'empty':
     parts.append('the trials show no pair whose influence exceeds the null '
                  'beyond chance, so the controlled pair set is predicted to '
                  'stay empty at any k')

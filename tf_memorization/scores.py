@@ -159,7 +159,7 @@ class InfluenceResult:
 
 # Margin below a pair threshold within which float32 candidates are re-checked
 # in float64 (float32 influence is exact to ~1e-6).
-_PAIR_SLACK = 1e-4
+PAIR_SLACK = 1e-4
 
 
 def influence_weights(masks_block):
@@ -279,7 +279,7 @@ def _merge_topk(best_val, best_idx, block, start, topk):
   best_idx[touched] = np.take_along_axis(all_idx, order, axis=1)
 
 
-def _pair_family(memorization_values, memorization_threshold, train_labels,
+def pair_family(memorization_values, memorization_threshold, train_labels,
                  test_labels, same_label):
   """(candidate rows bool [n], label arrays): the pairs tested are those of a
   training example with memorization >= the threshold and (same_label) a
@@ -297,11 +297,11 @@ def family_size(family):
   return int(sum(counts.get(label, 0) for label in train_labels[candidates]))
 
 
-def _select(block, start, threshold, defined, family):
+def select_pairs(block, start, threshold, defined, family):
   """(rows, cols) of the block's entries >= threshold in the family (rows
   offset by start); float32 slack, re-checked exactly by the caller."""
   candidates, train_labels, test_labels, same_label = family
-  rows, cols = _nonzero_2d(block >= threshold - _PAIR_SLACK)
+  rows, cols = _nonzero_2d(block >= threshold - PAIR_SLACK)
   keep = defined[rows]
   rows = rows + start
   keep &= candidates[rows]
@@ -310,7 +310,7 @@ def _select(block, start, threshold, defined, family):
   return rows[keep], cols[keep]
 
 
-class _Reducer:
+class Reducer:
   """What the full view keeps of each block: top-k per test example, each
   training example's largest influence, the dense matrix, the pairs."""
 
@@ -345,11 +345,11 @@ class _Reducer:
     self.best_val[~finite] = np.nan
 
 
-def _concat(parts):
+def concat_indices(parts):
   return (np.concatenate(parts) if parts else np.zeros(0)).astype(np.int64)
 
 
-def _exact_pairs(masks, test_values, rows, cols, threshold):
+def exact_pairs(masks, test_values, rows, cols, threshold):
   """The pairs whose float64 influence meets the threshold, with stderr."""
   value, stderr = pair_statistics(masks, test_values, rows, cols)
   exact = value >= threshold
@@ -385,9 +385,9 @@ def influence(masks, test_correct, train_labels, test_labels,
   test_values = np.asarray(test_correct, np.float32)
   n_test = test_values.shape[1]
   topk = max(0, min(int(topk), n))
-  family = _pair_family(memorization_values, memorization_threshold,
+  family = pair_family(memorization_values, memorization_threshold,
                         train_labels, test_labels, same_label)
-  reducer = _Reducer(n, n_test, topk, dense_path)
+  reducer = Reducer(n, n_test, topk, dense_path)
   pair_rows, pair_cols = [], []
   for start in range(0, n, block_size):
     stop = min(start + block_size, n)
@@ -395,15 +395,16 @@ def influence(masks, test_correct, train_labels, test_labels,
     block = weights.T @ test_values                        # [b, n_test]
     # float32 products can land a hair below a threshold the exact value
     # meets (3/4 - 3/5 = 0.15); candidates are re-checked exactly below.
-    rows, cols = _select(block, start, influence_threshold, defined, family)
+    rows, cols = select_pairs(block, start, influence_threshold, defined,
+                              family)
     pair_rows.append(rows)
     pair_cols.append(cols)
     reducer.add(block, start, defined)
     if progress is not None:
       progress(stop, n)
   reducer.finish()
-  pair_train, pair_test, pair_influence, pair_stderr = _exact_pairs(
-      masks, test_values, _concat(pair_rows), _concat(pair_cols),
+  pair_train, pair_test, pair_influence, pair_stderr = exact_pairs(
+      masks, test_values, concat_indices(pair_rows), concat_indices(pair_cols),
       influence_threshold)
   return InfluenceResult(
       topk_indices=reducer.best_idx, topk_influence=reducer.best_val,

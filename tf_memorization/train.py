@@ -3,12 +3,14 @@ r"""The train binary: train trials on random subsets and write their records.
     python -m tf_memorization.train --gin_file=gin_configs/demo.gin \
         --workdir=/tmp/demo [--gin_bindings='SubsetDesign.num_trials = 8'] \
         [--trials=START:END | --shard_index=I --num_shards=N]
+        [--target_stderr=0.05 --max_trials=N [--round_trials=R]]
 
 For each of its trials: build the trial's subset mask from (seed, trial index),
 train the model on that subset, predict on the full train and test sets, and
 write the trial record atomically. A trial whose record exists is skipped, so
 running the same command again resumes an interrupted run, and several workers
-(one per GPU, or per machine on shared storage) can share one workdir.
+(one per GPU, or per machine on shared storage) can share one workdir. With
+--target_stderr it trains in rounds until the planner's target (sequential.py).
 """
 
 import dataclasses
@@ -40,6 +42,13 @@ def define_flags():
       'shard_index', None, 'This worker runs trials t with t % num_shards == '
       'shard_index.')
   flags.DEFINE_integer('num_shards', None, 'Number of shards.')
+  flags.DEFINE_float(
+      'target_stderr', None, 'Sequential training: rounds of trials until the '
+      '0.9-quantile memorization stderr the planner predicts reaches this.')
+  flags.DEFINE_integer('max_trials', None, 'With --target_stderr: the cap.')
+  flags.DEFINE_integer(
+      'round_trials', None, 'With --target_stderr: trials a round adds at '
+      'least (default SubsetDesign.num_trials).')
   flags.DEFINE_string(
       'data_dir', None, 'tfds data dir (same as binding load_dataset.data_dir).')
 
@@ -137,10 +146,48 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
                     diverged=sorted(diverged))
 
 
+def run_sequential(workdir, gin_files=(), gin_bindings=(), target_stderr=None,
+                   max_trials=None, round_trials=None, trials=None,
+                   shard_index=None, num_shards=None, data_dir=None, log=print):
+  """Rounds of `run`, each with `SubsetDesign.num_trials = K` bound, until
+  the planner's target stderr or max_trials (sequential.train_until)."""
+  from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
+  from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
+  from tf_memorization import runs  # pylint: disable=g-import-not-at-top
+  from tf_memorization import sequential  # pylint: disable=g-import-not-at-top
+
+  sequential.check_flags(target_stderr, max_trials, round_trials, trials,
+                         shard_index, num_shards)
+  if not workdir:
+    raise errors.UserError('--workdir is required: where the trial records go.')
+  config.parse_gin(list(gin_files), list(gin_bindings))
+  design = runs.subset_design()
+  sequential.check_design(design, max_trials)
+  try:  # the planner's settings (with your gin files' Estimator bindings)
+    settings = estimator.Estimator()
+  except (ValueError, TypeError) as e:
+    raise errors.UserError(f'Bad Estimator config: {e}') from e
+
+  def train_round(k):
+    return run(workdir, gin_files, [*gin_bindings, f'SubsetDesign.num_trials = '
+                                    f'{k}'], data_dir=data_dir, log=log)
+
+  return sequential.train_until(
+      train_round, lambda: sequential.assess(workdir, settings, target_stderr),
+      sequential.first_round(workdir, design.num_trials, max_trials),
+      target_stderr, max_trials, round_trials or design.num_trials, log=log)
+
+
 def _main():
   f = flags.FLAGS
-  run(f.workdir, f.gin_file, f.gin_bindings, f.trials, f.shard_index,
-      f.num_shards, f.data_dir, log=lambda line: print(line, flush=True))
+  log = lambda line: print(line, flush=True)  # pylint: disable=unnecessary-lambda-assignment
+  if (f.target_stderr, f.max_trials, f.round_trials) != (None,) * 3:
+    run_sequential(f.workdir, f.gin_file, f.gin_bindings, f.target_stderr,
+                   f.max_trials, f.round_trials, f.trials, f.shard_index,
+                   f.num_shards, f.data_dir, log=log)
+  else:
+    run(f.workdir, f.gin_file, f.gin_bindings, f.trials, f.shard_index,
+        f.num_shards, f.data_dir, log=log)
 
 
 main = cli.binary_main(_main)

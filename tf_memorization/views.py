@@ -24,7 +24,7 @@ halves and the estimates cost one matrix product of k rows together; each
 null costs one more. What each view keeps per block: the pairs over the
 thresholds (the paper's raw set), the candidates for the tests (estimates
 above the null's delta) with their exact in-trial counts, and for 'all' the
-top-k, the largest influences and the dense matrix (scores._Reducer).
+top-k, the largest influences and the dense matrix (scores.Reducer).
 """
 
 import dataclasses
@@ -138,7 +138,7 @@ class _View:
     self.inv_out = inv_out.astype(np.float32)
     self.totals = self.test_values.sum(axis=0, dtype=np.float64)
     self.totals32 = self.totals.astype(np.float32)
-    self.family = scores._pair_family(spec.memorization, *family_args)  # pylint: disable=protected-access
+    self.family = scores.pair_family(spec.memorization, *family_args)
     self.delta = delta
     self.raw, self.tested = ([], []), ([], [], [])
 
@@ -148,15 +148,16 @@ class _View:
     block = np.multiply(counts, self.scale[start:stop, None])
     block -= self.inv_out[start:stop, None] * self.totals32[None, :]
     defined = self.defined[start:stop]
-    slack = scores._PAIR_SLACK  # pylint: disable=protected-access
-    rows, cols = scores._select(block, start, threshold, defined, self.family)  # pylint: disable=protected-access
+    slack = scores.PAIR_SLACK
+    rows, cols = scores.select_pairs(block, start, threshold, defined,
+                                     self.family)
     self.raw[0].append(rows)
     self.raw[1].append(cols)
     if self.delta >= threshold:  # the candidates are among these
       keep = block[rows - start, cols] >= self.delta + slack
       rows, cols = rows[keep], cols[keep]
     else:
-      rows, cols = scores._select(block, start, self.delta + 2 * slack,  # pylint: disable=protected-access
+      rows, cols = scores.select_pairs(block, start, self.delta + 2 * slack,
                                   defined, self.family)
     self.tested[0].append(rows)
     self.tested[1].append(cols)
@@ -166,8 +167,8 @@ class _View:
 
 def _tests(view, binary, delta, level, method):
   """p-values of the view's candidates and the FDR selection."""
-  rows = scores._concat(view.tested[0])  # pylint: disable=protected-access
-  cols = scores._concat(view.tested[1])  # pylint: disable=protected-access
+  rows = scores.concat_indices(view.tested[0])
+  cols = scores.concat_indices(view.tested[1])
   if binary:
     x_in = np.rint(np.concatenate(view.tested[2]) if view.tested[2]
                    else np.zeros(0))
@@ -222,7 +223,7 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
     raise ValueError(f'no view named {full!r} among {sorted(by_name)}.')
   segments = [(masks[_index(rows)], test_values[_index(rows)], members)
               for rows, members in _segments(specs, k)]
-  reducer = scores._Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)  # pylint: disable=protected-access
+  reducer = scores.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
   for start in range(0, n, block_size):
     stop = min(start + block_size, n)
     sums = [None] * len(views)
@@ -244,9 +245,9 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   reducer.finish()
   results = {}
   for view in views:
-    raw = scores._exact_pairs(view.masks, view.test_values,  # pylint: disable=protected-access
-                              scores._concat(view.raw[0]),  # pylint: disable=protected-access
-                              scores._concat(view.raw[1]),  # pylint: disable=protected-access
+    raw = scores.exact_pairs(view.masks, view.test_values,
+                              scores.concat_indices(view.raw[0]),
+                              scores.concat_indices(view.raw[1]),
                               influence_threshold)
     rows, cols, pvalue, qvalue, selected, m = _tests(view, binary, delta,
                                                      level, method)
