@@ -18,9 +18,11 @@ From one blocked pass over the views of the trials (views.py):
   `null_permutations`, estimates how many of the raw pairs are there by
   chance: estimated false discovery proportion = null count / raw count.
   For memorization the masks are permuted instead (each trial's
-  correctness against another trial's subset). The null keeps every
-  trial's accuracy and the correlation between test examples within a
-  trial; it breaks the link between a trial's overall quality and its
+  correctness against another trial's subset). Each null costs one matrix
+  product, or a share `null_sample` of one (every 1/null_sample-th block of
+  training examples; the count is scaled to the whole family). The null
+  keeps every trial's accuracy and the correlation between test examples
+  within a trial; it breaks the link between a trial's overall quality and its
   subset, so it can undercount slightly when better trials are in part
   better because of their subset.
 - **Convergence with k.** The nested views k/8, k/4, k/2 against all k:
@@ -90,7 +92,7 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
   for p in range(s.null_permutations if k >= 2 else 0):
     perms.append(selection.derangement(k, seed + p))
     specs.append(views.Spec(f'null{p}', np.arange(k), mem.memorization,
-                            perms[-1]))
+                            perms[-1], every=max(1, round(1 / s.null_sample))))
   infl, results = views.influence_views(
       masks, test_values, loaded.train_labels, loaded.test_labels, specs,
       topk=s.topk, influence_threshold=s.influence_threshold,
@@ -124,9 +126,13 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
     for perm in perms:
       value = _memorization(masks[perm], correct)
       null_mem.append(int(np.sum(value >= s.memorization_threshold)))
-    raw_null = float(np.mean([len(v.raw_train) for v in null_pairs]))
+    # A null covering a share of the family (Estimator.null_sample) counts
+    # for the whole of it.
+    raw_null = float(np.mean([len(v.raw_train) / v.coverage
+                              for v in null_pairs]))
     summary['null'] = {
         'permutations': len(perms),
+        'family_covered': float(np.mean([v.coverage for v in null_pairs])),
         'raw_pairs': raw_null,
         'controlled_pairs': float(np.mean([v.selected.sum()
                                            for v in null_pairs])),

@@ -92,7 +92,11 @@ class Estimator:
       threshold).
     null_permutations: planted nulls (test predictions reassigned among the
       trials) whose pairs estimate the false discoveries of the raw set;
-      each costs one more matrix product (0: none).
+      each costs one more matrix product (0: none), or `null_sample` of
+      one.
+    null_sample: the share of the training examples (by blocks of
+      block_size) each null covers, its count scaled to all (1: every
+      example; a data set of one block is covered whole).
     convergence: also estimate on every 8th, 4th and 2nd trial (no extra
       product) and compare with all.
     planner: predict standard errors, controlled sets and training hours
@@ -110,7 +114,7 @@ class Estimator:
                influence_scores='correct', experiments=(), report=True,
                report_dir=None, diverged_trials='refuse', pair_fdr=0.1,
                memorization_fdr=0.1, fdr_method='bh', pair_null=None,
-               memorization_null=None, null_permutations=1,
+               memorization_null=None, null_permutations=1, null_sample=0.5,
                convergence=True, planner=True, target_stderr=0.05,
                target_pair_jaccard=0.7):
     name = 'Estimator.'
@@ -163,6 +167,10 @@ class Estimator:
       setattr(self, key, value)
     self.null_permutations = errors.integer(name + 'null_permutations',
                                             null_permutations, minimum=0)
+    self.null_sample = errors.number(name + 'null_sample', null_sample)
+    if not 0 < self.null_sample <= 1:
+      raise ValueError(f'{name}null_sample = {null_sample}: a share in '
+                       '(0, 1].')
     self.convergence = errors.boolean(name + 'convergence', convergence)
     self.planner = errors.boolean(name + 'planner', planner)
     self.target_stderr = errors.number(name + 'target_stderr', target_stderr)

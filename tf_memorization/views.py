@@ -36,6 +36,7 @@ from tf_memorization import scores
 from tf_memorization import selection
 
 NESTED = ('k/8', 'k/4', 'k/2', 'all')
+_CHUNK_ROWS = 64
 
 
 def nested_rows(k):
@@ -47,12 +48,16 @@ def nested_rows(k):
 
 @dataclasses.dataclass
 class Spec:
-  """One view: its trial rows, its memorization (for the pair family) and
-  for a null the trial whose test predictions each row gets."""
+  """One view: its trial rows, its memorization (for the pair family), for
+  a null the trial whose test predictions each row gets, and `every`: the
+  view covers every `every`-th block of training examples only (a null
+  estimated on a sample of the training examples, at a fraction of the
+  cost; ViewPairs.coverage says which fraction of the family it saw)."""
   name: str
   rows: np.ndarray
   memorization: np.ndarray
   permutation: Optional[np.ndarray] = None
+  every: int = 1
 
 
 @dataclasses.dataclass
@@ -62,7 +67,9 @@ class ViewPairs:
   Attributes:
     name: the view.
     num_trials: its trials.
-    num_tests: m, the pairs in its family (selection's module docstring).
+    num_tests: m, the pairs in its family (selection's module docstring)
+      that it covered.
+    coverage: that number over the whole family's (1 unless Spec.every).
     raw_train, raw_test, raw_influence, raw_stderr: the pairs over the
       thresholds, exact (float64 re-check) as scores.influence keeps them.
     test_train, test_test, pvalue, qvalue, selected: the pairs tested (the
@@ -71,6 +78,7 @@ class ViewPairs:
   name: str
   num_trials: int
   num_tests: int
+  coverage: float
   raw_train: np.ndarray
   raw_test: np.ndarray
   raw_influence: np.ndarray
@@ -119,6 +127,36 @@ def _segments(specs, k):
   return out
 
 
+def _sum_plan(specs, segments):
+  """The order views are summed in, each from the largest view before it
+  whose segments are a subset of its own (k/4 = k/8 + one segment, ...):
+  [(view, base view or None, [segments to add], [views no longer
+  needed])]."""
+  segs_of = {i: frozenset(s for s, (_, _, members) in enumerate(segments)
+                          if i in members) for i in range(len(specs))}
+  order = sorted(range(len(specs)), key=lambda i: (
+      specs[i].permutation is not None, len(segs_of[i]), i))
+  plan, done = [], []
+  for i in order:
+    base = None
+    if specs[i].permutation is None:
+      subsets = [j for j in done if segs_of[j] <= segs_of[i]
+                 and specs[j].every == 1]
+      base = max(subsets, key=lambda j: len(segs_of[j]), default=None)
+    extra = sorted(segs_of[i] - (segs_of[base] if base is not None
+                                 else frozenset()))
+    plan.append([i, base, extra, []])
+    done.append(i)
+  last = {}
+  for position, (i, base, _, _) in enumerate(plan):
+    last[i] = position
+    if base is not None:
+      last[base] = position
+  for i, position in last.items():
+    plan[position][3].append(i)
+  return [tuple(step) for step in plan]
+
+
 class _View:
   """Per-view state of the pass."""
 
@@ -141,12 +179,23 @@ class _View:
     self.family = scores.pair_family(spec.memorization, *family_args)
     self.delta = delta
     self.raw, self.tested = ([], []), ([], [], [])
+    self.covered = np.zeros(len(self.k_in), bool)
+
+  def covers(self, block_index):
+    return block_index % self.spec.every == 0
 
   def block(self, counts, start, stop, threshold):
     """The view's influence block from its in-trial counts [b, n_test];
     collects its pairs and candidates."""
-    block = np.multiply(counts, self.scale[start:stop, None])
-    block -= self.inv_out[start:stop, None] * self.totals32[None, :]
+    self.covered[start:stop] = True
+    # Row chunks small enough to stay in cache: the scaling and the
+    # rank-one correction cost one pass over memory, not three.
+    block = np.empty(counts.shape, np.float32)
+    scale, inv_out = self.scale[start:stop], self.inv_out[start:stop]
+    for r in range(0, len(block), _CHUNK_ROWS):
+      part = slice(r, r + _CHUNK_ROWS)
+      np.multiply(counts[part], scale[part, None], out=block[part])
+      block[part] -= inv_out[part, None] * self.totals32[None, :]
     defined = self.defined[start:stop]
     slack = scores.PAIR_SLACK
     rows, cols = scores.select_pairs(block, start, threshold, defined,
@@ -183,9 +232,13 @@ def _tests(view, binary, delta, level, method):
             stats['k_in'] - 1, 1), stats['k_in'], stats['mean_out'],
         stats['var_out'] * stats['k_out'] / np.maximum(stats['k_out'] - 1, 1),
         stats['k_out'], delta)
-  m = max(scores.family_size(view.family), len(pvalue))
+  candidates, *rest = view.family
+  whole = scores.family_size(view.family)
+  m = max(scores.family_size((candidates & view.covered, *rest)),
+          len(pvalue))
   selected, qvalue = selection.fdr_select(pvalue, m, level, method)
-  return rows, cols, pvalue, qvalue, selected, m
+  return rows, cols, pvalue, qvalue, selected, m, (m / whole if whole
+                                                   else 1.0)
 
 
 def influence_views(masks, test_values, train_labels, test_labels, specs,
@@ -223,23 +276,34 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
     raise ValueError(f'no view named {full!r} among {sorted(by_name)}.')
   segments = [(masks[_index(rows)], test_values[_index(rows)], members)
               for rows, members in _segments(specs, k)]
+  plan = _sum_plan(specs, segments)
   reducer = scores.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
-  for start in range(0, n, block_size):
+  for block_index, start in enumerate(range(0, n, block_size)):
     stop = min(start + block_size, n)
-    sums = [None] * len(views)
-    for seg_masks, seg_values, members in segments:
-      counts = seg_masks[:, start:stop].T.astype(np.float32) @ seg_values
-      for i in members:
-        sums[i] = counts if sums[i] is None else sums[i] + counts
-    for i, view in enumerate(views):
+    active = [view.covers(block_index) for view in views]
+    counts = [seg_masks[:, start:stop].T.astype(np.float32) @ seg_values
+              if any(active[i] for i in members) else None
+              for seg_masks, seg_values, members in segments]
+    sums = {}
+    for i, base, extra, last_use in plan:
+      view = views[i]
       if view.spec.permutation is not None:
-        sums[i] = (view.masks[:, start:stop].T.astype(np.float32)
-                   @ view.test_values)
-      block, defined = view.block(sums[i], start, stop, influence_threshold)
-      sums[i] = None
-      if i == by_name[full]:
-        reducer.add(block, start, defined)
-      del block
+        total = (view.masks[:, start:stop].T.astype(np.float32)
+                 @ view.test_values) if active[i] else None
+      elif not active[i]:
+        total = None
+      else:
+        total = sums[base] if base is not None else counts[extra[0]]
+        for s_index in extra[1 if base is None else 0:]:
+          total = total + counts[s_index]
+      sums[i] = total
+      if total is not None:
+        block, defined = view.block(total, start, stop, influence_threshold)
+        if i == by_name[full]:
+          reducer.add(block, start, defined)
+        del block
+      for j in last_use:  # no later view sums from these
+        sums.pop(j, None)
     if progress is not None:
       progress(stop, n)
   reducer.finish()
@@ -249,10 +313,11 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
                               scores.concat_indices(view.raw[0]),
                               scores.concat_indices(view.raw[1]),
                               influence_threshold)
-    rows, cols, pvalue, qvalue, selected, m = _tests(view, binary, delta,
-                                                     level, method)
+    rows, cols, pvalue, qvalue, selected, m, coverage = _tests(
+        view, binary, delta, level, method)
     results[view.spec.name] = ViewPairs(
         name=view.spec.name, num_trials=len(view.spec.rows), num_tests=m,
+        coverage=coverage,
         raw_train=raw[0], raw_test=raw[1], raw_influence=raw[2],
         raw_stderr=raw[3], test_train=rows, test_test=cols, pvalue=pvalue,
         qvalue=qvalue, selected=selected)
