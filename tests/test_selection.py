@@ -1363,7 +1363,7 @@ def test_planner_variances_by_hand():
   # trial (r = 1/2): w = 0 / r + (1/2) / (1/2) = 1; the estimate 1 - 1/2.
   masks = np.array([[1, 1], [1, 1], [1, 0], [0, 0]], bool)
   values = np.array([[1, 1], [0, 1], [1, 0], [0, 1]], bool)
-  k_in, k_out, u_in, u_out, s_in, s_out = planner._side_variances(  # pylint: disable=protected-access
+  k_in, k_out, _, u_in, u_out, s_in, s_out = planner._side_variances(  # pylint: disable=protected-access
       masks, values)
   np.testing.assert_array_equal(k_in, [3, 2])
   np.testing.assert_array_equal(k_out, [1, 2])

@@ -38,39 +38,44 @@ from tf_memorization import scores
 
 GRID = np.linspace(-1.0, 1.0, 101)
 _BINS = 40
-_FIT_SIZE = 20000
+_FIT_SIZE = 10000
 
 
-def _side_variances(masks, values):
-  """Per column: (k_in, k_out, unbiased v_in, v_out, smoothed v_in, v_out)
-  of 0/1 values."""
+def _side_variances(masks, values, chunk=4096):
+  """Per column of 0/1 values: (k_in, k_out, estimate, unbiased v_in,
+  v_out, smoothed v_in, v_out), from the in- and out-trial counts (one
+  pass, in column chunks)."""
   masks = np.asarray(masks, bool)
   values = np.asarray(values, bool)
-  k = masks.shape[0]
+  k, n = masks.shape
+  x_in, x_all = np.empty(n), np.empty(n)
+  for start in range(0, n, chunk):
+    m, v = masks[:, start:start + chunk], values[:, start:start + chunk]
+    x_in[start:start + chunk] = np.count_nonzero(m & v, axis=0)
+    x_all[start:start + chunk] = np.count_nonzero(v, axis=0)
   k_in = masks.sum(axis=0).astype(np.float64)
   k_out = k - k_in
-  x_in = np.count_nonzero(masks & values, axis=0).astype(np.float64)
-  x_out = np.count_nonzero(values, axis=0) - x_in
-  out = [k_in, k_out]
+  x_out = x_all - x_in
   with np.errstate(invalid='ignore', divide='ignore'):
-    for kind in ('unbiased', 'smoothed'):
-      for x, n in ((x_in, k_in), (x_out, k_out)):
-        if kind == 'unbiased':
-          p = x / n
-          out.append(np.where(n > 1, p * (1 - p) * n / np.maximum(n - 1, 1),
-                              np.nan))
-        else:
-          p = (x + 0.5) / (n + 1.0)
-          out.append(p * (1 - p))
+    out = [k_in, k_out, x_in / k_in - x_out / k_out]
+    for x, size in ((x_in, k_in), (x_out, k_out)):
+      p = x / size
+      out.append(np.where(size > 1, p * (1 - p) * size / np.maximum(size - 1,
+                                                                     1),
+                          np.nan))
+    for x, size in ((x_in, k_in), (x_out, k_out)):
+      p = (x + 0.5) / (size + 1.0)
+      out.append(p * (1 - p))
   return out
 
 
 def _estimates(masks, values):
-  """(estimate, ratio in, unbiased per-trial variance, smoothed one): the
-  per-trial variance w = v_in / r + v_out / (1 - r), so var at k = w / k."""
+  """(estimate, unbiased per-trial variance, smoothed one) of the columns
+  with trials on both sides: the per-trial variance is
+  w = v_in / r + v_out / (1 - r), r = k_in / k, so the variance at k is
+  w / k."""
   k = masks.shape[0]
-  k_in, k_out, u_in, u_out, s_in, s_out = _side_variances(masks, values)
-  diff = scores.difference_of_means(masks, values)['estimate']
+  k_in, k_out, diff, u_in, u_out, s_in, s_out = _side_variances(masks, values)
   ok = (k_in > 0) & (k_out > 0)
   r = np.where(ok, k_in / k, np.nan)
   with np.errstate(invalid='ignore', divide='ignore'):
@@ -104,15 +109,18 @@ def sample_pairs(loaded, memorization, threshold, same_label, size, seed):
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1], m
   rows = rng.choice(candidates, size=size, p=counts / counts.sum())
-  if same_label:
-    cols = np.array([rng.choice(by_label[c]) for c in
-                     loaded.train_labels[rows]], np.int64)
+  if same_label:  # a test example of each row's label, uniformly
+    cols = np.empty(size, np.int64)
+    row_labels = loaded.train_labels[rows]
+    for label, members in by_label.items():
+      where = np.flatnonzero(row_labels == label)
+      cols[where] = members[rng.integers(0, len(members), len(where))]
   else:
     cols = rng.integers(0, len(test_labels), size)
   return rows.astype(np.int64), cols, m
 
 
-def fit_prior(estimate, stderr, iterations=200):
+def fit_prior(estimate, stderr, iterations=100):
   """The prior g on GRID maximizing prod_i sum_g g N(x_i; mu_g, s_i^2)
   (EM from uniform; the pilot's estimates binned by s for speed)."""
   estimate, stderr = np.asarray(estimate), np.maximum(np.asarray(stderr),

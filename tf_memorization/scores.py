@@ -298,12 +298,13 @@ def family_size(family):
 
 
 def select_pairs(block, start, threshold, defined, family):
-  """(rows, cols) of the block's entries >= threshold in the family (rows
-  offset by start); float32 slack, re-checked exactly by the caller."""
+  """(rows, cols) of the block's entries >= threshold in the family; float32
+  slack, re-checked exactly by the caller. `start`: the training index of
+  the block's first row, or an array of each row's index."""
   candidates, train_labels, test_labels, same_label = family
   rows, cols = _nonzero_2d(block >= threshold - PAIR_SLACK)
   keep = defined[rows]
-  rows = rows + start
+  rows = start[rows] if np.ndim(start) else rows + start
   keep &= candidates[rows]
   if same_label:
     keep &= train_labels[rows] == test_labels[cols]

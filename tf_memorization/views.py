@@ -184,33 +184,45 @@ class _View:
   def covers(self, block_index):
     return block_index % self.spec.every == 0
 
-  def block(self, counts, start, stop, threshold):
-    """The view's influence block from its in-trial counts [b, n_test];
-    collects its pairs and candidates."""
+  def family_rows(self, start, stop):
+    """The block's rows (local indices) that hold pairs of the family: the
+    only ones a view other than the full one looks at."""
+    return np.flatnonzero(self.family[0][start:stop] & self.defined[start:stop])
+
+  def block(self, counts, start, stop, threshold, rows=None):
+    """The view's influence block from its in-trial counts [b, n_test] (or
+    [len(rows), n_test] of the block's `rows`); collects its pairs and
+    candidates."""
+    local = np.arange(stop - start) if rows is None else rows
     self.covered[start:stop] = True
     # Row chunks small enough to stay in cache: the scaling and the
     # rank-one correction cost one pass over memory, not three.
     block = np.empty(counts.shape, np.float32)
-    scale, inv_out = self.scale[start:stop], self.inv_out[start:stop]
+    scale = self.scale[start:stop][local]
+    inv_out = self.inv_out[start:stop][local]
     for r in range(0, len(block), _CHUNK_ROWS):
       part = slice(r, r + _CHUNK_ROWS)
       np.multiply(counts[part], scale[part, None], out=block[part])
       block[part] -= inv_out[part, None] * self.totals32[None, :]
-    defined = self.defined[start:stop]
+    defined = self.defined[start:stop][local]
+    index = local + start
     slack = scores.PAIR_SLACK
-    rows, cols = scores.select_pairs(block, start, threshold, defined,
-                                     self.family)
-    self.raw[0].append(rows)
-    self.raw[1].append(cols)
+    found = scores.select_pairs(block, index, threshold, defined,
+                                self.family)
+    self.raw[0].append(found[0])
+    self.raw[1].append(found[1])
+    position = np.full(stop - start, -1, np.int64)
+    position[local] = np.arange(len(local))
     if self.delta >= threshold:  # the candidates are among these
-      keep = block[rows - start, cols] >= self.delta + slack
-      rows, cols = rows[keep], cols[keep]
+      rows_, cols = found
+      keep = block[position[rows_ - start], cols] >= self.delta + slack
+      rows_, cols = rows_[keep], cols[keep]
     else:
-      rows, cols = scores.select_pairs(block, start, self.delta + 2 * slack,
-                                  defined, self.family)
-    self.tested[0].append(rows)
+      rows_, cols = scores.select_pairs(block, index, self.delta + 2 * slack,
+                                        defined, self.family)
+    self.tested[0].append(rows_)
     self.tested[1].append(cols)
-    self.tested[2].append(counts[rows - start, cols])
+    self.tested[2].append(counts[position[rows_ - start], cols])
     return block, defined
 
 
@@ -287,8 +299,10 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
     sums = {}
     for i, base, extra, last_use in plan:
       view = views[i]
+      # Views other than the full one need only the family's rows.
+      rows = None if i == by_name[full] else view.family_rows(start, stop)
       if view.spec.permutation is not None:
-        total = (view.masks[:, start:stop].T.astype(np.float32)
+        total = (view.masks[:, start:stop][:, rows].T.astype(np.float32)
                  @ view.test_values) if active[i] else None
       elif not active[i]:
         total = None
@@ -298,7 +312,10 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
           total = total + counts[s_index]
       sums[i] = total
       if total is not None:
-        block, defined = view.block(total, start, stop, influence_threshold)
+        if rows is not None and view.spec.permutation is None:
+          total = total[rows]
+        block, defined = view.block(total, start, stop, influence_threshold,
+                                    rows)
         if i == by_name[full]:
           reducer.add(block, start, defined)
         del block
