@@ -156,20 +156,17 @@ def predict_selection(g, per_trial_sd, k, delta, level, method='bh', m=1):
   centres, weights = _bins(per_trial_sd)
   s_k = np.maximum(centres, 1e-6) / math.sqrt(k)          # [bins]
   mean_shift = (GRID[None, :] - delta) / s_k[:, None]     # [bins, grid]
-  level = level / (sum(1.0 / r for r in range(1, int(m) + 1))
-                   if method == 'by' else 1.0)
-  best = None
-  for log_t in np.linspace(-16, math.log10(level), 161):
-    t = 10.0 ** log_t
-    z_t = -special.ndtri(t)
-    pi = special.ndtr(mean_shift - z_t)                   # [bins, grid]
-    fraction = float(np.sum(weights[:, None] * g[None, :] * pi))
-    if fraction >= t / level:
-      best = (t, pi)
-  if best is None:
-    return 0.0, 0.0, float('nan')
-  _, pi = best
+  if method == 'by':
+    level = level / float(np.sum(1.0 / np.arange(1, int(m) + 1)))
   mass = weights[:, None] * g[None, :]
+  cutoffs = 10.0 ** np.linspace(-16, math.log10(level), 161)
+  z = -special.ndtri(cutoffs)
+  every = special.ndtr(mean_shift[None] - z[:, None, None])  # [t, bins, grid]
+  fractions = np.einsum('tbg,bg->t', every, mass)
+  passing = np.flatnonzero(fractions >= cutoffs / level)
+  if not len(passing):
+    return 0.0, 0.0, float('nan')
+  pi = every[passing[-1]]
   e_pi, e_pi2 = float(np.sum(mass * pi)), float(np.sum(mass * pi * pi))
   false = float(np.sum(mass * pi * (GRID <= delta)[None, :]))
   jaccard = e_pi2 / (2 * e_pi - e_pi2) if e_pi > 0 else float('nan')
