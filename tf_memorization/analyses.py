@@ -100,10 +100,9 @@ def write_convergence(output_dir, rows, log):
                      ('pairs_controlled', 'controlled pairs'),
                      ('memorized_raw', 'raw memorized'),
                      ('memorized_controlled', 'controlled memorized')):
-    right.plot(trials, [max(row[key], 0.5) for row in rows], marker='o',
-               label=label)
+    right.plot(trials, [row[key] for row in rows], marker='o', label=label)
   right.set_xscale('log', base=2)
-  right.set_yscale('log')
+  right.set_yscale('symlog', linthresh=1)  # an empty set shows as 0
   right.set_xlabel('trials')
   right.set_title('Set sizes')
   right.legend(fontsize=8)
