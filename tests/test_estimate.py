@@ -27,6 +27,7 @@ import pytest
 from tf_memorization import loading
 from tf_memorization import records
 from tf_memorization import scores
+from tf_memorization import selection
 from tf_memorization import train
 
 from conftest import GIN_DIR, REPO, train_tiny
@@ -225,7 +226,6 @@ def test_memorization_csv(workdir, run_output, loaded):
   np.testing.assert_allclose(thirds, np.round(thirds), atol=1e-4)
   # The tests (H0: mem <= 0.25, the threshold): p-values from the counts,
   # q-values >= p-values, the controlled set exactly the q-values <= 0.1.
-  from tf_memorization import selection  # pylint: disable=g-import-not-at-top
   x_in, x_all = (c & m).sum(0), c.sum(0)
   np.testing.assert_allclose(
       _floats(rows, col['pvalue']),

@@ -84,9 +84,16 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
     rows.update({name: nested[name] for name in ('k/8', 'k/4', 'k/2')})
   if s.split_half and k >= 4:
     rows.update({name: nested[name] for name in ('k/2', 'odd')})
+  mem_delta = (s.memorization_threshold if s.memorization_null is None
+               else s.memorization_null)
+  # Each view's memorization and its tests from one count of its trials
+  # (strided views of the records, not copies).
+  mem_tests = {name: selection.memorization_tests(
+      masks[views.as_index(r)], correct[views.as_index(r)], mem_delta,
+      s.memorization_fdr, s.fdr_method) for name, r in rows.items()}
   view_mem = {name: (mem.memorization if name == 'all'
-                     else _memorization(masks[r], correct[r]))
-              for name, r in rows.items()}
+                     else mem_tests[name]['estimate'])
+              for name in rows}
   specs = [views.Spec(name, r, view_mem[name]) for name, r in rows.items()]
   perms = []
   for p in range(s.null_permutations if k >= 2 else 0):
@@ -100,11 +107,6 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
       same_label=s.same_label, delta=s.pair_null, level=s.pair_fdr,
       method=s.fdr_method, block_size=s.block_size, dense_path=dense_path,
       progress=progress)
-  mem_delta = (s.memorization_threshold if s.memorization_null is None
-               else s.memorization_null)
-  mem_tests = {name: selection.memorization_tests(
-      masks[r], correct[r], mem_delta, s.memorization_fdr, s.fdr_method)
-               for name, r in rows.items()}
   full = results['all']
   raw_memorized = int(np.sum(mem.memorization >= s.memorization_threshold))
   summary = {

@@ -66,8 +66,8 @@ class Estimator:
     memorization_thresholds: the summary counts examples over each.
     block_size: training examples per influence matrix product.
     dense_influence: also write the dense float16 influence matrix.
-    split_half: estimate from two disjoint halves of the trials and report
-      their agreement (costs one more influence pass).
+    split_half: estimate from the even and the odd trials and report
+      their agreement (from the same product as the estimates: views.py).
     influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
     experiments: which retraining experiments to run after the scores:
       any of experiments.BY_KIND ('ablation', 'removal', 'leave_one_out',

@@ -34,7 +34,6 @@ import math
 
 import numpy as np
 
-from tf_memorization import scores
 
 GRID = np.linspace(-1.0, 1.0, 101)
 _BINS = 40
@@ -237,7 +236,7 @@ class Plan:
     """The predictions at k trials (a dict)."""
     row = {'trials': int(k),
            'training_hours': self.seconds * k / 3600.0,
-           'more_training_hours': self.seconds * max(k - self.k, 0) / 3600.0}
+           'more_training_hours': _hours(self.seconds, k, self.k)}
     for name, part in (('memorization', self.mem), ('pairs', self.pairs)):
       if part is None:
         continue

@@ -199,7 +199,8 @@ def memorization_tests(masks, correct, delta, level, method='bh'):
     level, method: as in fdr_select.
 
   Returns:
-    dict of [n] arrays: pvalue and qvalue (NaN where undefined), selected
+    dict of [n] arrays: estimate (the memorization, as
+    scores.memorization), pvalue and qvalue (NaN where undefined), selected
     (bool); and 'num_tests' (defined examples).
   """
   masks = np.asarray(masks, bool)
@@ -214,11 +215,15 @@ def memorization_tests(masks, correct, delta, level, method='bh'):
   qvalue = np.full(n, np.nan)
   selected = np.zeros(n, bool)
   defined = (k_in > 0) & (k_out > 0)
+  estimate = np.full(n, np.nan)
+  estimate[defined] = (x_in[defined] / k_in[defined]
+                       - x_out[defined] / k_out[defined])
   if defined.any():
     pvalue[defined] = difference_pvalues(x_in[defined], k_in[defined],
                                          x_out[defined], k_out[defined],
                                          delta)
     chosen, q = fdr_select(pvalue[defined], level=level, method=method)
     selected[defined], qvalue[defined] = chosen, q
-  return {'pvalue': pvalue, 'qvalue': qvalue, 'selected': selected,
+  return {'estimate': estimate, 'pvalue': pvalue, 'qvalue': qvalue,
+          'selected': selected,
           'num_tests': int(defined.sum())}

@@ -97,7 +97,7 @@ class ViewPairs:
                    self.test_test[self.selected].tolist()))
 
 
-def _index(rows):
+def as_index(rows):
   """`rows` as a slice when they step evenly (a view of the records, not a
   copy: the nested views and the halves all do), else as they are."""
   rows = np.asarray(rows, np.int64)
@@ -162,7 +162,7 @@ class _View:
 
   def __init__(self, spec, masks, test_values, family_args, delta):
     self.spec = spec
-    rows = _index(spec.rows)
+    rows = as_index(spec.rows)
     self.masks = masks[rows]
     self.test_values = (test_values[rows] if spec.permutation is None else
                         test_values[spec.permutation[spec.rows]])
@@ -286,7 +286,7 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   by_name = {s.name: i for i, s in enumerate(specs)}
   if full not in by_name:
     raise ValueError(f'no view named {full!r} among {sorted(by_name)}.')
-  segments = [(masks[_index(rows)], test_values[_index(rows)], members)
+  segments = [(masks[as_index(rows)], test_values[as_index(rows)], members)
               for rows, members in _segments(specs, k)]
   plan = _sum_plan(specs, segments)
   reducer = scores.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
