@@ -39,6 +39,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import synthetic_records  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization import record_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization import storage  # pylint: disable=g-import-not-at-top
 
@@ -119,7 +120,7 @@ def main():
   def value_checks():
     for path in found[:200]:
       arrays, _ = records._parse_record(path, storage.read_bytes(path))  # pylint: disable=protected-access
-      loading._check_values(path, arrays, 100)  # pylint: disable=protected-access
+      record_checks.check_values(path, arrays, 100)
 
   def parse_only():
     for path in found[:200]:

@@ -17,7 +17,7 @@ import sys
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'tf_memorization')
-BINARIES = {'train', 'estimate', 'report', 'inspect_workdir'}
+BINARIES = {'train', 'estimate', 'report', 'inspect_workdir', 'compare'}
 TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
                   'tf_memorization.models', 'tf_memorization.strategy',
                   'tf_memorization.experiments', 'tf_memorization.estimator',
@@ -29,14 +29,15 @@ LAYERS = (
     'errors', 'progress', 'scores', 'selection', 'views', 'planner',
     'masks', 'preparing', 'schedules',
     'strategy', 'datasets.sklearn_digits', 'datasets', 'storage', 'records',
-    'loading', 'config', 'leases', 'models', 'initializing', 'tfds_data',
-    'data', 'folders', 'arrays', 'training', 'pretrained', 'runs',
+    'record_checks', 'loading', 'membership', 'membership_eval', 'proxies', 'published', 'published_join', 'config', 'leases', 'models', 'initializing', 'tfds_data',
+    'data', 'folders', 'arrays', 'dynamics', 'inference', 'training', 'pretrained', 'runs',
     'sequential',
     'estimates', 'analyses', 'assessment', 'experiments.base', 'experiments.removal',
     'experiments.ablation', 'experiments.leave_one_out',
     'experiments.ratio_sweep', 'experiments', 'estimator', 'report_html',
     'report_figures', 'report_inputs', 'report_images', 'report',
-    'configurables', 'cli', 'train', 'estimate', 'inspect_workdir')
+    'configurables', 'cli', 'train', 'estimate', 'inspect_workdir',
+    'compare')
 MAX_LINES = 600
 MAX_BINARY_LINES = {'estimate': 200, 'train': 200, 'inspect_workdir': 200}
 

@@ -110,9 +110,15 @@ def test_a_trial_resumed_from_its_checkpoint_equals_the_uninterrupted_one(
   resumed = trainer.train_trials([mask], [5], checkpoints=[path])[0]
   assert resumed.metrics['resumed_from_epoch'] == 2
   for field in ('train_pred', 'train_prob', 'train_margin', 'test_pred',
-                'test_prob', 'test_margin'):
+                'test_prob', 'test_margin', 'train_logodds', 'test_logodds'):
     np.testing.assert_array_equal(getattr(whole, field),
                                   getattr(resumed, field), err_msg=field)
+  # The learning-dynamics proxies continue from the checkpoint's: a resumed
+  # trial counts the visits of the epochs before the kill too.
+  for field, value in whole.dynamics.items():
+    np.testing.assert_array_equal(value, resumed.dynamics[field],
+                                  err_msg=field)
+  assert resumed.dynamics['train_visits'][mask].min() >= 3
   # A checkpoint of another trial (seed or mask) is not used.
   other = trainer.train_trials([mask], [6], checkpoints=[path])[0]
   assert other.metrics['resumed_from_epoch'] == 0

@@ -324,7 +324,7 @@ def test_same_seed_and_mask_give_identical_trials(trainer, digits):
 
 
 def _direct_outputs(trainer, split):
-  """pred, prob, margin computed with numpy from a direct model call."""
+  """pred, prob, margin, log-odds computed with numpy from a direct call."""
   logits = np.asarray(trainer.model(_normalised(split), training=False),
                       np.float64)
   labels = split.labels
@@ -333,17 +333,21 @@ def _direct_outputs(trainer, split):
   true_logit = logits[np.arange(len(labels)), labels]
   others = logits.copy()
   others[np.arange(len(labels)), labels] = -np.inf
+  top = others.max(axis=1)
+  rest = top + np.log(np.exp(others - top[:, None]).sum(axis=1))
   return (logits.argmax(axis=1), prob[np.arange(len(labels)), labels],
-          true_logit - others.max(axis=1))
+          true_logit - top, true_logit - rest)
 
 
 def _check_result_against_model(trainer, result, digits):
   for name, split in (('train', digits.train), ('test', digits.test)):
-    pred, prob, margin = _direct_outputs(trainer, split)
+    pred, prob, margin, logodds = _direct_outputs(trainer, split)
     np.testing.assert_array_equal(getattr(result, f'{name}_pred'), pred)
     np.testing.assert_allclose(getattr(result, f'{name}_prob'), prob,
                                rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(getattr(result, f'{name}_margin'), margin,
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(getattr(result, f'{name}_logodds'), logodds,
                                rtol=1e-4, atol=1e-5)
 
 
@@ -411,8 +415,9 @@ def test_mirrored_inference_is_in_dataset_order(mirrored_trainer, digits):
   # input alone, so they must line up with a direct call example by example.
   trainer.reinitialize(60)
   for name, split in (('test', digits.test), ('train', digits.train)):
-    pred, prob, margin = _predict_split(trainer, name)
-    direct_pred, direct_prob, direct_margin = _direct_outputs(trainer, split)
+    pred, prob, margin, _ = _predict_split(trainer, name)
+    direct_pred, direct_prob, direct_margin, _ = _direct_outputs(trainer,
+                                                                 split)
     assert pred.shape == (len(split),)
     np.testing.assert_array_equal(pred, direct_pred)
     # Argmax alone is a weak order check when many predictions share a
@@ -448,11 +453,13 @@ def mirrored_trial(mirrored_trainer, digits):
 def test_mirrored_trial_predicts_in_dataset_order(mirrored_trial, digits):
   result = mirrored_trial['result']
   for name in ('test', 'train'):
-    pred, prob, margin = mirrored_trial['predict'][name]
+    pred, prob, margin, logodds = mirrored_trial['predict'][name]
     # train_trial's outputs are the inference pass over the split, in order.
     np.testing.assert_array_equal(getattr(result, f'{name}_pred'), pred)
     np.testing.assert_array_equal(getattr(result, f'{name}_prob'), prob)
     np.testing.assert_array_equal(getattr(result, f'{name}_margin'), margin)
+    np.testing.assert_array_equal(getattr(result, f'{name}_logodds'),
+                                  logodds)
   mask = mirrored_trial['mask']
   correct = result.train_pred == digits.train.labels
   assert result.metrics['train_accuracy'] == pytest.approx(correct[mask].mean())
@@ -473,7 +480,8 @@ def test_mirrored_trial_scores_every_example_with_the_trained_model(
     mirrored_trial):
   result = mirrored_trial['result']
   for name in ('test', 'train'):
-    direct_pred, direct_prob, direct_margin = mirrored_trial['direct'][name]
+    direct_pred, direct_prob, direct_margin, _ = mirrored_trial['direct'][
+        name]
     # Every example is scored by the same model: the one a direct call uses.
     np.testing.assert_array_equal(getattr(result, f'{name}_pred'),
                                   direct_pred)

@@ -350,7 +350,8 @@ def test_a_record_of_format_1_is_refused_until_upgraded(workdir):
   for field in ('masks', 'train_pred', 'test_prob', 'train_margin'):
     np.testing.assert_array_equal(getattr(after, field),
                                   getattr(before, field))
-  assert [m['format_version'] for m in after.metadata] == [2] * NUM_TRIALS
+  assert [m["format_version"] for m in after.metadata] == [
+      records.FORMAT_VERSION] * NUM_TRIALS
   assert inspect_workdir.upgrade(workdir, lines.append) == 0  # nothing left
 
 

@@ -375,10 +375,13 @@ def arrays(paths=None, num_classes=None, class_names=None, name=None):
                 'both splits with the same example shape and dtype.')
   inferred = num_classes is None
   labels, num_classes = _labels(combined, sources, num_classes, where)
-  splits = [data.Split(images=x[split], labels=labels[split],
-                       ids=_ids(combined.get(f'ids_{split}'), split,
-                                len(labels[split]), sources[split]))
-            for split in SPLITS]
+  splits = []
+  for split in SPLITS:
+    ids = _ids(combined.get(f'ids_{split}'), split, len(labels[split]),
+               sources[split])
+    # The user's ids (or positions) are the examples' ids in their source.
+    splits.append(data.Split(images=x[split], labels=labels[split], ids=ids,
+                             source_ids=ids))
   kind, origin = errors.ConfigError, 'arrays.class_names'
   if class_names is None and 'class_names' in combined:
     kind, origin = errors.UserError, f'class_names of {paths[0]}'

@@ -56,6 +56,10 @@ class Split:
   # A source that streams from files (folders.image_folder): each example's
   # file, read by the dataset's `streaming_pipeline` and by `read_images`.
   files: np.ndarray = None
+  # unicode [N]: each example's id in its source's own order or by its file
+  # ('train_16399' for CIFAR, a file name for ImageNet); '' where unknown.
+  # The compare binary joins published scores by it.
+  source_ids: np.ndarray = None
 
   def __len__(self):
     return len(self.labels)
@@ -116,8 +120,10 @@ class Dataset:
 
 
 def _split(builder, split, with_images):
-  images, labels, ids = tfds_data.read_split(builder, split, with_images)
-  return Split(images=images, labels=labels, ids=ids, tfds_split=split)
+  images, labels, ids, sources = tfds_data.read_split(builder, split,
+                                                      with_images)
+  return Split(images=images, labels=labels, ids=ids, tfds_split=split,
+               source_ids=sources)
 
 
 @gin.configurable
@@ -378,14 +384,18 @@ class InMemoryPipeline(_Pipeline):
     """Batch b of a trial is augmented with the stateless seed (key, b)."""
     return _stream_keys(seed)[1]
 
-  def train(self, indices, batch_size, seed):
+  def train(self, indices, batch_size, seed, with_indices=False):
     """The subset's endless training stream, reshuffled every pass.
 
     Batches run across epoch boundaries, and each
     batch gets its own stateless augmentation seed, so a trial is a function
-    of `seed` alone.
+    of `seed` alone. With `with_indices`, each batch also carries its
+    examples' indices (for the trainer's learning-dynamics proxies).
     """
     load = self.train_batch
+    if with_indices:
+      load = lambda rows, batch_seed: (*self.train_batch(rows, batch_seed),
+                                       rows)
     # Stateless: epoch e's order is a function of (seed, e), batch b's
     # augmentation of (seed, b); nothing depends on TF's global seed.
     shuffle_key, augment_key = _stream_keys(seed)
@@ -486,8 +496,9 @@ class StreamingPipeline(_Pipeline):
         read_config=read_config,
         decoders={'image': tfds.decode.SkipDecoding()})
 
-  def train(self, indices, batch_size, seed):
-    """The subset's endless training stream (shuffled, augmented)."""
+  def train(self, indices, batch_size, seed, with_indices=False):
+    """The subset's endless training stream (shuffled, augmented); with
+    `with_indices` each batch also carries its examples' indices."""
     in_subset = np.zeros(len(self.dataset.train), bool)
     in_subset[np.asarray(indices)] = True
     in_subset = tf.constant(in_subset)
@@ -511,6 +522,9 @@ class StreamingPipeline(_Pipeline):
       if augment in ('random_resized_crop', 'flip', 'crop_flip'):
         image = tf.image.stateless_random_flip_left_right(image, seeds[1])
       image = (image - mean) / std
+      if with_indices:
+        return (image, self._one_hot(example['label']),
+                table.lookup(example['tfds_id']))
       return image, self._one_hot(example['label'])
 
     ds = self._records(self.dataset.train.tfds_split, shuffle_seed=seed)

@@ -298,8 +298,12 @@ class FolderPipeline(_Pipeline):
     return ds.map(lambda i: (load(tf.gather(files, i)), tf.gather(labels, i)),
                   num_parallel_calls=_PARALLEL_READS, deterministic=True)
 
-  def train(self, indices, batch_size, seed):
-    """The subset's endless training stream, reshuffled every pass."""
+  def train(self, indices, batch_size, seed, with_indices=False):
+    """The subset's endless training stream, reshuffled every pass.
+
+    With `with_indices`, each batch also carries its examples' indices (the
+    trainer's learning-dynamics proxies are accumulated by them).
+    """
     crop = self.augment in ('crop', 'crop_flip')
     flip = self.augment in ('flip', 'crop_flip')
     mean, std, padding = self.mean, self.std, self.crop_padding
@@ -308,15 +312,18 @@ class FolderPipeline(_Pipeline):
     ds = tf.data.Dataset.counter().map(
         lambda epoch: tf.random.experimental.stateless_shuffle(
             indices, tf.stack([shuffle_key, epoch])))
-    ds = self._read('train', ds.unbatch()).batch(batch_size)
+    ds = ds.unbatch()
+    ds = tf.data.Dataset.zip(self._read('train', ds), ds).batch(batch_size)
     seeds = tf.data.Dataset.counter().map(
         lambda step: tf.stack([augment_key, step]))
 
     def finish(batch, batch_seed):
-      images, labels = batch
+      (images, labels), rows = batch
       x = data.normalize(images, mean, std)
       if crop or flip:
         x = data.random_crop_flip(x, batch_seed, padding, crop, flip)
+      if with_indices:
+        return x, self._one_hot(labels), rows
       return x, self._one_hot(labels)
 
     ds = tf.data.Dataset.zip(ds, seeds).map(finish)
@@ -438,6 +445,7 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
     return data.Split(
         images=None, labels=np.array([l for _, l in examples], np.int64),
         ids=np.array([i for i, _ in examples], str), tfds_split=kind,
+        source_ids=np.array([i for i, _ in examples], str),
         files=np.array([os.path.join(root, i) for i, _ in examples], str))
 
   train_split, test_split = split_of(train, 'train'), split_of(test, 'test')

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import masks as masks_lib
+from tf_memorization import record_checks
 from tf_memorization import records
 from tf_memorization import storage
 
@@ -75,6 +76,16 @@ class Records:
   train_pred: np.ndarray = None    # only with predictions=True
   test_pred: np.ndarray = None
   diverged: dict = dataclasses.field(default_factory=dict)
+  # The format-3 fields asked for with `fields`: {name: [k, n or n_test]}
+  # (train_logodds, test_logodds, the train_<proxy> fields).
+  extra: dict = dataclasses.field(default_factory=dict)
+  # With 'heldout_probs' in `fields`: float64 [n, C] sums of the held-out
+  # class probabilities over the trials without i, and int [n] counts.
+  heldout_prob_sum: np.ndarray = None
+  heldout_count: np.ndarray = None
+  # Of `if_present`: {field: (records without it, the first such path)}
+  # for each field some record lacks (then it is in neither extra nor sums).
+  missing_fields: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_trials(self):
@@ -87,92 +98,19 @@ class Records:
     per_trial = ('masks', 'train_correct', 'test_correct', 'train_prob',
                  'test_prob', 'train_margin', 'test_margin', 'train_pred',
                  'test_pred', 'trial_indices')
+    if self.heldout_prob_sum is not None and int(k) < self.num_trials:
+      raise ValueError('Records.first: the held-out probability sums cover '
+                       'every trial.')
     return dataclasses.replace(
         self, metadata=self.metadata[rows], paths=self.paths[rows],
+        extra={name: value[rows] for name, value in self.extra.items()},
         **{name: getattr(self, name)[rows] for name in per_trial
            if getattr(self, name) is not None})
-
-
-def _check_shapes(path, arrays, meta, n, n_test, workdir):
-  """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test."""
-  if meta.get('num_train') != n or meta.get('num_test') != n_test:
-    raise RecordError(
-        f'{path} was written for {meta.get("num_train")} train / '
-        f'{meta.get("num_test")} test examples but '
-        f'{os.path.join(workdir, records.DATASET_FILE)} has {n} / {n_test}: '
-        'the record belongs to another dataset. Move it to the workdir it '
-        'came from, or delete it.')
-  expected = {'mask': ((n + 7) // 8,), 'train_pred': (n,), 'train_prob': (n,),
-              'train_margin': (n,), 'test_pred': (n_test,),
-              'test_prob': (n_test,), 'test_margin': (n_test,)}
-  kinds = {'mask': 'u', 'train_pred': 'iu', 'test_pred': 'iu',
-           'train_prob': 'f', 'test_prob': 'f', 'train_margin': 'f',
-           'test_margin': 'f'}
-  for field, shape in expected.items():
-    array = arrays[field]
-    if array.shape != shape or array.dtype.kind not in kinds[field]:
-      raise RecordError(
-          f'{path}: {field} is {array.dtype} of shape {array.shape}, but '
-          f'{os.path.join(workdir, records.DATASET_FILE)} needs shape {shape} '
-          f'({n_test if field.startswith("test") else n} examples): the '
-          f'record does not match the workdir\'s dataset. {_hint(path)}')
 
 
 # The fields of the dataset description that identify the data.
 _DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
                      'num_test', 'checksum')
-
-
-# float16 bit patterns: a non-negative float16 orders like its bits, so
-# 0 <= p <= 1 (and not NaN) is bits <= 0x3C00, and a finite value is one
-# whose exponent bits (0x7C00) are not all set. Integer reductions over the
-# bits are SIMD-fast; numpy's float16 min/max convert every element.
-_FLOAT16_ONE_BITS = 0x3C00
-_FLOAT16_EXPONENT_BITS = 0x7C00
-
-
-def _in_unit_interval(values):
-  if values.dtype == np.float16:
-    bits = values.view(np.uint16)
-    if bits.max() <= _FLOAT16_ONE_BITS:
-      return True
-  return bool(values.min() >= 0 and values.max() <= 1)  # e.g. -0.0, float32
-
-
-def _finite(values):
-  if values.dtype == np.float16:
-    return bool((values.view(np.uint16) & 0x7FFF).max()
-                < _FLOAT16_EXPONENT_BITS)
-  return bool(np.isfinite(values).all())
-
-
-def _check_values(path, arrays, num_classes):
-  """Refuses values no model computes: classes outside the dataset's,
-  probabilities outside [0, 1], NaN or infinite probabilities or margins.
-
-  A min/max per array (over the float16 bits), so the cost is a few fast
-  passes over memory the checksum has just read.
-  """
-  for field in ('train_pred', 'test_pred'):
-    values = arrays[field]
-    if len(values) and (values.min() < 0 or values.max() >= num_classes):
-      raise RecordError(
-          f'{path}: {field} holds classes outside 0..{num_classes - 1} (min '
-          f'{values.min()}, max {values.max()}): no model of this dataset '
-          f'predicts them. {_hint(path)}')
-  for field in ('train_prob', 'test_prob'):
-    values = arrays[field]
-    if len(values) and not _in_unit_interval(values):
-      raise RecordError(
-          f'{path}: {field} holds values outside [0, 1] or NaN (min '
-          f'{values.min()}, max {values.max()}), and the record is not '
-          f'flagged as diverged. {_hint(path)}')
-  for field in ('train_margin', 'test_margin'):
-    values = arrays[field]
-    if len(values) and not _finite(values):
-      raise RecordError(
-          f'{path}: {field} holds NaN or infinite values, and the record is '
-          f'not flagged as diverged. {_hint(path)}')
 
 
 class _DesignJobs:
@@ -282,7 +220,8 @@ class _Checker:
     if meta.get('trial_index') != t:
       raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
                         f'{t}: it was renamed. Move it back or delete it.')
-    _check_shapes(path, arrays, meta, self.n, self.n_test, self.directory)
+    record_checks.check_shapes(path, arrays, meta, self.n, self.n_test,
+                               self.directory)
     dataset = meta.get('dataset')
     if not isinstance(dataset, dict) or any(
         dataset.get(k) != self.info.get(k) for k in _DATASET_IDENTITY):
@@ -310,7 +249,10 @@ class _Checker:
           'design (or plan) has: it was trained on another subset, or '
           f'copied from another trial. {_hint(path)}')
     if meta.get('diverged') is None:
-      _check_values(path, arrays, self.num_classes)
+      record_checks.check_values(path, arrays, self.num_classes)
+    record_checks.check_optional(path, arrays, self.n, self.n_test,
+                                 self.num_classes,
+                                 meta.get('diverged') is None)
     return arrays, meta
 
 
@@ -457,7 +399,8 @@ def _refuse_mixed(directory, by_fingerprint):
 
 
 def load(workdir, predictions=False, margins=True, trial_indices=None,
-         jobs=None, fingerprint=None, diverged='refuse', threads=None):
+         jobs=None, fingerprint=None, diverged='refuse', threads=None,
+         fields=(), missing_fix=None, if_present=()):
   """Loads and validates every trial record of `workdir`.
 
   Every record is checked before any of its values is used: the zip
@@ -487,6 +430,12 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
       in Records.diverged) or 'keep'.
     threads: records read and checked at once (default 1; more may help
       on machines with many cores).
+    fields: format-3 fields to load as well (records.OPTIONAL_FIELDS):
+      the log-odds and proxies as Records.extra [k, n] arrays, and
+      'heldout_probs' as Records.heldout_prob_sum / heldout_count. A
+      record without one is a RecordError (`missing_fix` says what to do).
+    if_present: format-3 fields loaded like `fields` when every record
+      holds them; otherwise left out and counted in Records.missing_fields.
 
   Returns:
     A `Records`.
@@ -527,6 +476,26 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     num_classes = int(dataset_info['num_classes'])
     out['train_pred'] = np.zeros((k, n), records.pred_dtype(num_classes))
     out['test_pred'] = np.zeros((k, n_test), records.pred_dtype(num_classes))
+  required = set(fields)
+  fields = tuple(fields) + tuple(f for f in if_present if f not in required)
+  missing = {}
+  unknown = sorted(set(fields) - set(records.OPTIONAL_FIELDS))
+  if unknown:
+    raise ValueError(f'load: unknown fields {unknown}.')
+  extra = {}
+  for field in fields:
+    if field in record_checks.COUNT_FIELDS:
+      extra[field] = np.zeros((k, n), np.int32)
+    elif field != records.HELDOUT_PROBS:
+      extra[field] = np.zeros((k, n_test if field.startswith('test') else n),
+                              np.float16)
+  prob_sum = prob_count = None
+  if records.HELDOUT_PROBS in fields:
+    prob_sum = np.zeros((n, int(dataset_info['num_classes'])))
+    prob_count = np.zeros(n, np.int64)
+  missing_fix = missing_fix or (
+      'Retrain into a new --workdir with this version of tf_memorization, '
+      'or do not ask for it.')
   metadata, paths, kept, by_fingerprint = [], [], [], {}
   diverged_trials = {}
   labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
@@ -560,6 +529,22 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
                   'train_pred', 'test_pred'):
       if field in out:
         out[field][row] = arrays[field]
+    for field in fields:
+      if field not in arrays:
+        if field in required:
+          raise record_checks.missing_field_error(path, meta, field,
+                                                 missing_fix)
+        count, first = missing.get(field, (0, path))
+        missing[field] = (count + 1, first)
+        continue
+      if field in missing:
+        continue
+      if field in extra:
+        extra[field][row] = arrays[field]
+      else:
+        held_out = ~out['masks'][row]
+        prob_sum[held_out] += arrays[field]
+        prob_count[held_out] += 1
     metadata.append(meta)
     paths.append(path)
     kept.append(t)
@@ -593,4 +578,9 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
       dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
       paths=paths, train_margin=trimmed.pop('train_margin', None),
       test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
-      **trimmed)
+      extra={name: array[:row] for name, array in extra.items()
+             if name not in missing},
+      heldout_prob_sum=(None if records.HELDOUT_PROBS in missing
+                        else prob_sum),
+      heldout_count=None if records.HELDOUT_PROBS in missing else prob_count,
+      missing_fields=missing, **trimmed)

@@ -14,9 +14,24 @@ executed) holding
     train_prob    float16 [n]       softmax probability of the true class
     train_margin  float16 [n]       true-class logit minus the largest other
     test_pred, test_prob, test_margin   the same on the n_test test examples
+    train_logodds, test_logodds   float16: z_y − log Σ_{y'≠y} exp z_y', the
+                  log-odds of the true class (LiRA's logit-scaled
+                  confidence), exact where a float16 probability is 1
+    train_csl, train_final_loss        float16 [n]  learning-dynamics proxies
+    train_learned_epoch, train_forgetting, train_visits   int16/int32 [n]
+                  (dynamics.py), for the subset's examples (NaN / −1 for
+                  the others); absent with TrialTrainer.record_dynamics =
+                  False
+    heldout_probs float16 [n − |subset|, C]: the class probabilities of
+                  the held-out training examples, in index order (only with
+                  TrialTrainer.record_heldout_probs = True)
     metadata      a JSON string: trial_index, seed, fingerprint, dataset,
                   metrics, library versions, time, host, and a sha256 of the
                   arrays above (so a truncated or altered record is detected).
+
+Format 3 added the log-odds, proxies and held-out probabilities; records of
+format 2 (without them) still load, and a reader that needs a field they lack
+says so (loading.load's `fields`).
 
 Records are written to a temporary name and renamed, so a reader never sees a
 partial record and a killed writer leaves at most a `*.tmp-*` file behind. A
@@ -47,7 +62,9 @@ import tensorflow as tf
 from tf_memorization import errors
 from tf_memorization import storage
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Formats whose checksum covers arrays and metadata (record_checksum).
+SIGNED_VERSIONS = (2, 3)
 TRIALS_DIR = 'trials'
 DATASET_FILE = 'dataset.npz'
 CONFIG_FILE = 'operative_config.gin'
@@ -56,8 +73,16 @@ EXPERIMENTS_DIR = 'experiments'  # W/experiments/<name>: retrained models
 _RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
 _ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
                  'test_pred', 'test_prob', 'test_margin')
+LOGODDS_FIELDS = ('train_logodds', 'test_logodds')
+DYNAMICS_FIELDS = ('train_csl', 'train_final_loss', 'train_learned_epoch',
+                   'train_forgetting', 'train_visits')
+HELDOUT_PROBS = 'heldout_probs'
+# Fields a record of format 3 may hold; every one is checked when present.
+OPTIONAL_FIELDS = LOGODDS_FIELDS + DYNAMICS_FIELDS + (HELDOUT_PROBS,)
 _DATASET_FIELDS = ('train_labels', 'test_labels', 'train_ids', 'test_ids',
                    'original_train_labels')
+# Optional (workdirs written since format 3): each example's id in its source.
+_SOURCE_FIELDS = ('train_source_ids', 'test_source_ids')
 
 
 RecordError = errors.RecordError  # the error of every check below
@@ -220,6 +245,7 @@ def write_record(workdir, trial_index, mask, result, metadata):
       'test_prob': result.test_prob.astype(np.float16),
       'test_margin': margin(result.test_margin),
   }
+  arrays.update(_optional_arrays(result, mask, margin))
   metadata = dict(metadata)
   metadata.update({
       'format_version': FORMAT_VERSION,
@@ -240,6 +266,32 @@ def write_record(workdir, trial_index, mask, result, metadata):
   return metadata
 
 
+def _optional_arrays(result, mask, clip16):
+  """The format-3 fields `result` has, in their stored dtypes."""
+  arrays = {}
+  for field in LOGODDS_FIELDS:
+    value = getattr(result, field, None)
+    if value is not None:
+      arrays[field] = clip16(np.asarray(value, np.float32))
+  proxies = getattr(result, 'dynamics', None)
+  if proxies is not None:
+    for field in DYNAMICS_FIELDS:
+      value = np.asarray(proxies[field])
+      if value.dtype.kind == 'f':
+        arrays[field] = clip16(value)  # NaN outside the subset stays NaN
+      else:
+        small = len(value) == 0 or value.max() <= np.iinfo(np.int16).max
+        arrays[field] = value.astype(np.int16 if small else np.int32)
+  probs = getattr(result, 'heldout_probs', None)
+  if probs is not None:
+    probs = np.asarray(probs)
+    if len(probs) != int(np.count_nonzero(~np.asarray(mask, bool))):
+      raise ValueError('write_record: heldout_probs needs one row per '
+                       'held-out training example.')
+    arrays[HELDOUT_PROBS] = probs.astype(np.float16)
+  return arrays
+
+
 def _upgrade_hint(path):
   workdir = os.path.dirname(os.path.dirname(path))
   return (f'Retrain it ({fix_hint(path)}), or, if you trust the files of '
@@ -252,7 +304,8 @@ def _parse_record(path, payload):
   """(arrays, metadata) of a record's bytes, structure checked, no checksum."""
   try:
     # The sha256 checks the arrays; only the metadata's CRC is checked here.
-    arrays = storage.npz_views(payload, unchecked=_ARRAY_FIELDS)
+    arrays = storage.npz_views(payload,
+                               unchecked=_ARRAY_FIELDS + OPTIONAL_FIELDS)
   except (OSError, ValueError, EOFError, KeyError, struct.error,
           zipfile.BadZipFile) as e:
     raise storage.npz_error(path, e, fix_hint(path)) from e
@@ -278,7 +331,7 @@ def read_record(path, allow_format_1=False):
   version = metadata.get('format_version')
   if version == 1 and allow_format_1:
     expected = _checksum(arrays)
-  elif version == FORMAT_VERSION:
+  elif version in SIGNED_VERSIONS:
     expected = record_checksum(arrays, metadata)
   elif version == 1:
     raise RecordError(
@@ -409,6 +462,11 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   path = os.path.join(workdir, DATASET_FILE)
   if not write:
     return info
+  # Each example's id in its source (compare.py joins published scores by
+  # it). Checked by a checksum of its own, outside the data's identity, so
+  # that workdirs written before it still match their data.
+  sources = {f'{split}_source_ids': _source_ids(getattr(dataset, split))
+             for split in ('train', 'test')}
   if tf.io.gfile.exists(path):
     existing = _json_field(
         path, storage.load_npz(path, hint=fix_hint(path)), 'info')
@@ -418,9 +476,18 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
           f'{existing.get("num_train")} train examples) than this run '
           f'({info["name"]}, {info["num_train"]}). Use a new --workdir.')
     return info
-  arrays['info'] = np.array(json.dumps(info, sort_keys=True))
+  arrays.update(sources)
+  stored = dict(info, source_ids_checksum=_checksum(sources))
+  arrays['info'] = np.array(json.dumps(stored, sort_keys=True))
   storage.atomic_write(path, storage.npz_bytes(arrays))
   return info
+
+
+def _source_ids(split):
+  ids = getattr(split, 'source_ids', None)
+  if ids is None:
+    return np.full(len(split), '', dtype=str)
+  return np.asarray(ids).astype(str)
 
 
 def read_dataset_file(workdir):
@@ -435,13 +502,18 @@ def read_dataset_file(workdir):
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a dataset file of this '
                       f'format. {fix_hint(path)}')
-  if info.get('checksum') != _checksum(arrays):
+  sources = {f: arrays.pop(f) for f in _SOURCE_FIELDS if f in arrays}
+  if info.get('checksum') != _checksum(arrays) or (
+      sources and info.get('source_ids_checksum') != _checksum(sources)) or (
+          len(sources) not in (0, len(_SOURCE_FIELDS))):
     raise RecordError(f'{path} fails its checksum: it was altered or '
                       f'corrupted after it was written. {fix_hint(path)}')
+  info.pop('source_ids_checksum', None)
   for split, fields in (('train', ('train_labels', 'train_ids',
                                     'original_train_labels')),
                         ('test', ('test_labels', 'test_ids'))):
-    shapes = {arrays[f].shape for f in fields}
+    fields += tuple(f for f in (f'{split}_source_ids',) if f in sources)
+    shapes = {(arrays.get(f, sources.get(f))).shape for f in fields}
     if len(shapes) != 1 or len(shapes.pop()) != 1:
       raise RecordError(f'{path}: its {split} labels and ids differ in shape. '
                         f'{fix_hint(path)}')
@@ -455,6 +527,7 @@ def read_dataset_file(workdir):
       raise RecordError(f'{path}: its {field} hold values outside the '
                         f'{num_classes} classes 0..{num_classes - 1}. '
                         f'{fix_hint(path)}')
+  arrays.update(sources)
   return arrays, info
 
 

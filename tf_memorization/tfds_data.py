@@ -192,27 +192,51 @@ def _remove_empty_folders(top):
       pass  # not empty: something of value is there
 
 
+# Features that name an example in its source's own order or by its file,
+# read as each example's source id (the paper's released scores use them).
+SOURCE_ID_FEATURES = ('id', 'file_name', 'index')
+
+
+def source_id_feature(builder):
+  """The feature of `builder` that identifies an example in its source (the
+  CIFAR 'id' "train_16399", ImageNet's 'file_name', the digits' 'index'), or
+  None."""
+  features = getattr(builder.info, 'features', None) or {}
+  for name in SOURCE_ID_FEATURES:
+    if name in features:
+      return name
+  return None
+
+
 def read_split(builder, split, with_images=True):
   """Reads a split in tfds's deterministic order (images only if asked).
 
   Returns:
-    (uint8 images [N, H, W, C] or None, int64 labels [N], str tfds ids [N]).
+    (uint8 images [N, H, W, C] or None, int64 labels [N], str tfds ids [N],
+    str source ids [N]: each example's id in its source (see
+    `source_id_feature`), '' where the builder has none).
   """
+  source = source_id_feature(builder)
   decoders = None if with_images else {'image': tfds.decode.SkipDecoding()}
   ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                           read_config=tfds.ReadConfig(add_tfds_id=True))
   if not with_images:
-    ds = ds.map(lambda ex: {'label': ex['label'], 'tfds_id': ex['tfds_id']},
+    keep = ('label', 'tfds_id') + ((source,) if source else ())
+    ds = ds.map(lambda ex: {k: ex[k] for k in keep},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  images, labels, ids = [], [], []
+  images, labels, ids, sources = [], [], [], []
   for batch in tfds.as_numpy(ds.batch(8192)):
     if with_images:
       images.append(batch['image'])
     labels.append(batch['label'])
     ids.append(batch['tfds_id'])
+    if source:
+      sources.append(np.asarray(batch[source]).astype(str))
   if not labels:
     raise errors.DataNotPreparedError(
         f'Split {split!r} of {builder.name} is empty.')
+  ids = np.concatenate(ids).astype(str)
+  sources = (np.concatenate(sources) if source
+             else np.full(len(ids), '', dtype=str))
   return (np.concatenate(images).astype(np.uint8) if with_images else None,
-          np.concatenate(labels).astype(np.int64),
-          np.concatenate(ids).astype(str))
+          np.concatenate(labels).astype(np.int64), ids, sources)

@@ -8,7 +8,7 @@ no function is retraced between trials of the same config: for small models
 set-up would otherwise dominate the trial.
 """
 
-import dataclasses
+import inspect
 import math
 import time
 
@@ -18,23 +18,23 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import data as data_lib
+from tf_memorization import dynamics as dynamics_lib
 from tf_memorization import errors
+from tf_memorization import inference
 from tf_memorization import initializing
 from tf_memorization import models as models_lib
 from tf_memorization import schedules
 from tf_memorization import storage
 from tf_memorization import strategy as strategy_lib
 
-@dataclasses.dataclass
-class TrialResult:
-  """What one trial produced: predictions on every train and test example."""
-  train_pred: np.ndarray    # int [n] predicted class
-  train_prob: np.ndarray    # float [n] softmax probability of the true class
-  train_margin: np.ndarray  # float [n] true logit minus the largest other
-  test_pred: np.ndarray
-  test_prob: np.ndarray
-  test_margin: np.ndarray
-  metrics: dict
+TrialResult = inference.TrialResult  # what train_trials returns
+
+
+def _takes_indices(pipeline):
+  try:
+    return 'with_indices' in inspect.signature(pipeline.train).parameters
+  except (TypeError, ValueError):
+    return False
 
 
 def checkpoint_epoch(path):
@@ -101,6 +101,13 @@ class TrialTrainer:
       from it. 0: after every epoch; None: never.
     deterministic_ops: tf.config.experimental.enable_op_determinism(), for
       bit-for-bit reruns on GPUs (CPU kernels here are deterministic).
+    record_dynamics: accumulate the learning-dynamics proxies of every
+      subset example in the compiled step (dynamics.py) for the records.
+      Needs a pipeline whose `train` takes `with_indices` (all of this
+      package's do).
+    record_heldout_probs: also return every held-out training example's
+      class-probability vector (float16 [n − m, C] per record: opt-in, as
+      at C = 1,000 it is most of a record), for label-issue tools.
   """
 
   def __init__(self, dataset, strategy, model_fn=gin.REQUIRED,
@@ -111,7 +118,8 @@ class TrialTrainer:
                jit_compile=False, preprocessing=None, trainable_layers=None,
                models_per_step=1, in_graph_input='auto',
                checkpoint_seconds=600.0, deterministic_ops=False,
-               pretrained_layers=()):
+               pretrained_layers=(), record_dynamics=True,
+               record_heldout_probs=False):
     name = 'TrialTrainer.'
     epochs = errors.integer(name + 'epochs', epochs, minimum=1)
     batch_size = errors.integer(name + 'batch_size', batch_size, minimum=1)
@@ -145,6 +153,8 @@ class TrialTrainer:
                                        checkpoint_seconds, minimum=0,
                                        allow_none=True)
     errors.boolean(name + 'deterministic_ops', deterministic_ops)
+    errors.boolean(name + 'record_dynamics', record_dynamics)
+    errors.boolean(name + 'record_heldout_probs', record_heldout_probs)
     if not callable(model_fn):
       raise errors.ConfigError(f'{name}model_fn must be a model builder '
                                f'such as @small_resnet, got {model_fn!r}.')
@@ -167,6 +177,18 @@ class TrialTrainer:
           'and a batch_size divisible by the number of replicas '
           f'({strategy.num_replicas_in_sync}).')
     self.in_graph_input = bool(in_graph_input)
+    self.record_heldout_probs = bool(record_heldout_probs)
+    if record_dynamics and not self.in_graph_input and not _takes_indices(
+        self.pipeline):
+      raise errors.ConfigError(
+          f'{type(self.pipeline).__name__}.train takes no with_indices '
+          'argument, so the learning-dynamics proxies cannot be recorded: '
+          'give its train() a with_indices flag that adds each batch\'s '
+          'example indices, or bind TrialTrainer.record_dynamics = False.')
+    # Outside the strategy's scope: updated from the whole global batch.
+    self.dynamics = (dynamics_lib.LearningDynamics(models_per_step,
+                                                   len(dataset.train))
+                     if record_dynamics else None)
     self.checkpoint_seconds = (None if checkpoint_seconds is None
                                else float(checkpoint_seconds))
     if deterministic_ops:
@@ -207,7 +229,9 @@ class TrialTrainer:
       self.optimizer.build(self._trainable)
       self.loss = keras.losses.CategoricalCrossentropy(
           from_logits=True, label_smoothing=label_smoothing)
-      self.inference_model = self._build_inference_model()
+      self.inference_model = inference.build_model(
+          self.models, self.pipeline.image_shape, dataset.num_classes,
+          self.record_heldout_probs)
       self.inference_model.compile(jit_compile=jit_compile)
     self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
     self._reinit_plans = [
@@ -236,22 +260,6 @@ class TrialTrainer:
       values = {id(v): w for v, w in zip(model.weights, weights)}
       self._base_values.append([values[id(v)] for v in frozen])
 
-  def _build_inference_model(self):
-    """image, label -> per copy: predicted class, true-class prob, margin."""
-    image = keras.Input(self.pipeline.image_shape, name='image')
-    label = keras.Input((), dtype='int32', name='label')
-    one_hot = keras.ops.one_hot(label, self.dataset.num_classes)
-    outputs = []
-    for model in self.models:
-      logits = keras.ops.cast(model(image, training=False), 'float32')
-      prob = keras.ops.sum(keras.ops.softmax(logits) * one_hot, axis=-1)
-      true_logit = keras.ops.sum(logits * one_hot, axis=-1)
-      other = keras.ops.max(keras.ops.where(one_hot > 0, -np.inf, logits),
-                            axis=-1)
-      pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), 'int32')
-      outputs.extend([pred, prob, true_logit - other])
-    return keras.Model([image, label], outputs, name='inference')
-
   def _evaluation_inputs(self, split):
     ds = self.pipeline.evaluation(split, self.eval_batch_size)
     return ds.map(lambda x, y: ((x, tf.argmax(y, axis=-1, output_type=tf.int32)),))
@@ -276,12 +284,27 @@ class TrialTrainer:
       variable.assign(value)
 
   def _replica_step_fn(self, batches):
-    """One SGD step of every copy on its own batch; each copy's loss."""
+    """One SGD step of every copy on its own batch; each copy's loss.
+
+    With record_dynamics also each example's loss and correctness ([B, K],
+    this replica's rows) and, when the batches carry them, its indices.
+    """
     replicas = self.strategy.num_replicas_in_sync
+    example_losses, example_correct, example_indices = [], [], []
     with tf.GradientTape() as tape:
       losses = []
-      for model, (images, labels) in zip(self.models, batches):
+      for model, batch in zip(self.models, batches):
+        images, labels = batch[0], batch[1]
+        if len(batch) > 2:
+          example_indices.append(batch[2])
         logits = model(images, training=True)
+        if self.dynamics is not None:
+          exact = tf.cast(logits, tf.float32)
+          example_losses.append(tf.nn.softmax_cross_entropy_with_logits(
+              tf.cast(labels, tf.float32), exact))
+          example_correct.append(tf.cast(  # int32: gather takes no bool
+              tf.equal(tf.argmax(exact, axis=-1), tf.argmax(labels, axis=-1)),
+              tf.int32))
         # The loss object divides by the replica count under a strategy,
         # so that the gradients summed over replicas are the global mean's.
         loss = self.loss(labels, logits)
@@ -291,13 +314,31 @@ class TrialTrainer:
       scaled = self.optimizer.scale_loss(tf.add_n(losses))
     gradients = tape.gradient(scaled, self._trainable)
     self.optimizer.apply_gradients(zip(gradients, self._trainable))
-    return tf.stack(losses) * replicas
+    losses = tf.stack(losses) * replicas
+    if self.dynamics is None:
+      return losses
+    return (losses, tf.stack(example_losses, axis=1),
+            tf.stack(example_correct, axis=1),
+            tf.stack(example_indices, axis=1) if example_indices else ())
 
-  def _mean_losses(self, steps, run_step):
-    """Runs `run_step(s)` (per-replica losses) for s < steps; mean losses."""
+  def _mean_losses(self, steps, run_step, rows=None):
+    """Runs `run_step(s)` (per-replica losses) for s < steps; mean losses.
+
+    With record_dynamics, each step's per-example losses and correctness
+    are gathered from the replicas and accumulated by the example indices:
+    `rows(s)` ([K, B], the in-graph input's) or those the batches carry.
+    """
     total = tf.zeros([self.models_per_step], tf.float32)
     for s in tf.range(steps):
-      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, run_step(s),
+      out = run_step(s)
+      if self.dynamics is not None:
+        out, example_losses, example_correct, indices = out
+        gather = lambda value: self.strategy.gather(value, axis=0)
+        indices = (tf.transpose(rows(s)) if rows is not None
+                   else gather(indices))
+        self.dynamics.update(indices, gather(example_losses),
+                             gather(example_correct))
+      total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, out,
                                     axis=None)
     return total / tf.cast(steps, tf.float32)
 
@@ -330,7 +371,8 @@ class TrialTrainer:
     """The steps of `block` ([steps, K, batch] indices); mean losses."""
     return self._mean_losses(tf.shape(block)[0], lambda s: self.strategy.run(
         self._in_graph_step,
-        args=(block[s], keys, first_step + tf.cast(s, tf.int64))))
+        args=(block[s], keys, first_step + tf.cast(s, tf.int64))),
+                             rows=lambda s: block[s])
 
   def _sync_replica_statistics(self):
     """Averages non-trainable weights (BatchNorm moving statistics) over replicas.
@@ -380,6 +422,9 @@ class TrialTrainer:
                    for i, v in enumerate(self._slot_momentums(k))})
     arrays.update({f'o{i}': np.asarray(v.numpy())
                    for i, v in enumerate(self._shared_optimizer_variables())})
+    if self.dynamics is not None:
+      arrays.update({f'd_{name}': value for name, value in
+                     self.dynamics.state(k).items()})
     storage.atomic_replace(path, storage.npz_bytes(arrays))
 
   def read_checkpoint(self, path, seed, mask, tag=''):
@@ -399,6 +444,10 @@ class TrialTrainer:
       weights = self.models[0].weights
       same = same and all(state[f'w{i}'].shape == tuple(w.shape)
                           for i, w in enumerate(weights))
+      if self.dynamics is not None:  # a checkpoint without them restarts
+        same = same and all(
+            state[f'd_{name}'].shape == (self.dynamics.num_train,)
+            for name in self.dynamics.variables)
     except (KeyError, ValueError, OSError, errors.RecordError):
       same = False
     return state if same else None
@@ -410,6 +459,9 @@ class TrialTrainer:
       v.assign(state[f'm{i}'])
     for i, v in enumerate(self._shared_optimizer_variables()):
       v.assign(state[f'o{i}'])
+    if self.dynamics is not None:
+      self.dynamics.restore(k, {name: state[f'd_{name}']
+                                for name in self.dynamics.variables})
 
   def steps_per_epoch(self, subset_size):
     return max(1, math.ceil(subset_size / self.batch_size))
@@ -455,6 +507,8 @@ class TrialTrainer:
     # trial does not depend on the group it trains in.
     tf.random.set_seed(0)
     self.reinitialize(seeds)
+    if self.dynamics is not None:
+      self.dynamics.reset()
     total_steps = steps_per_epoch * self.epochs
     self._total_steps.assign(total_steps)
     start_epoch = 0
@@ -472,8 +526,9 @@ class TrialTrainer:
                         for i, s in zip(indices, seeds)], axis=1)
       keys = tf.stack([self.pipeline.augment_key(s) for s in seeds])
     else:
+      extra = {'with_indices': True} if self.dynamics is not None else {}
       stream = tf.data.Dataset.zip(tuple(
-          self.pipeline.train(i, self.batch_size, s)
+          self.pipeline.train(i, self.batch_size, s, **extra)
           for i, s in zip(indices, seeds))).skip(start_epoch * steps_per_epoch)
       iterator = iter(self.strategy.experimental_distribute_dataset(stream))
       steps = tf.constant(steps_per_epoch, tf.int64)
@@ -504,29 +559,15 @@ class TrialTrainer:
     test_outputs = self.inference_model.predict(self._eval_data['test'],
                                                 verbose=0)
     predict_s = time.perf_counter() - start - setup_s - train_s
-    results = []
-    for k in range(count):
-      train_pred, train_prob, train_margin = outputs[3 * k:3 * k + 3]
-      test_pred, test_prob, test_margin = test_outputs[3 * k:3 * k + 3]
-      mask = np.asarray(masks[k], bool)
-      train_correct = train_pred == self.dataset.train.labels
-      test_correct = test_pred == self.dataset.test.labels
-      metrics = {
-          'train_accuracy': float(train_correct[mask].mean()),
-          'heldout_accuracy': (float(train_correct[~mask].mean())
-                               if (~mask).any() else float('nan')),
-          'test_accuracy': float(test_correct.mean()),
-          'final_loss': float(losses[k]),
-          'subset_size': int(len(indices[k])),
-          'trained_together': count,
-          'resumed_from_epoch': start_epoch,
-          # The group's times, shared among its trials.
-          'setup_seconds': setup_s / count,
-          'train_seconds': train_s / count,
-          'predict_seconds': predict_s / count,
-      }
-      results.append(TrialResult(
-          train_pred=train_pred, train_prob=train_prob,
-          train_margin=train_margin, test_pred=test_pred,
-          test_prob=test_prob, test_margin=test_margin, metrics=metrics))
-    return results
+    return [inference.trial_result(
+        outputs, test_outputs, k, np.asarray(masks[k], bool),
+        self.dataset, metrics=dict(
+            final_loss=float(losses[k]), subset_size=int(len(indices[k])),
+            trained_together=count, resumed_from_epoch=start_epoch,
+            # The group's times, shared among its trials.
+            setup_seconds=setup_s / count, train_seconds=train_s / count,
+            predict_seconds=predict_s / count),
+        heldout_probs=self.record_heldout_probs,
+        dynamics=(self.dynamics.values(k, masks[k])
+                  if self.dynamics is not None else None))
+            for k in range(count)]

@@ -366,8 +366,11 @@ def train_linear_heads(features, train_labels, test_labels, masks, seeds,
     true_logit = logits[:, rows, labels]
     others = logits.copy()
     others[:, rows, labels] = -np.inf
-    return (logits.argmax(-1), probs[:, rows, labels],
-            true_logit - others.max(-1))
+    top = others.max(-1)
+    # log Σ_{y'≠y} exp z_y', shifted by the largest other logit.
+    rest = top + np.log(np.exp(others - top[..., None]).sum(-1))
+    return (logits.argmax(-1), probs[:, rows, labels], true_logit - top,
+            true_logit - rest)
 
   train_out = outputs(train_x, np.asarray(train_labels))
   test_out = outputs(test_x, np.asarray(test_labels))
@@ -378,6 +381,7 @@ def train_linear_heads(features, train_labels, test_labels, masks, seeds,
         train_pred=train_out[0][g], train_prob=train_out[1][g],
         train_margin=train_out[2][g], test_pred=test_out[0][g],
         test_prob=test_out[1][g], test_margin=test_out[2][g],
+        train_logodds=train_out[3][g], test_logodds=test_out[3][g],
         metrics={'train_accuracy': float(correct[masks[g]].mean()),
                  'heldout_accuracy': (float(correct[~masks[g]].mean())
                                       if (~masks[g]).any() else float('nan')),

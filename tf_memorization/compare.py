@@ -1,0 +1,453 @@
+r"""The compare binary: a run's estimates against the paper's released scores.
+
+    python -m tf_memorization.compare --workdir=W --published=FILE.npz
+        [--published_pairs=PAIRS.npz] [--order=auto|source|position|filename]
+        [--top_k=1000] [--output_dir=DIR] [--export=OURS.npz]
+
+Joins the released file (https://pluskid.github.io/influence-memorization/,
+e.g. cifar100_infl_matrix.npz; published.py describes its schema and
+published_join.py the orders) to W's examples, checks the labels agree, and
+reports
+
+  * memorization: Pearson and Spearman of ours (W/estimates/memorization.csv)
+    against tr_mem over the examples with both finite, and the overlap of
+    the K most memorized, |ours ∩ theirs| / K, for K = --top_k and 100
+    (clipped to the examples joined);
+  * influence (when the file has the per-class matrices): Pearson and
+    Spearman over the matrices' entries, ours computed from W's trial
+    records for exactly those (train, test) pairs (published.class_influence);
+  * pairs: our raw pairs (influence_pairs.csv, raw = 1: the estimate's
+    thresholds, the paper's by default) against the published pairs
+    (--published_pairs, else those of the matrices and tr_mem at our
+    thresholds): how many both hold, recall (of theirs we find), precision
+    (of ours they hold) and Jaccard.
+
+It prints a table and writes DIR (--output_dir, default W/compare):
+compare.json (the figures), memorization_scatter.png (ours against theirs
+with the identity line) and joined.csv (per joined example: index, id,
+source_id, published_index, label, memorization, published_memorization).
+
+--export=OURS.npz writes our estimates in the release's schema (tr_mem,
+tr_labels with the clean labels, tt_labels, per class tr_classidx_K,
+tt_classidx_K, infl_matrix_classK; tr_ids, tt_ids, tr_source_ids,
+tt_source_ids, tr_filenames/tt_filenames when the source ids are file
+names; metadata, a JSON string) in the source's original order when the
+source ids give it (so that position p is the released files' p), else in
+W's order, and our raw pairs (tr_idx, tt_idx, infl, mem) to
+OURS_pairs.npz. It needs no --published.
+
+Bad input (a file not of the schema, indices out of range, labels that do
+not match under the order, a workdir without estimates) is one `error:`
+line naming the file and the fix, exit status 2.
+"""
+
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from tf_memorization import cli  # pylint: disable=g-import-not-at-top
+from tf_memorization import errors  # pylint: disable=g-import-not-at-top
+from tf_memorization import estimates  # pylint: disable=g-import-not-at-top
+from tf_memorization import loading  # pylint: disable=g-import-not-at-top
+from tf_memorization import published as published_lib  # pylint: disable=g-import-not-at-top
+from tf_memorization import published_join  # pylint: disable=g-import-not-at-top
+from tf_memorization import records  # pylint: disable=g-import-not-at-top
+from tf_memorization import report_inputs  # pylint: disable=g-import-not-at-top
+from tf_memorization import scores  # pylint: disable=g-import-not-at-top
+from tf_memorization import storage  # pylint: disable=g-import-not-at-top
+
+COMPARE_DIR = 'compare'
+COMPARE_JSON = 'compare.json'
+SCATTER_PNG = 'memorization_scatter.png'
+JOINED_CSV = 'joined.csv'
+JOINED_HEADER = ('index', 'id', 'source_id', 'published_index', 'label',
+                 'memorization', 'published_memorization')
+SECOND_K = 100  # the top-K overlap is also given for this K
+PAPER_THRESHOLDS = {'influence': 0.15, 'memorization': 0.25,
+                    'same_label': True}
+
+
+def define_flags():
+  """Defines the flags; only when run as a binary (absl flags are global)."""
+  flags.DEFINE_string('workdir', None, 'A workdir the estimate binary has '
+                      'estimated.')
+  flags.DEFINE_string('published', None, 'The released memorization/'
+                      'influence .npz (e.g. cifar100_infl_matrix.npz).')
+  flags.DEFINE_string('published_pairs', None, 'The released pairs .npz '
+                      '(default: the pairs of the --published matrices).')
+  flags.DEFINE_string('order', 'auto', 'How the file\'s positions meet our '
+                      'examples: auto, source, position or filename.')
+  flags.DEFINE_integer('top_k', 1000, 'K of the top-K memorized overlap.')
+  flags.DEFINE_string('output_dir', None,
+                      'Where the comparison goes (default: WORKDIR/compare).')
+  flags.DEFINE_string('export', None, 'Also write our estimates to this .npz '
+                      'in the release\'s schema (and its pairs beside it).')
+
+
+def _estimate_command(workdir):
+  return f'python -m tf_memorization.estimate --workdir={workdir}'
+
+
+def _our_estimates(workdir):
+  """W/estimates as an estimates.Estimates, every value checked (a
+  UserError naming the estimate binary's command when there are none)."""
+  return report_inputs.load(workdir, estimates.estimates_dir(workdir))
+
+
+def _records(workdir, summary):
+  """The trial records the estimates came from, and their test values."""
+  policy = (summary.get('diverged_trials') or {})
+  policy = policy.get('policy') if isinstance(policy, dict) else None
+  loaded = loading.load(workdir, margins=False,
+                        diverged='skip' if policy == 'skip' else 'refuse')
+  estimated = summary.get('num_trials')
+  if isinstance(estimated, int) and estimated != loaded.num_trials:
+    raise errors.UserError(
+        f'{estimates.estimates_dir(workdir)} holds the estimates of '
+        f'{estimated} trials but {workdir}/{records.TRIALS_DIR} has '
+        f'{loaded.num_trials} now: run the estimate binary again '
+        f'({_estimate_command(workdir)}) so that memorization, pairs and '
+        'influence come from the same trials.')
+  if summary.get('influence_scores') == 'prob':
+    return loaded, 'prob', loaded.test_prob
+  return loaded, 'correct', loaded.test_correct
+
+
+def _thresholds(summary):
+  """The estimate's pair thresholds (the paper's if it names none)."""
+  given = summary.get('pair_thresholds')
+  out = dict(PAPER_THRESHOLDS)
+  if isinstance(given, dict):
+    for key, kind in (('influence', float), ('memorization', float),
+                      ('same_label', bool)):
+      if isinstance(given.get(key), (int, float)):
+        out[key] = kind(given[key])
+  return out
+
+
+def top_overlap(ours, theirs, k):
+  """|our top k ∩ their top k| / k of two score arrays (NaN ranks last;
+  ties by position)."""
+  if k < 1:
+    return float('nan')
+
+  def top(values):
+    key = np.where(np.isfinite(values), values, -np.inf)
+    return set(np.argsort(-key, kind='stable')[:k].tolist())
+
+  return len(top(ours) & top(theirs)) / k
+
+
+def _memorization(released, join, ours, top_k):
+  positions = join.train.joined
+  theirs = released.memorization[positions]
+  mine = ours.memorization[join.train.ours[positions]]
+  pearson, spearman = scores.rank_correlations(mine, theirs)
+  ks = list(dict.fromkeys([min(top_k, len(positions)),
+                           min(SECOND_K, len(positions))]))  # --top_k first
+  return {'joined': int(len(positions)),
+          'compared': int((np.isfinite(mine) & np.isfinite(theirs)).sum()),
+          'pearson': pearson, 'spearman': spearman,
+          'top_overlap': [{'k': int(k), 'overlap': top_overlap(mine, theirs,
+                                                                k)}
+                          for k in ks],
+          'mean': float(np.nanmean(mine)) if len(mine) else None,
+          'published_mean': (float(np.nanmean(theirs)) if len(theirs)
+                             else None)}, mine, theirs
+
+
+def _influence(released, join, loaded, test_values, scores_kind):
+  """Our influence on each of the file's per-class entries, compared."""
+  mine, theirs, entries = [], [], 0
+  for train, test, matrix in released.classes.values():
+    entries += matrix.size
+    rows, cols = join.train.ours[train], join.test.ours[test]
+    row_ok, col_ok = rows >= 0, cols >= 0
+    if not row_ok.any() or not col_ok.any():
+      continue
+    mine.append(published_lib.class_influence(
+        loaded.masks, test_values, rows[row_ok], cols[col_ok]).ravel())
+    theirs.append(np.asarray(matrix)[np.ix_(row_ok, col_ok)].ravel())
+  mine = np.concatenate(mine) if mine else np.zeros(0, np.float32)
+  theirs = np.concatenate(theirs) if theirs else np.zeros(0)
+  pearson, spearman = scores.rank_correlations(mine, theirs)
+  return {'classes': len(released.classes), 'entries': int(entries),
+          'joined_entries': int(len(mine)),
+          'compared': int((np.isfinite(mine)
+                           & np.isfinite(np.asarray(theirs, np.float64))
+                           ).sum()),
+          'pearson': pearson, 'spearman': spearman,
+          'test_values': scores_kind}
+
+
+def pair_agreement(ours, theirs):
+  """How two sets of (train, test) pairs agree: counts, recall (of
+  `theirs` in `ours`), precision (of `ours` in `theirs`), Jaccard."""
+  ours, theirs = set(ours), set(theirs)
+  both = len(ours & theirs)
+  return {'ours': len(ours), 'published': len(theirs), 'both': both,
+          'recall': both / len(theirs) if theirs else None,
+          'precision': both / len(ours) if ours else None,
+          'jaccard': scores.jaccard(ours, theirs)}
+
+
+def _pairs(released, pairs_file, join, ours, thresholds):
+  """Our raw pairs against the published ones, in file positions."""
+  if pairs_file is not None:
+    train, test, source = pairs_file.train, pairs_file.test, pairs_file.path
+  elif released.classes:
+    train, test = published_lib.matrix_pairs(
+        released, thresholds['influence'], thresholds['memorization'],
+        thresholds['same_label'])
+    source = 'matrices'
+  else:
+    return None
+  inside = (join.train.ours[train] >= 0) & (join.test.ours[test] >= 0)
+  raw = ours.pairs.get('raw')
+  raw = (np.ones(len(ours.pairs['train']), bool) if raw is None
+         else np.asarray(raw, bool))
+  ft = join.train.position[ours.pairs['train'][raw]]
+  fq = join.test.position[ours.pairs['test'][raw]]
+  ok = (ft >= 0) & (fq >= 0)
+  result = pair_agreement(zip(ft[ok].tolist(), fq[ok].tolist()),
+                          zip(train[inside].tolist(), test[inside].tolist()))
+  result.update({'published_from': source, 'thresholds': thresholds,
+                 'ours_outside_file': int((~ok).sum()),
+                 'published_outside_workdir': int((~inside).sum())})
+  return result
+
+
+def _joined_csv(join, ours, arrays, mine, theirs):
+  positions = join.train.joined
+  index = join.train.ours[positions]
+  order = np.argsort(index, kind='stable')
+  index, positions = index[order], positions[order]
+  source = published_join.known_source_ids(arrays, 'train')
+  cells = estimates.cells
+  return estimates.cells_bytes(JOINED_HEADER, [
+      cells(index), cells(ours.train_ids[index]),
+      cells(source[index] if source is not None else [''] * len(index)),
+      cells(positions), cells(arrays['original_train_labels'][index]),
+      cells(mine[order]), cells(theirs[order])])
+
+
+def _scatter(path, mine, theirs, spearman, published):
+  plt = estimates.pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 5.5))
+  ok = np.isfinite(mine) & np.isfinite(theirs)
+  count = max(int(ok.sum()), 1)  # fewer points, larger and darker dots
+  ax.scatter(theirs[ok], mine[ok], s=min(16.0, max(1.0, 20_000 / count)),
+             alpha=min(0.8, max(0.1, 2_000 / count)), linewidths=0)
+  both = np.r_[theirs[ok], mine[ok]]
+  low, high = (float(both.min()), float(both.max())) if len(both) else (0, 1)
+  ax.plot([low, high], [low, high], 'k--', linewidth=1, label='identity')
+  ax.set_xlabel(f'published memorization ({os.path.basename(published)})')
+  ax.set_ylabel('our memorization')
+  ax.set_title(f'Memorization, Spearman {estimates.fixed(spearman)} '
+               f'({int(ok.sum())} examples)')
+  ax.legend(loc='upper left')
+  estimates.save_figure(fig, path)
+  plt.close(fig)
+
+
+def _compare(workdir, released, pairs_file, join, ours, arrays, loaded,
+             top_k, output_dir):
+  """compare.json's object; writes DIR's files."""
+  memorization, mine, theirs = _memorization(released, join, ours, top_k)
+  thresholds = _thresholds(ours.summary)
+  notes = list(join.notes)
+  if thresholds != PAPER_THRESHOLDS:
+    notes.append(f'our pairs use the thresholds {thresholds}, not the '
+                 f'paper\'s {PAPER_THRESHOLDS}')
+  influence = None
+  if released.classes:
+    loaded_records, kind, values = loaded
+    influence = _influence(released, join, loaded_records, values, kind)
+  result = {
+      'workdir': workdir, 'published': released.path,
+      'published_pairs': pairs_file.path if pairs_file else None,
+      'order': join.order, 'num_trials': ours.summary.get('num_trials'),
+      'train': {'ours': len(join.train.position),
+                'published': released.num_train,
+                'joined': int(len(join.train.joined))},
+      'test': (None if join.test is None else
+               {'ours': len(join.test.position),
+                'published': released.num_test,
+                'joined': int(len(join.test.joined))}),
+      'memorization': memorization, 'influence': influence,
+      'pairs': (None if join.test is None else
+                _pairs(released, pairs_file, join, ours, thresholds)),
+      'notes': notes, 'output_dir': output_dir}
+  storage.atomic_replace(os.path.join(output_dir, JOINED_CSV),
+                         _joined_csv(join, ours, arrays, mine, theirs))
+  _scatter(os.path.join(output_dir, SCATTER_PNG), mine, theirs,
+           memorization['spearman'], released.path)
+  storage.atomic_write_text(os.path.join(output_dir, COMPARE_JSON),
+                            estimates.json_text(result))
+  return json.loads(estimates.json_text(result))
+
+
+def format_comparison(result):
+  """The table the binary prints."""
+  fixed = estimates.fixed
+  train, test = result['train'], result['test']
+  joined = f'{train["joined"]} of {train["ours"]} train'
+  if test:
+    joined += f', {test["joined"]} of {test["ours"]} test'
+  mem = result['memorization']
+  rows = [('order', result['order']), ('examples joined', joined),
+          ('memorization Spearman / Pearson',
+           f'{fixed(mem["spearman"])} / {fixed(mem["pearson"])} '
+           f'({mem["compared"]} examples)')]
+  for entry in mem['top_overlap']:
+    rows.append((f'top-{entry["k"]} memorized overlap',
+                 fixed(entry['overlap'])))
+  infl = result['influence']
+  if infl:
+    rows.append(('influence Spearman / Pearson',
+                 f'{fixed(infl["spearman"])} / {fixed(infl["pearson"])} '
+                 f'({infl["compared"]} entries of {infl["classes"]} '
+                 'classes)'))
+  pairs = result['pairs']
+  if pairs:
+    rows += [('pairs ours / published / both',
+              f'{pairs["ours"]} / {pairs["published"]} / {pairs["both"]}'),
+             ('pair recall / precision / Jaccard',
+              f'{fixed(pairs["recall"])} / {fixed(pairs["precision"])} / '
+              f'{fixed(pairs["jaccard"])}')]
+  width = max(len(name) for name, _ in rows)
+  lines = [f'Compared {result["workdir"]} with {result["published"]}']
+  lines += [f'  {name.ljust(width)}  {value}' for name, value in rows]
+  lines += [f'  note: {note}' for note in result['notes']]
+  lines.append(f'Written to {result["output_dir"]}: {COMPARE_JSON}, '
+               f'{SCATTER_PNG}, {JOINED_CSV}')
+  return '\n'.join(lines)
+
+
+def _export(workdir, path, ours, arrays, info, loaded):
+  """Writes our estimates in the release's schema; what was written."""
+  loaded_records, kind, values = loaded
+  order, train_order, test_order = published_join.export_order(arrays)
+  clean = arrays['original_train_labels'][train_order]
+  test_labels = arrays['test_labels'][test_order]
+  out = {'tr_mem': ours.memorization[train_order], 'tr_labels': clean,
+         'tt_labels': test_labels,
+         'tr_ids': arrays['train_ids'][train_order],
+         'tt_ids': arrays['test_ids'][test_order]}
+  for split, short, where in (('train', 'tr', train_order),
+                              ('test', 'tt', test_order)):
+    source = published_join.known_source_ids(arrays, split)
+    if source is not None:
+      out[f'{short}_source_ids'] = source[where]
+      if published_join.is_filename(source):
+        out[f'{short}_filenames'] = source[where]
+  for k in range(int(info['num_classes'])):
+    rows, cols = np.flatnonzero(clean == k), np.flatnonzero(test_labels == k)
+    out[f'tr_classidx_{k}'] = rows
+    out[f'tt_classidx_{k}'] = cols
+    out[f'infl_matrix_class{k}'] = published_lib.class_influence(
+        loaded_records.masks, values, train_order[rows], test_order[cols])
+  metadata = {'workdir': workdir, 'num_trials': loaded_records.num_trials,
+              'order': order, 'dataset': info.get('name'),
+              'influence_scores': kind,
+              'pair_thresholds': _thresholds(ours.summary),
+              'written_by': 'python -m tf_memorization.compare --export'}
+  out['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
+  train_position = np.argsort(train_order)
+  test_position = np.argsort(test_order)
+  raw = ours.pairs.get('raw')
+  raw = (np.ones(len(ours.pairs['train']), bool) if raw is None
+         else np.asarray(raw, bool))
+  pair_train, pair_test = ours.pairs['train'][raw], ours.pairs['test'][raw]
+  pairs = {'tr_idx': train_position[pair_train],
+           'tt_idx': test_position[pair_test],
+           'infl': ours.pairs['influence'][raw],
+           'mem': ours.memorization[pair_train]}
+  files = published_lib.write(path, out, pairs)
+  return {'path': files[0], 'pairs': files[1], 'order': order,
+          'num_pairs': int(raw.sum())}
+
+
+def run(workdir, published=None, published_pairs=None, order='auto',
+        top_k=1000, output_dir=None, export=None, log=print):
+  """Compares W's estimates with a released file, and/or exports them.
+
+  Args:
+    workdir: a workdir the estimate binary has estimated.
+    published: the released memorization/influence .npz (None: export only).
+    published_pairs: the released pairs .npz (None: the pairs of the
+      published matrices at our thresholds).
+    order: how the file's positions meet our examples
+      (published_join.ORDERS).
+    top_k: K of the top-K memorized overlap (also 100).
+    output_dir: where compare.json, the scatter and joined.csv go (default
+      W/compare).
+    export: write our estimates in the release's schema there.
+    log: callable taking one line.
+
+  Returns:
+    compare.json's object (with 'export' when exporting); {'export': ...}
+    alone without `published`.
+  """
+  if not workdir:
+    raise errors.UserError('--workdir is required: a workdir the estimate '
+                           'binary has estimated.')
+  errors.choice('--order', order, published_join.ORDERS)
+  top_k = errors.integer('--top_k', top_k, minimum=1)
+  if not published and not export:
+    raise errors.UserError(
+        'Nothing to do: give --published=FILE.npz (the released scores, '
+        'e.g. cifar100_infl_matrix.npz) to compare with, and/or '
+        '--export=FILE.npz to write ours in their schema.')
+  if published_pairs and not published:
+    raise errors.UserError('--published_pairs needs --published (the '
+                           'memorization/influence file the pairs index).')
+  if export is not None and not export.endswith('.npz'):
+    raise errors.UserError(f'--export={export}: name an .npz file (its pairs '
+                           'go beside it, to ..._pairs.npz).')
+  arrays, info = records.read_dataset_file(workdir)
+  ours = _our_estimates(workdir)
+  released = pairs_file = join = None
+  if published:
+    released = published_lib.read(published)
+    if published_pairs:
+      pairs_file = published_lib.read_pairs(published_pairs, released)
+    join = published_join.join(released, arrays, order)
+    flag = '--output_dir' if output_dir else '--workdir'
+    output_dir = output_dir or os.path.join(workdir, COMPARE_DIR)
+    storage.check_writable(output_dir, flag)
+  if export:
+    storage.check_writable(os.path.dirname(export) or '.', '--export')
+  loaded = None
+  if export or (released is not None and released.classes):
+    loaded = _records(workdir, ours.summary)
+  result = {}
+  if released is not None:
+    result = _compare(workdir, released, pairs_file, join, ours, arrays,
+                      loaded, top_k, output_dir)
+    log(format_comparison(result))
+  if export:
+    result['export'] = _export(workdir, export, ours, arrays, info, loaded)
+    log(f'Exported our estimates ({result["export"]["order"]} order) to '
+        f'{result["export"]["path"]}, and {result["export"]["num_pairs"]} '
+        f'pairs to {result["export"]["pairs"]}.')
+  return result
+
+
+def _main():
+  f = flags.FLAGS
+  run(f.workdir, f.published, f.published_pairs, f.order, f.top_k,
+      f.output_dir, f.export, log=lambda line: print(line, flush=True))
+
+
+main = cli.binary_main(_main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
