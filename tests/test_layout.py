@@ -32,7 +32,7 @@ LAYERS = (
     'record_checks', 'loading', 'membership', 'membership_eval', 'proxies', 'published', 'published_join', 'config', 'leases', 'models', 'initializing', 'tfds_data',
     'data', 'folders', 'arrays', 'dynamics', 'inference', 'training', 'pretrained', 'runs',
     'sequential',
-    'estimates', 'analyses', 'assessment', 'experiments.base', 'experiments.removal',
+    'estimates', 'analyses', 'assessment', 'per_example', 'experiments.base', 'experiments.removal',
     'experiments.ablation', 'experiments.leave_one_out',
     'experiments.ratio_sweep', 'experiments', 'estimator', 'report_html',
     'report_figures', 'report_inputs', 'report_images', 'report',

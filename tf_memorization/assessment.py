@@ -198,3 +198,39 @@ def _jaccard(a, b):
 
 def _ratio(numerator, denominator):
   return min(1.0, numerator / denominator) if denominator else None
+
+
+def pair_table(loaded, pairs):
+  """The raw and the controlled pairs together, each once, the highest
+  influence first (ties by test index): {column: array}."""
+  chosen = pairs.selected
+  raw_keys = pairs.raw_train * len(loaded.test_labels) + pairs.raw_test
+  tested_keys = pairs.test_train * len(loaded.test_labels) + pairs.test_test
+  # Controlled pairs under the influence threshold (pair_null below it) are
+  # not among the raw pairs: their influence and stderr computed here.
+  extra = chosen & ~np.isin(tested_keys, raw_keys)
+  value, stderr = scores.pair_statistics(
+      loaded.masks, np.asarray(loaded.test_correct, np.float32),
+      pairs.test_train[extra], pairs.test_test[extra])
+  train = np.concatenate([pairs.raw_train, pairs.test_train[extra]])
+  test = np.concatenate([pairs.raw_test, pairs.test_test[extra]])
+  keys = train * len(loaded.test_labels) + test
+  position = {key: i for i, key in enumerate(tested_keys.tolist())}
+  where = np.array([position.get(key, -1) for key in keys.tolist()],
+                   np.int64)
+  found = where >= 0
+  pvalue = np.full(len(keys), np.nan)
+  qvalue = np.full(len(keys), np.nan)
+  controlled = np.zeros(len(keys), np.int64)
+  pvalue[found] = pairs.pvalue[where[found]]
+  qvalue[found] = pairs.qvalue[where[found]]
+  controlled[found] = chosen[where[found]]
+  table = {'train': train, 'test': test,
+           'influence': np.concatenate([pairs.raw_influence, value]),
+           'stderr': np.concatenate([pairs.raw_stderr, stderr]),
+           'pvalue': pvalue, 'qvalue': qvalue,
+           'raw': np.r_[np.ones(len(pairs.raw_train), np.int64),
+                        np.zeros(int(extra.sum()), np.int64)],
+           'controlled': controlled}
+  order = np.lexsort((table['test'], -table['influence']))
+  return {name: column[order] for name, column in table.items()}

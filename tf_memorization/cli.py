@@ -1,7 +1,8 @@
 """What the binaries share: one clear error line for bad input, and quiet.
 
-Only the binaries (train, estimate, report, inspect_workdir) import this
-module; library modules raise the errors of `errors` and define no flags.
+Only the binaries (train, estimate, report, inspect_workdir, compare) import
+this module; library modules raise the errors of `errors` and define no
+flags.
 An error a user can cause is printed as one sentence naming the file or
 binding and the fix, with exit status 2.
 

@@ -24,6 +24,15 @@ alone).
                            topk], test_ids, train_ids
     summary.json           run figures (see README)
     influence_dense.npy    float16 [n, n_test] (Estimator.dense_influence)
+    membership.csv/.json   LiRA (per_example.py): per example the in/out
+                           Gaussians of its log-odds, lira_auc and
+                           lira_separation; the attack's AUC and TPR at low
+                           FPR; membership_roc.png
+    proxies.csv/.json/.png how well each proxy from 1..16 trials ranks the
+                           memorization from all k (Spearman, Pearson, cosine)
+    heldout_pred_probs.npz pred_probs [n, C] (mean held-out class
+                           probabilities), labels, ids, heldout_trials; and
+                           label_issues.json (with label noise: detectors)
     <name>.csv, <name>.json, <name>.png   one table, summary and figure per
                            analysis and experiment (label_noise, removal, ...)
 
@@ -85,6 +94,13 @@ FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG,
 # Each analysis and experiment writes <kind>.csv (its table) and
 # <kind>.json (its summary): write_table(output_dir, kind, ...).
 LABEL_NOISE = 'label_noise'
+# per_example.py's: LiRA, the proxy table, held-out class probabilities.
+MEMBERSHIP = 'membership'
+MEMBERSHIP_PNG = 'membership_roc.png'
+PROXIES = 'proxies'
+PROXIES_PNG = 'proxies.png'
+PRED_PROBS_NPZ = 'heldout_pred_probs.npz'
+LABEL_ISSUES = 'label_issues'
 MEMORIZATION_VS_INFLUENCE = 'memorization_vs_influence'
 
 
@@ -276,6 +292,11 @@ def format_summary(summary, output_dir):
                    f'{fixed(split["controlled_pairs_jaccard"])} ('
                    f'{split["controlled_pairs_per_half"][0]} / '
                    f'{split["controlled_pairs_per_half"][1]} pairs)'))
+  lira = ((summary.get(MEMBERSHIP) or {}).get('attacks') or {}).get('online')
+  if lira:
+    rows.append(('LiRA AUC / TPR at 1% FPR (online)',
+                 f'{fixed(lira["auc"])} / '
+                 f'{fixed(100 * (lira["tpr_at_1%_fpr"] or np.nan), 2)}%'))
   width = max(len(r[0]) for r in rows)
   lines = [f'Estimates written to {output_dir}']
   if (summary.get('planner') or {}).get('advice'):

@@ -42,6 +42,7 @@ from tf_memorization import errors
 from tf_memorization import estimates
 from tf_memorization import experiments as experiments_lib
 from tf_memorization import loading
+from tf_memorization import per_example
 from tf_memorization import planner as planner_lib
 from tf_memorization import progress as progress_lib
 from tf_memorization import records
@@ -221,6 +222,7 @@ def configure(workdir, gin_files=(), gin_bindings=(), data_dir=None):
   config.parse_gin(config_files + list(gin_files), bindings)
   try:
     estimator = Estimator()
+    estimator.per_example = per_example.PerExampleScores()
   except (ValueError, TypeError) as e:
     raise errors.UserError(
         f'Bad Estimator config: {e}'.replace('\n', ' ')) from e
@@ -374,8 +376,12 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   """
   timings = {}
   start = time.perf_counter()
-  loaded = loading.load(workdir, margins=False,
-                        diverged=estimator.diverged_trials)
+  settings = estimator.per_example
+  required, optional = settings.load_fields()
+  loaded = loading.load(
+      workdir, margins=settings.margins, diverged=estimator.diverged_trials,
+      fields=required, if_present=optional,
+      missing_fix=per_example.missing_fix('PerExampleScores.membership'))
   timings['load_seconds'] = time.perf_counter() - start
   k, n = loaded.masks.shape
   log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
@@ -425,6 +431,9 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
                               if not key.startswith('roc_')}
   summary['memorization_vs_influence'] = analyses.memorization_vs_influence(
       output_dir, mem.memorization, infl.max_influence, log)
+  summary.update(per_example.compute(settings, workdir, loaded, mem,
+                                     output_dir, log,
+                                     estimator.diverged_trials))
   if experiments:
     inputs = experiments_lib.Inputs(
         workdir=workdir, output_dir=output_dir, setup=setup, records=loaded,
@@ -467,7 +476,7 @@ def _write_scores(output_dir, loaded, mem, trust):
           mem_cells['memorization'], mem_cells['stderr'], cells(mem.soft),
           cells(mem.k_in), cells(mem.k_out), mem_cells['consistency'],
           cells(tests['pvalue']), mem_cells['qvalue'], cells(controlled)]))
-  table = _pair_table(loaded, pairs)
+  table = assessment.pair_table(loaded, pairs)
   pt, pj = table['train'], table['test']
   pair_cells = {name: cells(table[name])
                 for name in ('influence', 'stderr', 'qvalue')}
@@ -504,42 +513,6 @@ def _write_scores(output_dir, loaded, mem, trust):
       original_train_labels=loaded.original_train_labels,
       test_labels=loaded.test_labels, train_ids=ids,
       test_ids=loaded.test_ids)
-
-
-def _pair_table(loaded, pairs):
-  """The raw and the controlled pairs together, each once, the highest
-  influence first (ties by test index): {column: array}."""
-  chosen = pairs.selected
-  raw_keys = pairs.raw_train * len(loaded.test_labels) + pairs.raw_test
-  tested_keys = pairs.test_train * len(loaded.test_labels) + pairs.test_test
-  # Controlled pairs under the influence threshold (pair_null below it) are
-  # not among the raw pairs: their influence and stderr computed here.
-  extra = chosen & ~np.isin(tested_keys, raw_keys)
-  value, stderr = scores.pair_statistics(
-      loaded.masks, np.asarray(loaded.test_correct, np.float32),
-      pairs.test_train[extra], pairs.test_test[extra])
-  train = np.concatenate([pairs.raw_train, pairs.test_train[extra]])
-  test = np.concatenate([pairs.raw_test, pairs.test_test[extra]])
-  keys = train * len(loaded.test_labels) + test
-  position = {key: i for i, key in enumerate(tested_keys.tolist())}
-  where = np.array([position.get(key, -1) for key in keys.tolist()],
-                   np.int64)
-  found = where >= 0
-  pvalue = np.full(len(keys), np.nan)
-  qvalue = np.full(len(keys), np.nan)
-  controlled = np.zeros(len(keys), np.int64)
-  pvalue[found] = pairs.pvalue[where[found]]
-  qvalue[found] = pairs.qvalue[where[found]]
-  controlled[found] = chosen[where[found]]
-  table = {'train': train, 'test': test,
-           'influence': np.concatenate([pairs.raw_influence, value]),
-           'stderr': np.concatenate([pairs.raw_stderr, stderr]),
-           'pvalue': pvalue, 'qvalue': qvalue,
-           'raw': np.r_[np.ones(len(pairs.raw_train), np.int64),
-                        np.zeros(int(extra.sum()), np.int64)],
-           'controlled': controlled}
-  order = np.lexsort((table['test'], -table['influence']))
-  return {name: column[order] for name, column in table.items()}
 
 
 def _max_or_none(values):

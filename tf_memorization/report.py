@@ -132,7 +132,9 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
         _histogram_section(page),
         _examples_section(page, most=True), _examples_section(page, most=False),
         _pairs_section(page), _removal_section(page),
-        _label_noise_section(page), _leave_one_out_section(page),
+        _label_noise_section(page), _membership_section(page),
+        _proxies_section(page), _label_issues_section(page),
+        _leave_one_out_section(page),
         _ablation_section(page), _ratio_sweep_section(page)) if s]
     sections += [s for s in [_not_run_section(page, sections)] if s]
     index = _document(page, sections)
@@ -386,6 +388,68 @@ def _label_noise_section(page):
         f'The {len(shown)} flipped examples with the highest memorization. '
         + _LEGEND) + markup.examples_table(page.inputs, shown))
   return _Section('label-noise', 'Label-noise detection', body, len(shown))
+
+
+def _membership_section(page):
+  """LiRA from the same trials (per_example.py): ROC, AUC, TPR at low FPR."""
+  found = page.summary.obj('membership')
+  if not found:
+    return None
+  attacks = [(name, found.obj('attacks').obj(name))
+             for name in found.obj('attacks').keys()]
+  body = markup.markup(
+      '<p>Each of {} trials in turn is the target model and the others '
+      'its shadows: per example, Gaussians of the log-odds of its label '
+      'over the trials that trained on it and those that did not (online '
+      'LiRA, Carlini et al. 2022; scores from {}). Per-example AUC '
+      '(P(in-trial log-odds &gt; out-trial)) against memorization: '
+      'Spearman {}, Pearson {}; mean per-example AUC {} for examples with '
+      'memorization &ge; 0.25, {} for the others.</p>',
+      markup.fmt(found.get('targets')), markup.fmt(found.get('source')),
+      markup.fmt(found.get('memorization_spearman'), 3),
+      markup.fmt(found.get('memorization_pearson'), 3),
+      markup.fmt(found.get('mean_example_auc_memorized'), 3),
+      markup.fmt(found.get('mean_example_auc_others'), 3))
+  body += _embed_copy(page, estimates_lib.MEMBERSHIP_PNG, 'LiRA ROC curves',
+                      'ROC curves of membership inference on log-log axes.')
+  body += markup.membership_table(attacks)
+  return _Section('membership', 'Membership inference (LiRA)', body)
+
+
+def _proxies_section(page):
+  """How well cheap proxies from few trials rank the memorization."""
+  found = page.summary.obj('proxies')
+  if not found:
+    return None
+  body = markup.markup('<p>{}</p>', markup.fmt(found.get('line')))
+  if not found.get('dynamics_recorded'):
+    body += markup.note('The records hold no learning-dynamics proxies '
+                        '(record format 3 records them): held-out scores '
+                        'only.')
+  body += _embed_copy(page, estimates_lib.PROXIES_PNG, 'proxies',
+                      'Spearman of each proxy from the first trials with '
+                      'the memorization from all of them. Ravikumar et al. '
+                      '(2025) report cosine 0.87 / Pearson 0.79 of the '
+                      'cumulative sample loss against the paper\'s '
+                      'CIFAR-100 scores.')
+  body += markup.proxies_table(found.objs('rows'))
+  return _Section('proxies', 'Predicting memorization cheaply', body)
+
+
+def _label_issues_section(page):
+  found = page.summary.obj('label_issues')
+  if not found:
+    return None
+  body = markup.markup(
+      '<p>{} holds <code>pred_probs</code> for {} training examples: each '
+      'the mean class probabilities of the trials that held it out, the '
+      'layout label-issue tools such as cleanlab take.</p>',
+      markup.fmt(found.get('file')), markup.fmt(found.get('examples')))
+  detectors = found.obj('detectors')
+  if detectors:
+    body += markup.detectors_table(
+        [(name, detectors.obj(name)) for name in detectors.keys()])
+  return _Section('label-issues', 'Held-out class probabilities', body)
 
 
 def _leave_one_out_section(page):

@@ -518,3 +518,43 @@ def convergence_table(rows):
                 'raw pairs', 'controlled pairs Jaccard with all',
                 'raw pairs Jaccard with all'], cells,
                numeric=tuple(range(1, 9)))
+
+
+def membership_table(attacks):
+  """summary 'membership'.'attacks' (per attack: AUC, TPR, ...) as a table."""
+  cells = [[escape(name), fmt(a.get('auc'), 3),
+            fmt(_percent(a.get('tpr_at_0.1%_fpr'))),
+            fmt(_percent(a.get('tpr_at_1%_fpr'))), fmt(a.get('accuracy'), 3),
+            plus_minus([a.get('target_auc_mean'), a.get('target_auc_sd')]),
+            fmt(a.get('scored'))] for name, a in attacks]
+  return table(['attack', 'ROC AUC', 'TPR at 0.1% FPR', 'TPR at 1% FPR',
+                'balanced accuracy', 'AUC per target trial',
+                '(trial, example) scores'], cells, numeric=tuple(range(1, 7)))
+
+
+def _percent(value):
+  value = number(value)
+  return None if value is None else f'{100 * value:.2f}%'
+
+
+def proxies_table(rows):
+  """summary 'proxies'.'rows' as proxy x trials of Spearman with all k."""
+  counts = sorted({r.get('trials') for r in rows
+                   if isinstance(r.get('trials'), int)})
+  by_proxy = {}
+  for r in rows:
+    by_proxy.setdefault(str(r.get('proxy')), {})[r.get('trials')] = r
+  cells = [[escape(name)] + [fmt((found.get(c) or {}).get('spearman'), 3)
+                             for c in counts]
+           for name, found in by_proxy.items()]
+  return table(['proxy (Spearman with the memorization from all k)']
+               + [f'{c} trial{"s" if c > 1 else ""}' for c in counts], cells,
+               numeric=tuple(range(1, len(counts) + 1)))
+
+
+def detectors_table(detectors):
+  """summary 'label_issues'.'detectors' (AUC, AP per detector) as a table."""
+  cells = [[escape(name), fmt(d.get('auc'), 3),
+            fmt(d.get('average_precision'), 3)] for name, d in detectors]
+  return table(['detector of the flipped labels', 'ROC AUC',
+                'average precision'], cells, numeric=(1, 2))
