@@ -454,3 +454,23 @@ def test_detection_on_planted_flips():
   num_pos = int(flipped.sum())
   random_auc = proxies.detection_auc(rng.random(n), flipped).auc
   assert abs(random_auc - 0.5) < 4 * _null_auc_sd(num_pos, n - num_pos)
+
+
+def test_held_out_scores_are_oriented_as_one_minus_the_score():
+  rng = np.random.default_rng(5)
+  k, n = 8, 200
+  masks = rng.random((k, n)) < 0.5
+  correct = rng.random((k, n)) < 0.7
+  memorization = rng.random(n)
+  rows = proxies.prediction_table(memorization, masks, {}, correct, None,
+                                  trial_counts=(8,))
+  (row,) = [r for r in rows if r['proxy'] == 'heldout_accuracy']
+  values = proxies.proxy_values('heldout_accuracy',
+                                {'train_correct': correct}, masks, 8)
+  ok = np.isfinite(values)
+  x, y = 1 - values[ok], memorization[ok]
+  assert row['cosine'] == pytest.approx(
+      x @ y / (np.linalg.norm(x) * np.linalg.norm(y)), abs=1e-12)
+  assert row['cosine'] > 0  # -score would give a negative cosine here
+  assert row['spearman'] == pytest.approx(
+      -proxies.spearman(values, memorization), abs=1e-12)

@@ -579,3 +579,56 @@ def test_run_sh_help_prints_only_the_usage():
                        capture_output=True, text=True, check=True).stdout
   assert './run.sh demo' in out and './run.sh test' in out
   assert 'set -euo' not in out and '#' not in out
+
+
+# --------------------------------------------------------------------------
+# Record format 3: the log-odds, proxies and held-out probabilities
+
+
+def _as_format_2(path):
+  """Rewrites a record as format 2 wrote it: no format-3 fields."""
+  arrays = read_npz(path)
+  meta = json.loads(str(arrays.pop('metadata')))
+  for field in records.OPTIONAL_FIELDS:
+    arrays.pop(field, None)
+  meta['format_version'] = 2
+  meta['checksum'] = records.record_checksum(arrays, meta)
+  arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def test_format_2_records_load_and_say_what_they_lack(workdir):
+  before = loading.load(workdir, fields=('train_logodds', 'train_csl'))
+  assert before.extra['train_logodds'].shape == before.masks.shape
+  _as_format_2(records.record_path(workdir, 1))
+  after = loading.load(workdir)  # the scores of format 2 are all there
+  np.testing.assert_array_equal(after.train_prob, before.train_prob)
+  with pytest.raises(records.RecordError, match=(
+      r'trial_000001.npz holds no train_logodds: it is a record of format 2'
+  )):
+    loading.load(workdir, fields=('train_logodds',), missing_fix='Bind X.')
+  partial = loading.load(workdir, if_present=('train_logodds', 'train_csl'))
+  assert partial.extra == {}
+  count, path = partial.missing_fields['train_csl']
+  assert count == 1 and path.endswith('trial_000001.npz')
+
+
+@pytest.mark.parametrize('field, change, message', [
+    ('train_learned_epoch', lambda a, m: np.where(m, 99, a),
+     'train_learned_epoch holds values no training run records'),
+    ('train_csl', lambda a, m: np.where(m, -1.0, a).astype(a.dtype),
+     'train_csl holds values no training run records'),
+    ('train_logodds', lambda a, m: np.full_like(a, np.inf),
+     'train_logodds holds NaN or infinite values'),
+    ('test_logodds', lambda a, m: a[:-1], 'test_logodds is float16 of shape'),
+])
+def test_resigned_format_3_fields_out_of_range_are_refused(
+    workdir, field, change, message):
+  path = records.record_path(workdir, 2)
+  arrays = read_npz(path)
+  n = len(arrays['train_prob'])
+  mask = np.unpackbits(arrays['mask'], count=n).astype(bool)
+  rewrite_record(path, **{field: change(arrays[field], mask)})
+  with pytest.raises(records.RecordError, match=message):
+    loading.load(workdir)

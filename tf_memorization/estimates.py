@@ -89,11 +89,6 @@ ABLATION_PNG = 'ablation_histogram.png'
 REMOVAL_PNG = 'removal.png'
 LABEL_NOISE_PNG = 'label_noise_roc.png'
 LEAVE_ONE_OUT_PNG = 'leave_one_out.png'
-FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG,
-           CONVERGENCE_PNG)
-# Each analysis and experiment writes <kind>.csv (its table) and
-# <kind>.json (its summary): write_table(output_dir, kind, ...).
-LABEL_NOISE = 'label_noise'
 # per_example.py's: LiRA, the proxy table, held-out class probabilities.
 MEMBERSHIP = 'membership'
 MEMBERSHIP_PNG = 'membership_roc.png'
@@ -101,6 +96,11 @@ PROXIES = 'proxies'
 PROXIES_PNG = 'proxies.png'
 PRED_PROBS_NPZ = 'heldout_pred_probs.npz'
 LABEL_ISSUES = 'label_issues'
+FIGURES = (ABLATION_PNG, REMOVAL_PNG, LABEL_NOISE_PNG, LEAVE_ONE_OUT_PNG,
+           CONVERGENCE_PNG, MEMBERSHIP_PNG, PROXIES_PNG)
+# Each analysis and experiment writes <kind>.csv (its table) and
+# <kind>.json (its summary): write_table(output_dir, kind, ...).
+LABEL_NOISE = 'label_noise'
 MEMORIZATION_VS_INFLUENCE = 'memorization_vs_influence'
 
 

@@ -227,7 +227,9 @@ def cosine(x, y):
 
 
 def _row(name, direction, trials, all_trials, values, memorization):
-  oriented = direction * values
+  # A held-out score in [0, 1] turns into 1 − score (not −score), so that its
+  # cosine with memorization (≈ 1 − C-score) means something too.
+  oriented = 1.0 - values if name in HELDOUT else direction * values
   x, _ = _finite_pairs(oriented, memorization)
   return {'proxy': name, 'direction': direction, 'trials': trials,
           'all_trials': all_trials, 'examples': int(len(x)),
@@ -251,7 +253,8 @@ def prediction_table(memorization, masks, proxies, train_correct, train_prob,
   For each proxy P and each K in trial_counts (those above the trials P has
   are dropped: k_p for a learning-dynamics proxy, train_correct's k for the
   held-out scores), one row comparing DIRECTIONS[P] * proxy_values(P, ..., K)
-  with `memorization`, then the REFERENCE rows: mem recomputed from the first
+  (1 − proxy_values for the held-out scores, in [0, 1]) with
+  `memorization`, then the REFERENCE rows: mem recomputed from the first
   K trials of masks and train_correct (the same-budget baseline).
 
   Args:

@@ -325,21 +325,33 @@ class TrialTrainer:
     """Runs `run_step(s)` (per-replica losses) for s < steps; mean losses.
 
     With record_dynamics, each step's per-example losses and correctness
-    are gathered from the replicas and accumulated by the example indices:
-    `rows(s)` ([K, B], the in-graph input's) or those the batches carry.
+    are gathered from the replicas, with the example indices (`rows(s)`,
+    [K, B], the in-graph input's, or those the batches carry), and the
+    call's visits are accumulated once at its end, in stream order: one
+    scatter per call (an epoch), not one per step.
     """
     total = tf.zeros([self.models_per_step], tf.float32)
+    if self.dynamics is None:
+      for s in tf.range(steps):
+        total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                      run_step(s), axis=None)
+      return total / tf.cast(steps, tf.float32)
+    gather = lambda value: self.strategy.gather(value, axis=0)
+    size = tf.cast(steps, tf.int32)
+    seen = tf.TensorArray(tf.int32, size=size)
+    losses = tf.TensorArray(tf.float32, size=size)
+    correct = tf.TensorArray(tf.int32, size=size)
     for s in tf.range(steps):
-      out = run_step(s)
-      if self.dynamics is not None:
-        out, example_losses, example_correct, indices = out
-        gather = lambda value: self.strategy.gather(value, axis=0)
-        indices = (tf.transpose(rows(s)) if rows is not None
-                   else gather(indices))
-        self.dynamics.update(indices, gather(example_losses),
-                             gather(example_correct))
+      out, example_losses, example_correct, indices = run_step(s)
+      indices = (tf.transpose(rows(s)) if rows is not None
+                 else gather(indices))
+      at = tf.cast(s, tf.int32)
+      seen = seen.write(at, tf.cast(indices, tf.int32))
+      losses = losses.write(at, gather(example_losses))
+      correct = correct.write(at, gather(example_correct))
       total += self.strategy.reduce(tf.distribute.ReduceOp.MEAN, out,
                                     axis=None)
+    self.dynamics.update(seen.concat(), losses.concat(), correct.concat())
     return total / tf.cast(steps, tf.float32)
 
   def _train_steps_fn(self, iterator, steps):
