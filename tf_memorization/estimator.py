@@ -381,7 +381,7 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   loaded = loading.load(
       workdir, margins=settings.margins, diverged=estimator.diverged_trials,
       fields=required, if_present=optional,
-      missing_fix=per_example.missing_fix('PerExampleScores.membership'))
+      missing_fix=per_example.missing_fix)
   timings['load_seconds'] = time.perf_counter() - start
   k, n = loaded.masks.shape
   log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '

@@ -433,7 +433,8 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     fields: format-3 fields to load as well (records.OPTIONAL_FIELDS):
       the log-odds and proxies as Records.extra [k, n] arrays, and
       'heldout_probs' as Records.heldout_prob_sum / heldout_count. A
-      record without one is a RecordError (`missing_fix` says what to do).
+      record without one is a RecordError (`missing_fix`, a sentence or a
+      function of the field, says what to do).
     if_present: format-3 fields loaded like `fields` when every record
       holds them; otherwise left out and counted in Records.missing_fields.
 
@@ -532,8 +533,9 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     for field in fields:
       if field not in arrays:
         if field in required:
-          raise record_checks.missing_field_error(path, meta, field,
-                                                 missing_fix)
+          raise record_checks.missing_field_error(
+              path, meta, field,
+              missing_fix(field) if callable(missing_fix) else missing_fix)
         count, first = missing.get(field, (0, path))
         missing[field] = (count + 1, first)
         continue

@@ -84,10 +84,14 @@ class PerExampleScores:
                proxies='auto', proxy_trials=(1, 2, 4, 8, 16),
                heldout_probs='auto'):
     name = 'PerExampleScores.'
-    errors.choice(name + 'membership', membership,
-                  _CHOICES + ('prob', 'margin'))
-    errors.choice(name + 'proxies', proxies, _CHOICES)
-    errors.choice(name + 'heldout_probs', heldout_probs, _CHOICES)
+    for key, value, allowed in (
+        ('membership', membership, _CHOICES + ('prob', 'margin')),
+        ('proxies', proxies, _CHOICES), ('heldout_probs', heldout_probs,
+                                         _CHOICES)):
+      if not isinstance(value, (bool, str)):  # 0 == False, 1 == True
+        raise errors.ConfigError(
+            f'{name}{key} = {value!r}: choose one of {allowed}.')
+      errors.choice(name + key, value, allowed)
     self.membership = membership
     self.proxies = proxies
     self.heldout_probs = heldout_probs
@@ -114,9 +118,13 @@ class PerExampleScores:
     return self.membership == 'margin'
 
 
-def missing_fix(binding):
+def missing_fix(field):
+  """What to do about a record without `field`, naming its binding."""
+  binding = {'train_logodds': 'membership',
+             records.HELDOUT_PROBS: 'heldout_probs'}.get(field, 'proxies')
   return ('Retrain into a new --workdir with this version of '
-          f'tf_memorization, or bind {binding} = False (or \'auto\').')
+          f'tf_memorization, or bind PerExampleScores.{binding} = False (or '
+          "'auto').")
 
 
 def compute(settings, workdir, loaded, mem, output_dir, log,
@@ -235,7 +243,7 @@ def _proxies(settings, workdir, loaded, mem, output_dir, log, diverged):
   fields = records.DYNAMICS_FIELDS
   found = loading.load(
       workdir, margins=False, trial_indices=list(first),
-      diverged=diverged, missing_fix=missing_fix('PerExampleScores.proxies'),
+      diverged=diverged, missing_fix=missing_fix,
       **({'fields': fields} if settings.proxies is True
          else {'if_present': fields}))
   arrays = {}
