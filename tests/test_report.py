@@ -475,7 +475,11 @@ def _rewrite_dataset_ids(workdir, hostile):
     ids = [f'{split}id{i}{_ATTACK}'
            for i in range(len(arrays[f'{split}_ids']))]
     arrays[f'{split}_ids'] = np.asarray(ids).astype(str)
+  # The source ids have a checksum of their own, as the writer keeps them.
+  sources = {f: arrays.pop(f) for f in ('train_source_ids', 'test_source_ids')
+             if f in arrays}
   info['checksum'] = records._checksum(arrays)  # pylint: disable=protected-access
+  arrays.update(sources)
   arrays['info'] = np.array(json.dumps(info, sort_keys=True))
   with open(path, 'wb') as f:
     f.write(storage.npz_bytes(arrays))

@@ -404,7 +404,7 @@ def _membership_section(page):
       'LiRA, Carlini et al. 2022; scores from {}). Per-example AUC '
       '(P(in-trial log-odds &gt; out-trial)) against memorization: '
       'Spearman {}, Pearson {}; mean per-example AUC {} for examples with '
-      'memorization &ge; 0.25, {} for the others.</p>',
+      'memorization ≥ 0.25, {} for the others.</p>',
       markup.fmt(found.get('targets')), markup.fmt(found.get('source')),
       markup.fmt(found.get('memorization_spearman'), 3),
       markup.fmt(found.get('memorization_pearson'), 3),
