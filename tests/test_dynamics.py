@@ -182,3 +182,15 @@ def test_a_learning_run_records_consistent_proxies():
   # Packed copies record their own trials, not each other's.
   assert not np.array_equal(first.dynamics['train_visits'],
                             second.dynamics['train_visits'])
+
+
+def test_what_a_record_keeps_is_not_part_of_the_fingerprint():
+  from tf_memorization import config  # pylint: disable=g-import-not-at-top
+  from tf_memorization import runs  # pylint: disable=g-import-not-at-top,unused-import
+  base = "TrialTrainer.epochs = 3\nTrialTrainer.batch_size = 64\n"
+  kept = base + ('TrialTrainer.record_dynamics = False\n'
+                 'TrialTrainer.record_heldout_probs = True\n')
+  assert config.fingerprinted_lines(kept) == config.fingerprinted_lines(base)
+  # What a trial computes still is.
+  assert config.fingerprinted_lines(base + 'TrialTrainer.epochs = 4\n') != (
+      config.fingerprinted_lines(base))

@@ -37,7 +37,11 @@ config.not_fingerprinted(
     'load_dataset.download', 'TrialTrainer.eval_batch_size',
     # A trial computes the same alone or packed (tested).
     'TrialTrainer.models_per_step', 'TrialTrainer.in_graph_input',
-    'TrialTrainer.checkpoint_seconds', 'TrialTrainer.deterministic_ops')
+    'TrialTrainer.checkpoint_seconds', 'TrialTrainer.deterministic_ops',
+    # What a record keeps beside the predictions, not what a trial computes:
+    # records with and without those fields share a workdir (the estimator
+    # uses a field when every record holds it).
+    'TrialTrainer.record_dynamics', 'TrialTrainer.record_heldout_probs')
 
 
 @dataclasses.dataclass
