@@ -6,6 +6,7 @@ tested on a CPU-only machine (2 replicas).
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -136,3 +137,30 @@ def run_in_process(run_fn):
     os.chdir(cwd)
     gin.clear_config()
   return status, out.getvalue(), err.getvalue()
+
+
+@dataclasses.dataclass
+class LabelsSplit:
+  """A split as records.write_dataset_file reads it: labels and ids."""
+  labels: np.ndarray
+  ids: np.ndarray
+  source_ids: np.ndarray = None
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass
+class LabelsDataset:
+  """What records.write_dataset_file reads of a data.Dataset, for tests
+  that write records without training."""
+  name: str
+  train: LabelsSplit
+  test: LabelsSplit
+  num_classes: int
+  version: str = 'synthetic'
+
+  def describe(self):
+    return {'name': self.name, 'version': self.version,
+            'num_classes': self.num_classes, 'num_train': len(self.train),
+            'num_test': len(self.test), 'image_shape': [8, 8, 1]}

@@ -31,7 +31,8 @@ from tf_memorization import published
 from tf_memorization import records
 from tf_memorization import training
 
-from conftest import REPO, read_npz, run_in_process
+from conftest import (REPO, LabelsDataset, LabelsSplit, read_npz,
+                      run_in_process)
 
 N, N_TEST, CLASSES, TRIALS = 40, 24, 4, 16
 CHEAP = ['Estimator.report = False', 'Estimator.planner = False',
@@ -39,27 +40,8 @@ CHEAP = ['Estimator.report = False', 'Estimator.planner = False',
          'Estimator.split_half = False']
 
 
-@dataclasses.dataclass
-class _Split:
-  labels: np.ndarray
-  ids: np.ndarray
-  source_ids: np.ndarray = None
-
-  def __len__(self):
-    return len(self.labels)
-
-
-@dataclasses.dataclass
-class _Dataset:
-  name: str
-  train: _Split
-  test: _Split
-  num_classes: int
-
-  def describe(self):
-    return {'name': self.name, 'version': 'synthetic', 'num_classes':
-            self.num_classes, 'num_train': len(self.train),
-            'num_test': len(self.test), 'image_shape': [8, 8, 1]}
+_Split = LabelsSplit
+_Dataset = LabelsDataset
 
 
 @dataclasses.dataclass

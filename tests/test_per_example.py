@@ -29,6 +29,7 @@ importing TensorFlow.
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -49,7 +50,8 @@ from tf_memorization import records
 from tf_memorization import scores
 from tf_memorization import training
 
-from conftest import read_npz, rewrite_record, run_in_process, snapshot
+from conftest import (LabelsDataset, LabelsSplit, read_npz, rewrite_record,
+                      run_in_process, snapshot)
 
 NUM_TRAIN, NUM_TEST, NUM_CLASSES = 300, 60, 5
 NUM_TRIALS = 16
@@ -66,27 +68,8 @@ ATTACK_NAMES = [name for name, _, _ in per_example.ATTACKS]
 # ------------------------------------------------------------ the helper
 
 
-@dataclasses.dataclass
-class _Split:
-  labels: np.ndarray
-  ids: np.ndarray
-
-  def __len__(self):
-    return len(self.labels)
-
-
-@dataclasses.dataclass
-class _Dataset:
-  """What records.write_dataset_file reads of a data.Dataset."""
-  name: str
-  train: _Split
-  test: _Split
-  num_classes: int
-
-  def describe(self):
-    return {'name': self.name, 'version': 'planted',
-            'num_classes': self.num_classes, 'num_train': len(self.train),
-            'num_test': len(self.test), 'image_shape': [8, 8, 1]}
+_Split = LabelsSplit
+_Dataset = functools.partial(LabelsDataset, version='planted')
 
 
 @dataclasses.dataclass
