@@ -12,11 +12,17 @@ exact agreement and a wrong one is refused.
 
 import csv
 import dataclasses
+import functools
+import io
 import json
+import operator
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zlib
 
 import gin
 import numpy as np
@@ -373,19 +379,55 @@ def test_pair_recall_and_precision_by_hand(run, tmp_path, source):
 
 
 def test_top_overlap_by_hand():
-  ours = np.array([5.0, 4.0, 3.0, np.nan, 1.0])
+  ours = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
   theirs = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
   assert compare.top_overlap(ours, theirs, 2) == 0.0   # {0, 1} vs {4, 3}
   assert compare.top_overlap(ours, theirs, 3) == 1 / 3  # {0, 1, 2}, {4, 3, 2}
-  # NaN ranks last: ours' top 4 is {0, 1, 2, 4}, theirs' {1, 2, 3, 4}.
-  assert compare.top_overlap(ours, theirs, 4) == 3 / 4
   assert compare.top_overlap(ours, ours, 5) == 1.0
+  # Over the entries finite in both only ({0, 1, 2, 4}), K clipped to them.
+  ours[3] = np.nan
+  assert compare.top_overlap(ours, theirs, 3) == 2 / 3  # {0, 1, 2}, {4, 2, 1}
+  assert compare.top_overlap(ours, theirs, 10) == 1.0
+  # Ties at the K-th place share the places left, whatever their
+  # positions: three tied at 0 beside 7 share one place of a top 2.
+  tied = np.array([0.0, 7.0, 0.0, 0.0])
+  assert compare.top_overlap(tied, tied, 2) == pytest.approx(1.0)
+  assert compare.top_overlap(tied, tied[::-1], 2) == pytest.approx(
+      4 / 3 / 2)  # 7 meets a third of a place on each side
+
+
+def test_figures_are_never_computed_from_nothing():
+  theirs = np.linspace(-0.5, 0.9, N)
+  for mine in (np.full(N, np.nan), np.r_[np.full(N - 2, np.nan), 0.1, 0.2]):
+    figures = compare.memorization_figures(mine, theirs, top_k=1000)
+    assert figures['compared'] == np.isfinite(mine).sum()
+    assert figures['pearson'] is None and figures['spearman'] is None
+    if not figures['compared']:
+      assert figures['mean'] is None
+      assert [e['overlap'] for e in figures['top_overlap']] == [None]
+    else:  # two entries rank, but correlate nothing
+      assert [e['k'] for e in figures['top_overlap']] == [2]
+  assert compare.top_overlap(np.full(5, np.nan), np.arange(5.0), 3) is None
+  assert compare.top_overlap(np.arange(5.0), np.full(5, np.nan), 1) is None
+  # Half of theirs NaN: the figures are those of the finite half alone.
+  half = theirs.copy()
+  half[::2] = np.nan
+  figures = compare.memorization_figures(theirs[::-1].copy(), half, 10)
+  assert figures['compared'] == N // 2
+  assert figures['spearman'] == pytest.approx(-1.0)
+  assert [(e['k'], e['overlap']) for e in figures['top_overlap']] == [
+      (10, 0.0), (N // 2, 1.0)]
+  assert figures['published_mean'] == pytest.approx(np.nanmean(half))
+  # A constant side has no top K: chance overlap, not a position's luck.
+  flat = compare.memorization_figures(theirs, np.zeros(N), 10)
+  assert flat['top_overlap'][0]['overlap'] == pytest.approx(10 / N)
+  assert flat['spearman'] is None
 
 
 def test_pair_agreement_of_empty_sets():
   assert compare.pair_agreement([], []) == {
       'ours': 0, 'published': 0, 'both': 0, 'recall': None,
-      'precision': None, 'jaccard': 1.0}
+      'precision': None, 'jaccard': None}
   got = compare.pair_agreement([(1, 2)], [(1, 2), (3, 4)])
   assert (got['recall'], got['precision'], got['jaccard']) == (0.5, 1.0, 0.5)
 
@@ -529,6 +571,277 @@ def test_bad_files_are_one_error_line(run, tmp_path):
     for message in messages:
       assert message in line, (name, line)
   assert not os.path.exists(os.path.join(run.path, 'compare'))
+
+
+def _refused(run, tmp_path, **flags):
+  """The one error line of a compare that must write nothing."""
+  out = tmp_path / 'out'
+  line = error_line(*compare_in_process(run.path, output_dir=str(out),
+                                        **flags))
+  assert not out.exists() and not os.path.exists(
+      os.path.join(run.path, 'compare'))
+  return line
+
+
+@pytest.mark.parametrize('nan', ['all', 'half'])
+def test_nan_memorization_in_a_released_file_is_refused(run, tmp_path, nan):
+  arrays = released_arrays(run, matrices=False)
+  arrays['tr_mem'][slice(None) if nan == 'all' else slice(None, None, 2)] = (
+      np.nan)
+  path = save(tmp_path / 'nan.npz', arrays)
+  line = _refused(run, tmp_path, published=path)
+  count = N if nan == 'all' else N // 2
+  assert path in line and f'tr_mem is NaN in {count} of its {N}' in line
+  assert 'download it again' in line
+
+
+@pytest.mark.parametrize('value', [1.5, -np.inf])
+def test_memorization_outside_minus_one_to_one_is_refused(run, tmp_path,
+                                                          value):
+  arrays = released_arrays(run, matrices=False)
+  arrays['tr_mem'][7] = value
+  path = save(tmp_path / 'range.npz', arrays)
+  line = _refused(run, tmp_path, published=path)
+  assert path in line and f'tr_mem holds {value}' in line
+  assert f'1 of its {N} entries' in line and 'outside [-1, 1]' in line
+
+
+@pytest.mark.parametrize('case', ['matrix NaN', 'matrix inf', 'matrix 2',
+                                  'pairs infl NaN', 'pairs mem NaN',
+                                  'pairs infl inf'])
+def test_nan_or_out_of_range_influence_is_refused(run, tmp_path, case):
+  arrays = released_arrays(run)
+  pairs = {'tr_idx': np.array([0, 1, 2]), 'tt_idx': np.array([0, 1, 2]),
+           'infl': np.full(3, 0.5), 'mem': np.full(3, 0.9)}
+  where, value = case.split()[-2:]
+  value = float(value)
+  if case.startswith('matrix'):
+    arrays['infl_matrix_class2'][1, 0] = value
+    key, flags = 'infl_matrix_class2', {}
+  else:
+    pairs[where][1] = value
+    key = where
+    flags = {'published_pairs': save(tmp_path / 'pairs.npz', pairs)}
+  path = save(tmp_path / 'infl.npz', arrays)
+  line = _refused(run, tmp_path, published=path, **flags)
+  named = flags.get('published_pairs', path)
+  assert f'{named}: {key} ' in line
+  assert (f'{key} is NaN in 1 of its' in line if np.isnan(value) else
+          f'{key} holds {value}' in line and 'outside [-1, 1]' in line)
+
+
+def test_an_export_may_mark_examples_without_estimates_by_nan(run, tmp_path):
+  arrays = released_arrays(run)
+  arrays['tr_mem'][:5] = np.nan
+  arrays['infl_matrix_class0'][0] = np.nan
+  row = arrays['infl_matrix_class0'].shape[1]
+  path = save(tmp_path / 'released.npz', arrays)
+  line = _refused(run, tmp_path, published=path)
+  assert 'tr_mem is NaN in 5 of its' in line
+  # Our --export writes NaN where its workdir has no estimate: compared
+  # over the finite entries, saying how many.
+  arrays['metadata'] = np.array(json.dumps(
+      {'order': 'source', 'written_by': published.EXPORT_WRITER}))
+  result = _compare(run.path, tmp_path,
+                    published=save(tmp_path / 'exported.npz', arrays))
+  mem = result['memorization']
+  assert (mem['joined'], mem['compared']) == (N, N - 5)
+  assert mem['spearman'] == pytest.approx(1.0)
+  assert result['influence']['compared'] == (
+      result['influence']['entries'] - row)
+  assert f'memorization compared over {N - 5} of the {N} joined' in (
+      ' '.join(result['notes']))
+
+
+# A zip bomb: an .npz member as np.savez_compressed writes it, holding a
+# GiB of zeros in a few MB. Written by hand (a fixed-Huffman deflate block
+# of 258-byte matches, the CRC composed without the zeros) in well under a
+# second; test_zip_bomb_construction checks np.load reads one back.
+
+_ZIP_LOCAL = struct.Struct('<4s5H3L2H')
+_ZIP_CENTRAL = struct.Struct('<4s6H3L5H2L')
+_ZIP_END = struct.Struct('<4s4H2LH')
+
+
+def _npz_bytes(members):
+  """A deflated .npz of (name, raw deflate stream, crc32, size) members."""
+  out, central = bytearray(), bytearray()
+  for name, stream, crc, size in members:
+    name = name.encode()
+    central += _ZIP_CENTRAL.pack(b'PK\x01\x02', 20, 20, 0, 8, 0, 0x21, crc,
+                                 len(stream), size, len(name), 0, 0, 0, 0, 0,
+                                 len(out)) + name
+    out += _ZIP_LOCAL.pack(b'PK\x03\x04', 20, 0, 8, 0, 0x21, crc, len(stream),
+                           size, len(name), 0) + name + stream
+  return bytes(out + central + _ZIP_END.pack(
+      b'PK\x05\x06', 0, 0, len(members), len(members), len(central), len(out),
+      0))
+
+
+def _deflated(data, final=True):
+  """A raw deflate stream of `data` (final=False: one more block follows)."""
+  packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+  return packer.compress(data) + packer.flush(zlib.Z_FINISH if final else
+                                              zlib.Z_SYNC_FLUSH)
+
+
+def _member(name, array):
+  buffer = io.BytesIO()
+  np.lib.format.write_array(buffer, np.asarray(array))
+  data = buffer.getvalue()
+  return f'{name}.npy', _deflated(data), zlib.crc32(data), len(data)
+
+
+def _crc32_of_zeros(size, crc):
+  """zlib.crc32(bytes(size), crc) without the bytes: over zeros CRC-32 is
+  affine in its start value, composed here from 1 MiB by squaring (size is
+  1 MiB times a power of two)."""
+  block = bytes(1 << 20)
+  offset = zlib.crc32(block, 0)
+  columns = [zlib.crc32(block, 1 << i) ^ offset for i in range(32)]
+
+  def apply(columns, value):
+    return functools.reduce(operator.xor, (c for i, c in enumerate(columns)
+                                           if value >> i & 1), 0)
+
+  covered = 1 << 20
+  while covered < size:
+    offset ^= apply(columns, offset)
+    columns = [apply(columns, c) for c in columns]
+    covered *= 2
+  assert covered == size
+  return apply(columns, crc) ^ offset
+
+
+def _zeros_member(name, size):
+  """np.zeros(size // 8) as a deflated member: the header, then one final
+  fixed-Huffman block of a literal 0 and matches (length 258, distance 1),
+  whose every 8 matches are the same 13 bytes."""
+  buffer = io.BytesIO()
+  np.lib.format.write_array_header_1_0(buffer, {
+      'descr': '<f8', 'fortran_order': False, 'shape': (size // 8,)})
+  header = buffer.getvalue()
+  repeats, rest = divmod(size - 1, 258)
+  groups, extra = divmod(repeats - 1, 8)
+  literal = [0, 0, 1, 1, 0, 0, 0, 0]  # byte 0's code
+  match = [1, 1, 0, 0, 0, 1, 0, 1] + [0] * 5  # 258 bytes back 1
+
+  def packed(bits):
+    return np.packbits(np.array(bits, np.uint8), bitorder='little').tobytes()
+
+  block = (packed([1, 1, 0] + literal + match) + packed(match * 8) * groups
+           + packed(match * extra + literal * rest + [0] * 7))
+  return (f'{name}.npy', _deflated(header, final=False) + block,
+          _crc32_of_zeros(size, zlib.crc32(header)), len(header) + size)
+
+
+def _bomb(run, tmp_path, name, tr_mem):
+  path = tmp_path / f'{name}.npz'
+  small = released_arrays(run, matrices=False)
+  path.write_bytes(_npz_bytes([_member('tr_labels', small['tr_labels']),
+                               _member('tt_labels', small['tt_labels']),
+                               tr_mem]))
+  return str(path)
+
+
+def test_zip_bomb_construction(tmp_path):
+  path = tmp_path / 'small.npz'
+  path.write_bytes(_npz_bytes([_member('tr_labels', np.arange(3)),
+                               _zeros_member('tr_mem', 4 << 20)]))
+  loaded = read_npz(str(path))
+  np.testing.assert_array_equal(loaded['tr_labels'], np.arange(3))
+  assert loaded['tr_mem'].shape == (1 << 19,) and not loaded['tr_mem'].any()
+  assert path.stat().st_size < 40_000
+
+
+@pytest.fixture(scope='module')
+def zip_bomb(run, tmp_path_factory):
+  """A released file whose tr_mem is a GiB of zeros, in under 7 MB."""
+  return _bomb(run, tmp_path_factory.mktemp('bomb'), 'bomb',
+               _zeros_member('tr_mem', 1 << 30))
+
+
+def _peak_bytes(call):
+  """call()'s result and the most memory Python and numpy held during it."""
+  tracemalloc.start()
+  try:
+    tracemalloc.reset_peak()
+    result = call()
+    return result, tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(run, tmp_path,
+                                                         zip_bomb):
+  assert os.path.getsize(zip_bomb) < 8 << 20
+  line, peak = _peak_bytes(lambda: _refused(run, tmp_path,
+                                            published=zip_bomb))
+  assert zip_bomb in line and 'tr_mem declares' in line
+  assert f'({1 << 27},)' in line and '1.0 GiB' in line
+  assert peak < 64 << 20, peak  # the file itself is 7 MB; its tr_mem 1 GiB
+  # A member whose .npy header declares more than the zip directory holds
+  # (a GiB header on 320 bytes): refused before anything is allocated.
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(header, {
+      'descr': '<f8', 'fortran_order': False, 'shape': (1 << 27,)})
+  data = header.getvalue() + bytes(8 * N)
+  liar = _bomb(run, tmp_path, 'liar', (
+      'tr_mem.npy', _deflated(data), zlib.crc32(data), len(data)))
+  line, peak = _peak_bytes(lambda: _refused(run, tmp_path, published=liar))
+  assert liar in line and 'tr_mem' in line and '1.0 GiB' in line
+  assert peak < 64 << 20, peak
+
+
+def test_a_member_outside_the_schema_is_never_decompressed(run, tmp_path):
+  arrays = released_arrays(run, matrices=False)
+  path = tmp_path / 'extra.npz'
+  path.write_bytes(_npz_bytes([_member(key, value)
+                               for key, value in arrays.items()]
+                              + [_zeros_member('tr_extra', 1 << 30)]))
+  released, peak = _peak_bytes(lambda: published.read(str(path)))
+  np.testing.assert_array_equal(released.memorization, arrays['tr_mem'])
+  assert peak < 64 << 20, peak
+
+
+def test_a_compressed_file_reads_as_a_stored_one(run, tmp_path):
+  """np.savez_compressed's members (as the release's), in Fortran order and
+  big-endian: the values np.savez's give."""
+  arrays = released_arrays(run)
+  arrays['tr_mem'] = arrays['tr_mem'].astype('>f8')
+  arrays['infl_matrix_class1'] = np.asfortranarray(
+      arrays['infl_matrix_class1'].astype('>f4'))
+  compressed = str(tmp_path / 'compressed.npz')
+  np.savez_compressed(compressed, **arrays)
+  for path in (save(tmp_path / 'stored.npz', arrays), compressed):
+    released = published.read(path)
+    np.testing.assert_array_equal(released.memorization, arrays['tr_mem'])
+    for k in range(CLASSES):
+      np.testing.assert_array_equal(released.classes[k][2],
+                                    arrays[f'infl_matrix_class{k}'])
+
+
+def test_a_published_file_is_read_once(run, tmp_path, monkeypatch):
+  """The bytes checked are the bytes used: the path is not opened again
+  (here it is replaced by a refused file as soon as it has been read)."""
+  path = save(tmp_path / 'infl.npz', released_arrays(run))
+  bad = released_arrays(run)
+  bad['tr_mem'][:] = np.nan
+  bad_path = save(tmp_path / 'bad.npz', bad)
+  reads = []
+  read_bytes = published.storage.read_bytes
+
+  def read_then_replace(name, *args, **kwargs):
+    payload = read_bytes(name, *args, **kwargs)
+    reads.append(name)
+    if name == path:
+      shutil.copyfile(bad_path, path)
+    return payload
+
+  monkeypatch.setattr(published.storage, 'read_bytes', read_then_replace)
+  result = _compare(run.path, tmp_path, published=path)
+  assert reads.count(path) == 1
+  assert result['memorization']['spearman'] == pytest.approx(1.0)
 
 
 def test_source_order_needs_source_ids(plain_run, tmp_path):

@@ -26,9 +26,10 @@ TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
 # The modules, bottom layer first (README, "Module map"): each imports
 # (when imported) only modules before it.
 LAYERS = (
-    'errors', 'progress', 'scores', 'selection', 'views', 'planner',
-    'masks', 'preparing', 'schedules',
-    'strategy', 'datasets.sklearn_digits', 'datasets', 'storage', 'records',
+    'errors', 'quiet', 'progress', 'scores', 'selection', 'views', 'planner',
+    'masks', 'schedules',
+    'strategy', 'datasets.sklearn_digits', 'datasets', 'npz_reader', 'storage', 'preparing',
+    'records',
     'record_checks', 'loading', 'membership', 'membership_eval', 'proxies', 'published', 'published_join', 'config', 'leases', 'models', 'initializing', 'tfds_data',
     'data', 'folders', 'arrays', 'dynamics', 'inference', 'training', 'pretrained', 'runs',
     'sequential',

@@ -84,6 +84,15 @@ class Planted:
   train_ids: np.ndarray
 
 
+def _margins(probs, labels):
+  """The true class's logit minus the largest other's, of softmax `probs`."""
+  rows = np.arange(len(labels))
+  others = probs.copy()
+  others[rows, labels] = 0
+  return (np.log(probs[rows, labels]) -
+          np.log(others.max(axis=1))).astype(np.float32)
+
+
 def _class_probabilities(rng, logodds, labels, pulled_to):
   """[m, C] rows with p_y = sigmoid(logodds) on each label y; the rest of
   the mass spread at random over the other classes, 85% of it on
@@ -182,11 +191,11 @@ def write_planted_records(workdir, num_trials=NUM_TRIALS, num_train=NUM_TRAIN,
     result = training.TrialResult(
         train_pred=train_pred,
         train_prob=probs[np.arange(n), labels].astype(np.float32),
-        train_margin=logodds.astype(np.float32),
+        train_margin=_margins(probs, labels),
         test_pred=test_pred,
         test_prob=test_probs[np.arange(num_test),
                              test_labels].astype(np.float32),
-        test_margin=test_logodds.astype(np.float32),
+        test_margin=_margins(test_probs, test_labels),
         metrics={'train_accuracy': float(correct[mask].mean()),
                  'heldout_accuracy': float(correct[~mask].mean()),
                  'test_accuracy': float(np.mean(test_pred == test_labels))},

@@ -32,16 +32,29 @@ def make_dataset(train_labels=None):
                  train=train, test=test)
 
 
-def make_result(seed, n=N_TRAIN, n_test=N_TEST):
-  """A TrialResult with random predictions, probabilities and margins."""
+def _predictions(rng, labels):
+  """Random predictions of `labels` with true-class probabilities and
+  margins that agree with them (as one set of logits gives)."""
+  pred = rng.integers(0, NUM_CLASSES, len(labels)).astype(np.int32)
+  correct = pred == labels
+  spread = rng.random(len(labels))
+  prob = np.where(correct, 0.5 + 0.5 * spread, 0.5 * spread)
+  margin = np.abs(rng.normal(0, 3, len(labels))) * np.where(correct, 1, -1)
+  return pred, prob.astype(np.float32), margin.astype(np.float32)
+
+
+def make_result(seed, n=N_TRAIN, n_test=N_TEST, train_labels=None):
+  """A TrialResult with random predictions, probabilities and margins (of
+  `train_labels`, default the dataset's)."""
   rng = np.random.default_rng(seed)
+  dataset = make_dataset()
+  if train_labels is None:
+    train_labels = dataset.train.labels
+  train = _predictions(rng, train_labels[np.arange(n) % N_TRAIN])
+  test = _predictions(rng, dataset.test.labels[np.arange(n_test) % N_TEST])
   return TrialResult(
-      train_pred=rng.integers(0, NUM_CLASSES, n).astype(np.int32),
-      train_prob=rng.random(n).astype(np.float32),
-      train_margin=rng.normal(0, 3, n).astype(np.float32),
-      test_pred=rng.integers(0, NUM_CLASSES, n_test).astype(np.int32),
-      test_prob=rng.random(n_test).astype(np.float32),
-      test_margin=rng.normal(0, 3, n_test).astype(np.float32),
+      train_pred=train[0], train_prob=train[1], train_margin=train[2],
+      test_pred=test[0], test_prob=test[1], test_margin=test[2],
       metrics={'train_accuracy': 0.5, 'seed_used': seed})
 
 
@@ -69,9 +82,10 @@ def workdir(tmp_path):
   return path
 
 
-def write_trial(workdir, t, fingerprint='f00dfeed', n=N_TRAIN, info=None):
+def write_trial(workdir, t, fingerprint='f00dfeed', n=N_TRAIN, info=None,
+                train_labels=None):
   """Writes trial t (mask and result derived from t); returns them."""
-  mask, result = make_mask(t, n), make_result(t, n)
+  mask, result = make_mask(t, n), make_result(t, n, train_labels=train_labels)
   assert records.write_record(workdir, t, mask, result,
                               metadata(make_dataset(), fingerprint,
                                        seed=DESIGN.trial_seed(t), info=info))
@@ -379,7 +393,7 @@ def test_noisy_train_labels_are_what_correctness_uses(tmp_path):
   dataset = make_dataset()
   noisy = (dataset.train.labels + 1) % NUM_CLASSES
   info = records.write_dataset_file(workdir, dataset, train_labels=noisy)
-  _, result = write_trial(workdir, 0, info=info)
+  _, result = write_trial(workdir, 0, info=info, train_labels=noisy)
   loaded = loading.load(workdir)
   np.testing.assert_array_equal(loaded.train_labels, noisy)
   np.testing.assert_array_equal(loaded.train_correct[0],

@@ -44,11 +44,11 @@ from tf_memorization import strategy as strategy_lib
 from tf_memorization import train
 from tf_memorization import training
 
-from conftest import (REPO, read_npz, rewrite_record, run_in_process,
-                      snapshot, train_tiny)
+from conftest import (REPO, TINY_BINDINGS, read_npz, rewrite_record,
+                      run_in_process, snapshot, train_tiny)
 
 TINY = 'gin_configs/tiny.gin'
-BINDINGS = ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
+BINDINGS = list(TINY_BINDINGS)
 NUM_TRIALS, NUM_CLASSES = 4, 10
 LIMITED = """
 import resource, runpy, sys
@@ -101,13 +101,10 @@ def estimate_main(workdir, bindings=(), data_dir=None):
       data_dir=data_dir, log=print)
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, digits_data_dir):
-  """The 4 trials of tiny.gin (balanced design), trained once."""
-  path = str(tmp_path_factory.mktemp('untrusted') / 'w')
-  summary = train_tiny(path, BINDINGS, digits_data_dir)
-  assert summary.trained == list(range(NUM_TRIALS))
-  return path
+@pytest.fixture
+def trained(tiny_workdir):
+  """The 4 trials of tiny.gin (balanced design), trained once a session."""
+  return tiny_workdir
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ From one blocked pass over the views of the trials (views.py):
   chance: estimated false discovery proportion = null count / raw count.
   For memorization the masks are permuted instead (each trial's
   correctness against another trial's subset). Each null costs one matrix
-  product, or a share `null_sample` of one (every 1/null_sample-th block of
-  training examples; the count is scaled to the whole family). The null
+  product, or a share `null_sample` of one (every 1/null_sample-th of the
+  blocks of training examples that hold pairs of the family, so a family
+  of any size is covered; the count is scaled to the whole family). The null
   keeps every trial's accuracy and the correlation between test examples
   within a trial; it breaks the link between a trial's overall quality and its
   subset, so it can undercount slightly when better trials are in part

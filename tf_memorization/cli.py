@@ -7,8 +7,9 @@ An error a user can cause is printed as one sentence naming the file or
 binding and the fix, with exit status 2.
 
 A binary prints only this package's own lines: TensorFlow's Python-side
-warnings (deprecation notices of the libraries it calls) are silenced, and
-`./run.sh` filters the C++ log lines TensorFlow writes while it loads. Set
+warnings (deprecation notices of the libraries it calls) are silenced here,
+and the C++ log lines TensorFlow writes while it loads are filtered by
+quiet.py, which each binary starts before it imports TensorFlow. Set
 TF_MEMORIZATION_VERBOSE=1 to see everything.
 """
 
@@ -20,15 +21,12 @@ from absl import logging
 import tensorflow as tf
 
 from tf_memorization import errors
+from tf_memorization import quiet
 from tf_memorization import storage
 
 EXIT_USER_ERROR = 2
-VERBOSE_ENV = 'TF_MEMORIZATION_VERBOSE'
-
-
-def verbose():
-  """Whether TF_MEMORIZATION_VERBOSE=1 asks for every library log line."""
-  return os.environ.get(VERBOSE_ENV, '0') not in ('', '0')
+VERBOSE_ENV = quiet.VERBOSE_ENV
+verbose = quiet.verbose
 
 
 def _quiet_libraries():

@@ -36,15 +36,32 @@ source ids give it (so that position p is the released files' p), else in
 W's order, and our raw pairs (tr_idx, tt_idx, infl, mem) to
 OURS_pairs.npz. It needs no --published.
 
+Every figure is computed over the entries finite on both sides only (the
+counts it was computed over are in compare.json: 'compared', and a note
+says how many were left out and whose), and a figure with no data is
+absent: null in compare.json, 'n/a' in the table, never a number (a top-K
+overlap of no examples, a Spearman of fewer than 3 or of a constant, the
+Jaccard of two empty sets). Entries tied at the K-th place share the places
+left, so no position in a file decides a top-K overlap (top_overlap).
+
 Bad input (a file not of the schema, indices out of range, labels that do
 not match under the order, a workdir without estimates) is one `error:`
-line naming the file and the fix, exit status 2.
+line naming the file and the fix, exit status 2, and nothing is written.
+A released file is refused, not compared on part of it, when it holds a
+NaN or a value outside [-1, 1], or declares arrays larger than the workdir
+allows (published.py says which, and why): a damaged file should be
+downloaded again, not half-read. Only our own --export may hold NaN (no
+estimate there): it is compared over its finite entries, as our own
+estimates always are.
 """
 
 import json
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  quiet.filter_library_logs()  # before TensorFlow loads
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -130,35 +147,87 @@ def _thresholds(summary):
   return out
 
 
+def _top_share(values, k):
+  """The probability that each of `values` is among its k largest, ties
+  ordered at random: 1 above the k-th largest value, 0 below it, and the
+  places left shared evenly among those equal to it."""
+  threshold = np.partition(values, len(values) - k)[len(values) - k]
+  above = values > threshold
+  tied = values == threshold
+  share = above.astype(np.float64)
+  share[tied] = (k - np.count_nonzero(above)) / np.count_nonzero(tied)
+  return share
+
+
 def top_overlap(ours, theirs, k):
-  """|our top k ∩ their top k| / k of two score arrays (NaN ranks last;
-  ties by position)."""
+  """|our top k ∩ their top k| / k over the entries finite in both.
+
+      overlap = Σ_i min(p_i, q_i) / k
+
+  p_i (q_i) is entry i's share of our (their) top k (_top_share): 1 or 0,
+  but for entries tied at the k-th place, which share the places left
+  evenly. Without ties it is the plain overlap; with them no position
+  decides it (in a file or in ours): equal arrays overlap 1 and a constant
+  side k/m, chance. k is clipped to the m entries finite in both; None
+  when there are none: no figure from no data.
+  """
+  ours = np.asarray(ours, np.float64)
+  theirs = np.asarray(theirs, np.float64)
+  both = np.isfinite(ours) & np.isfinite(theirs)
+  k = min(int(k), int(np.count_nonzero(both)))
   if k < 1:
-    return float('nan')
+    return None
+  return float(np.minimum(_top_share(ours[both], k),
+                          _top_share(theirs[both], k)).sum() / k)
 
-  def top(values):
-    key = np.where(np.isfinite(values), values, -np.inf)
-    return set(np.argsort(-key, kind='stable')[:k].tolist())
 
-  return len(top(ours) & top(theirs)) / k
+def _finite(value):
+  """A figure, or None when it is NaN (computed from too little data)."""
+  return None if value is None or not np.isfinite(value) else float(value)
+
+
+def memorization_figures(mine, theirs, top_k):
+  """Our memorization `mine` against the file's `theirs` (same examples),
+  over the examples finite in both: 'compared', 'pearson', 'spearman'
+  (None below 3 examples or for a constant side), 'top_overlap' for K =
+  top_k and SECOND_K clipped to 'compared' (overlap None when it is 0),
+  'mean' and 'published_mean' over each side's finite values (None: none).
+  """
+  mine = np.asarray(mine, np.float64)
+  theirs = np.asarray(theirs, np.float64)
+  compared = int(np.count_nonzero(np.isfinite(mine) & np.isfinite(theirs)))
+  pearson, spearman = scores.rank_correlations(mine, theirs)
+  ks = ([min(top_k, compared), min(SECOND_K, compared)] if compared
+        else [top_k])
+  return {'compared': compared,
+          'pearson': _finite(pearson), 'spearman': _finite(spearman),
+          'top_overlap': [{'k': int(k), 'overlap': top_overlap(mine, theirs,
+                                                                k)}
+                          for k in dict.fromkeys(ks)],  # --top_k first
+          'mean': _finite_mean(mine), 'published_mean': _finite_mean(theirs)}
+
+
+def _finite_mean(values):
+  finite = values[np.isfinite(values)]
+  return float(finite.mean()) if len(finite) else None
 
 
 def _memorization(released, join, ours, top_k):
   positions = join.train.joined
   theirs = released.memorization[positions]
   mine = ours.memorization[join.train.ours[positions]]
-  pearson, spearman = scores.rank_correlations(mine, theirs)
-  ks = list(dict.fromkeys([min(top_k, len(positions)),
-                           min(SECOND_K, len(positions))]))  # --top_k first
-  return {'joined': int(len(positions)),
-          'compared': int((np.isfinite(mine) & np.isfinite(theirs)).sum()),
-          'pearson': pearson, 'spearman': spearman,
-          'top_overlap': [{'k': int(k), 'overlap': top_overlap(mine, theirs,
-                                                                k)}
-                          for k in ks],
-          'mean': float(np.nanmean(mine)) if len(mine) else None,
-          'published_mean': (float(np.nanmean(theirs)) if len(theirs)
-                             else None)}, mine, theirs
+  figures = memorization_figures(mine, theirs, top_k)
+  return dict({'joined': int(len(positions))}, **figures), mine, theirs
+
+
+def _left_out(what, compared, total, mine, theirs, file_what):
+  """A note when a figure is computed over fewer entries than joined."""
+  if compared == total:
+    return None
+  return (f'{what} compared over {compared} of the {total} joined '
+          f'{file_what} with a number on both sides: ours has none for '
+          f'{int(np.count_nonzero(~np.isfinite(mine)))}, the file for '
+          f'{int(np.count_nonzero(~np.isfinite(theirs)))}')
 
 
 def _influence(released, join, loaded, test_values, scores_kind):
@@ -176,13 +245,14 @@ def _influence(released, join, loaded, test_values, scores_kind):
   mine = np.concatenate(mine) if mine else np.zeros(0, np.float32)
   theirs = np.concatenate(theirs) if theirs else np.zeros(0)
   pearson, spearman = scores.rank_correlations(mine, theirs)
+  compared = int(np.count_nonzero(
+      np.isfinite(mine) & np.isfinite(np.asarray(theirs, np.float64))))
+  note = _left_out('influence', compared, len(mine), mine,
+                   np.asarray(theirs, np.float64), 'entries')
   return {'classes': len(released.classes), 'entries': int(entries),
-          'joined_entries': int(len(mine)),
-          'compared': int((np.isfinite(mine)
-                           & np.isfinite(np.asarray(theirs, np.float64))
-                           ).sum()),
-          'pearson': pearson, 'spearman': spearman,
-          'test_values': scores_kind}
+          'joined_entries': int(len(mine)), 'compared': compared,
+          'pearson': _finite(pearson), 'spearman': _finite(spearman),
+          'test_values': scores_kind}, note
 
 
 def pair_agreement(ours, theirs):
@@ -193,7 +263,7 @@ def pair_agreement(ours, theirs):
   return {'ours': len(ours), 'published': len(theirs), 'both': both,
           'recall': both / len(theirs) if theirs else None,
           'precision': both / len(ours) if ours else None,
-          'jaccard': scores.jaccard(ours, theirs)}
+          'jaccard': scores.jaccard(ours, theirs) if ours or theirs else None}
 
 
 def _pairs(released, pairs_file, join, ours, thresholds):
@@ -261,13 +331,18 @@ def _compare(workdir, released, pairs_file, join, ours, arrays, loaded,
   memorization, mine, theirs = _memorization(released, join, ours, top_k)
   thresholds = _thresholds(ours.summary)
   notes = list(join.notes)
+  notes.append(_left_out('memorization', memorization['compared'],
+                         memorization['joined'], mine, theirs, 'examples'))
   if thresholds != PAPER_THRESHOLDS:
     notes.append(f'our pairs use the thresholds {thresholds}, not the '
                  f'paper\'s {PAPER_THRESHOLDS}')
   influence = None
   if released.classes:
     loaded_records, kind, values = loaded
-    influence = _influence(released, join, loaded_records, values, kind)
+    influence, note = _influence(released, join, loaded_records, values,
+                                 kind)
+    notes.append(note)
+  notes = [note for note in notes if note]
   result = {
       'workdir': workdir, 'published': released.path,
       'published_pairs': pairs_file.path if pairs_file else None,
@@ -356,7 +431,7 @@ def _export(workdir, path, ours, arrays, info, loaded):
               'order': order, 'dataset': info.get('name'),
               'influence_scores': kind,
               'pair_thresholds': _thresholds(ours.summary),
-              'written_by': 'python -m tf_memorization.compare --export'}
+              'written_by': published_lib.EXPORT_WRITER}
   out['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
   train_position = np.argsort(train_order)
   test_position = np.argsort(test_order)
@@ -414,9 +489,12 @@ def run(workdir, published=None, published_pairs=None, order='auto',
   ours = _our_estimates(workdir)
   released = pairs_file = join = None
   if published:
-    released = published_lib.read(published)
+    limits = published_lib.Limits.for_run(arrays['original_train_labels'],
+                                          arrays['test_labels'])
+    released = published_lib.read(published, limits=limits)
     if published_pairs:
-      pairs_file = published_lib.read_pairs(published_pairs, released)
+      pairs_file = published_lib.read_pairs(published_pairs, released,
+                                            limits=limits)
     join = published_join.join(released, arrays, order)
     flag = '--output_dir' if output_dir else '--workdir'
     output_dir = output_dir or os.path.join(workdir, COMPARE_DIR)

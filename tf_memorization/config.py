@@ -15,6 +15,7 @@ text:
 """
 
 import importlib
+import io
 import os
 import re
 import sys
@@ -116,14 +117,17 @@ def _import_error(module, where, error):
       'path/to/your/package) or add its folder to PYTHONPATH.')
 
 
-def import_modules(gin_files, gin_bindings):
+def import_modules(texts, gin_bindings):
   """Runs the `import` statements of the caller's gin files and bindings
   (not of a workdir's config), before any binding is parsed, so that a
   workdir's config parsed first can bind the configurables they register.
+
+  Args:
+    texts: {path: text} of the gin files (read_gin_files).
+    gin_bindings: binding strings.
   """
-  sources = [(path, storage.read_bytes(path).decode(errors='replace'))
-             for path in gin_files
-             if os.path.basename(path) != records.CONFIG_FILE]
+  sources = [(path, text) for path, text in texts.items()
+             if not _is_workdir_config(path)]
   sources += [(f'--gin_bindings={b!r}', b) for b in gin_bindings]
   for where, text in sources:
     try:
@@ -140,11 +144,11 @@ def import_modules(gin_files, gin_bindings):
         raise _import_error(module, f'{where} line {line}', e) from e
 
 
-def check_recorded_imports(path):
-  """Refuses a workdir's config whose run imported modules (its
-  IMPORTS_LINE) that this process has not imported: its bindings name
-  their configurables, so the caller must bring the same imports."""
-  text = storage.read_bytes(path).decode(errors='replace')
+def check_recorded_imports(path, text):
+  """Refuses a workdir's config (`text`, read from `path`) whose run
+  imported modules (its IMPORTS_LINE) that this process has not imported:
+  its bindings name their configurables, so the caller must bring the same
+  imports."""
   missing = [m for m in recorded_imports(text) if m not in sys.modules]
   if missing:
     lines = ' '.join(f'import {m}' for m in missing)
@@ -189,18 +193,26 @@ def without_locations(text):
       text, lambda name: name.rpartition('/')[2] in LOCATION_BINDINGS)
 
 
-def check_bindings_only(path):
-  """Refuses a gin file read from a workdir unless it holds only bindings,
-  none of them a location.
+def check_bindings_only(path, payload=None):
+  """The text of a gin file read from a workdir, refused unless it holds
+  only bindings, none of them a location.
 
   A workdir's operative_config.gin is data, not code: an `import` (with
   `from __gin__ import dynamic_registration` it makes any function, e.g.
   os.system, a configurable a binding can call) or an `include` in it is
   refused before gin parses anything; so is a binding of a path
-  (LOCATION_BINDINGS), which only the caller chooses.
+  (LOCATION_BINDINGS), which only the caller chooses. The file is read
+  once: what gin then parses is the returned text, never the file again
+  (another process may replace the file between two reads).
+
+  Args:
+    path: the file, for messages (and read when `payload` is None).
+    payload: its bytes, read once by the caller.
   """
   try:
-    text = storage.read_bytes(path).decode()
+    if payload is None:
+      payload = storage.read_bytes(path)
+    text = payload.decode()
     statements = _statements(text)
   except (OSError, ValueError, SyntaxError, TypeError, KeyError,
           UnicodeDecodeError, tf.errors.OpError) as e:
@@ -230,6 +242,52 @@ def check_bindings_only(path):
           'workdir\'s config may not choose where files are read or written '
           '(only your own flags and gin files do). Delete that line and pass '
           f'the location yourself ({flag}).')
+  return text
+
+
+def _is_workdir_config(path):
+  return os.path.basename(path) == records.CONFIG_FILE
+
+
+class _GinText(io.StringIO):
+  """A gin file's text, read once, with its path as the name gin reports
+  in its errors."""
+
+  def __init__(self, text, name):
+    super().__init__(text)
+    self.name = name
+
+
+def read_gin_files(gin_files):
+  """{path: text} of the gin files, each read once.
+
+  A workdir's config (named records.CONFIG_FILE) is checked to hold
+  bindings only (check_bindings_only) on the bytes read here; gin parses
+  these texts, never the files again, so a file swapped after the check is
+  not what gets parsed.
+  """
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise errors.UserError(
+          f'gin file {path} does not exist. Pass an existing file with '
+          '--gin_file, e.g. gin_configs/demo.gin.')
+  texts = {}
+  for path in gin_files:
+    if path in texts:
+      continue
+    if _is_workdir_config(path):
+      texts[path] = check_bindings_only(path)
+      continue
+    try:
+      texts[path] = storage.read_bytes(
+          path, 'Pass a regular gin file with --gin_file.').decode()
+    except UnicodeDecodeError as e:
+      raise errors.UserError(f'gin file {path} is not UTF-8 text ({e}). '
+                             'Save it as UTF-8.') from e
+    except OSError as e:
+      raise errors.UserError(f'gin file {path} cannot be read ({e}). Pass a '
+                             'readable file with --gin_file.') from e
+  return texts
 
 
 def parse_gin(gin_files, gin_bindings, skip_unknown=False):
@@ -244,24 +302,23 @@ def parse_gin(gin_files, gin_bindings, skip_unknown=False):
     skip_unknown: ignore bindings of configurables not registered in this
       process (the report reads only the `load_dataset` bindings of a
       workdir's config and registers nothing else).
+
+  Returns:
+    {path: text} of the gin files: what was checked and parsed, each file
+    read once (read_gin_files).
   """
   gin.clear_config()
-  for path in gin_files:
-    if not os.path.isfile(path):
-      raise errors.UserError(
-          f'gin file {path} does not exist. Pass an existing file with '
-          '--gin_file, e.g. gin_configs/demo.gin.')
-  for path in gin_files:
-    if os.path.basename(path) == records.CONFIG_FILE:
-      check_bindings_only(path)
-  import_modules(gin_files, gin_bindings)
-  for path in gin_files:
-    if os.path.basename(path) == records.CONFIG_FILE and not skip_unknown:
-      check_recorded_imports(path)
+  texts = read_gin_files(gin_files)
+  import_modules(texts, gin_bindings)
+  if not skip_unknown:
+    for path, text in texts.items():
+      if _is_workdir_config(path):
+        check_recorded_imports(path, text)
   try:
-    gin.parse_config_files_and_bindings(gin_files, gin_bindings,
-                                        skip_unknown=skip_unknown,
-                                        finalize_config=False)
+    for path in gin_files:
+      gin.parse_config(_GinText(texts[path], path), skip_unknown=skip_unknown)
+    gin.parse_config(list(gin_bindings), skip_unknown=skip_unknown)
+    return texts
   except ImportError as e:  # an import gin runs itself (e.g. in an include)
     raise _import_error(getattr(e, 'name', None) or 'a module',
                         ', '.join(gin_files) or '--gin_bindings', e) from e

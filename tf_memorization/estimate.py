@@ -11,9 +11,10 @@ work is done by estimator.run (the library); estimates.py documents every
 file it writes.
 """
 
-import os
+from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+if __name__ == '__main__':
+  quiet.filter_library_logs()  # before TensorFlow loads
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top

@@ -95,9 +95,10 @@ class Estimator:
       trials) whose pairs estimate the false discoveries of the raw set;
       each costs one more matrix product (0: none), or `null_sample` of
       one.
-    null_sample: the share of the training examples (by blocks of
-      block_size) each null covers, its count scaled to all (1: every
-      example; a data set of one block is covered whole).
+    null_sample: the share of the family each null covers, by blocks of
+      block_size training examples among those holding pairs of the
+      family, its count scaled to all (1: every example; a family in one
+      block is covered whole).
     convergence: also estimate on every 8th, 4th and 2nd trial (no extra
       product) and compare with all.
     planner: predict standard errors, controlled sets and training hours
@@ -519,9 +520,22 @@ def _max_or_none(values):
   return float(np.max(values)) if len(values) else None
 
 
-def _mean_metric(loaded, key):
-  values = [m.get('metrics', {}).get(key, np.nan) for m in loaded.metadata]
-  return float(np.nanmean(values)) if values else float('nan')
+def mean_accuracies(loaded):
+  """Mean train (in-subset), held-out and test accuracy over the trials,
+  computed from the predictions the records hold (never read from their
+  metadata): {'train': ..., 'heldout': ..., 'test': ...}."""
+  masks, train, test = loaded.masks, loaded.train_correct, loaded.test_correct
+  k = len(masks)
+  in_subset = np.count_nonzero(masks, axis=1)
+  held_out = masks.shape[1] - in_subset
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_trial = {
+        'train': np.count_nonzero(train & masks, axis=1) / in_subset,
+        'heldout': np.count_nonzero(train & ~masks, axis=1) / held_out,
+        'test': np.count_nonzero(test, axis=1) / test.shape[1]}
+  return {name: (float(np.nanmean(values))
+                 if k and not np.isnan(values).all() else float('nan'))
+          for name, values in per_trial.items()}
 
 
 def _summary(workdir, estimator, loaded, mem, infl, split, timings,
@@ -531,6 +545,7 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
   ratios = sorted({m.get('subset_ratio') for m in loaded.metadata
                    if m.get('subset_ratio') is not None})
   defined = ~np.isnan(mem.memorization)
+  accuracy = mean_accuracies(loaded)
   return {
       'workdir': workdir,
       'dataset': loaded.dataset_info,
@@ -539,9 +554,9 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
       'num_test': loaded.test_correct.shape[1],
       'subset_ratios': ratios,
       'design': loaded.metadata[0].get('design'),
-      'mean_train_accuracy': _mean_metric(loaded, 'train_accuracy'),
-      'mean_heldout_accuracy': _mean_metric(loaded, 'heldout_accuracy'),
-      'mean_test_accuracy': _mean_metric(loaded, 'test_accuracy'),
+      'mean_train_accuracy': accuracy['train'],
+      'mean_heldout_accuracy': accuracy['heldout'],
+      'mean_test_accuracy': accuracy['test'],
       'memorization_counts': {
           str(t): int((mem.memorization[defined] >= t).sum())
           for t in estimator.memorization_thresholds},

@@ -7,7 +7,10 @@ the planner's predictions for more trials (planner.py).
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  quiet.filter_library_logs()  # before TensorFlow loads
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -17,6 +20,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
 from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
 from tf_memorization import loading  # pylint: disable=g-import-not-at-top
+from tf_memorization import planner  # pylint: disable=g-import-not-at-top
 from tf_memorization import records  # pylint: disable=g-import-not-at-top
 from tf_memorization import sequential  # pylint: disable=g-import-not-at-top
 
@@ -57,25 +61,21 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   sequential.check_targets(target_stderr, target_pair_jaccard)
   loaded = loading.load(workdir, diverged='keep')
   info = loaded.dataset_info
-  metrics = [m['metrics'] for m in loaded.metadata]
-
-  def mean(key):
-    return float(np.nanmean([m[key] for m in metrics]))
-
-  wall = sum(m['setup_seconds'] + m['train_seconds'] + m['predict_seconds']
-             for m in metrics)
+  accuracy = estimator.mean_accuracies(loaded)
+  seconds = planner.seconds_per_trial(loaded)
   in_counts = loaded.masks.sum(axis=0)
   return '\n'.join([
       f'{workdir}: {loaded.num_trials} trials of {info["name"]} '
       f'({info["num_train"]} train / {info["num_test"]} test), fingerprint '
       f'{loaded.fingerprint}',
-      f'  mean accuracy: train (in subset) {mean("train_accuracy"):.4f}, '
-      f'held-out {mean("heldout_accuracy"):.4f}, test {mean("test_accuracy"):.4f}',
+      f'  mean accuracy: train (in subset) {accuracy["train"]:.4f}, '
+      f'held-out {accuracy["heldout"]:.4f}, test {accuracy["test"]:.4f}',
       f'  trials per example: in {in_counts.min()}..{in_counts.max()}, out '
       f'{(loaded.num_trials - in_counts).min()}..'
       f'{(loaded.num_trials - in_counts).max()}',
-      f'  training time: {wall / loaded.num_trials:.1f} s per trial '
-      f'({wall / 3600:.2f} h in all)',
+      (f'  training time: {seconds:.1f} s per trial '
+       f'({seconds * loaded.num_trials / 3600:.2f} h in all)'
+       if np.isfinite(seconds) else '  training time: not recorded'),
   ] + ([f'  diverged: {len(loaded.diverged)} trials '
         f'{sorted(loaded.diverged)[:10]} (the estimator refuses them unless '
         "Estimator.diverged_trials = 'skip')"] if loaded.diverged else [])

@@ -14,6 +14,7 @@ corrupt record (records are written atomically without overwrite).
 """
 
 import json
+import math
 import os
 import socket
 import threading
@@ -22,9 +23,11 @@ import uuid
 
 import tensorflow as tf
 
+from tf_memorization import errors
 from tf_memorization import storage
 
 CLAIMS_DIR = 'claims'
+_CLAIM_MAX_BYTES = 1 << 16  # a claim is one short JSON object
 LEASE_SECONDS = 600.0
 
 
@@ -83,11 +86,17 @@ class Leases:
     path = claim_path(self.directory, index)
     try:
       with tf.io.gfile.GFile(path, 'rb') as f:
-        content = json.loads(f.read().decode() or '{}')
+        content = storage.parse_json(f.read() or b'{}', path,
+                                     max_bytes=_CLAIM_MAX_BYTES)
     except tf.errors.NotFoundError:
       return None
-    except (ValueError, UnicodeDecodeError):
+    except errors.RecordError:
       content = {}  # being written, or damaged: judge it by its age
+    if not isinstance(content, dict) or not isinstance(
+        content.get('owner', ''), str) or not (
+            isinstance(content.get('expires'), (int, float))
+            and math.isfinite(content['expires'])):
+      content = {}  # not a claim of ours: judged by its age
     if 'expires' not in content:
       try:
         mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9

@@ -24,7 +24,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_memorization import masks as masks_lib
 from tf_memorization import record_checks
 from tf_memorization import records
 from tf_memorization import storage
@@ -113,110 +112,27 @@ _DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
                      'num_test', 'checksum')
 
 
-class _DesignJobs:
-  """The mask and seed of trial t under the subset design in the records.
-
-  Every main-run record names its design (SubsetDesign.fingerprint_fields,
-  under the checksum); its mask and seed must be that design's for its
-  trial index, so that a copied, renamed or foreign record is refused.
-  """
-
-  def __init__(self, directory, n):
-    self._directory = directory
-    self._n = n
-    self._designs = {}
-    self._plan = None
-
-  def __call__(self, path, meta):
-    fields = meta.get('design')
-    if fields is None and 'design' in meta:
-      # A model an experiment planned: checked against its folder's plan.
-      plan = os.path.join(self._directory, records.PLAN_FILE)
-      if not tf.io.gfile.exists(plan):
-        raise RecordError(
-            f'{path} holds a model of an experiment (its mask was planned, '
-            f'not drawn from a subset design), but {self._directory} has no '
-            f'{records.PLAN_FILE}: it is not a trial of this run. Move it '
-            f'back to its experiment folder. {_hint(path)}')
-      if self._plan is None:
-        self._plan = _plan_jobs(self._directory, 'plan')
-      return self._plan(path, meta)
-    if not isinstance(fields, dict):
-      raise RecordError(f'{path} names no subset design. {_hint(path)}')
-    key = json.dumps(fields, sort_keys=True)
-    if key not in self._designs:
-      try:
-        self._designs[key] = masks_lib.SubsetDesign(
-            num_trials=int(fields.get('num_trials', 2)),
-            subset_ratio=float(fields['subset_ratio']),
-            design=fields['design'], seed=int(fields['seed']))
-      except (KeyError, TypeError, ValueError) as e:
-        raise RecordError(f'{path} names an unusable subset design '
-                          f'{fields!r} ({e}). {_hint(path)}') from e
-    design = self._designs[key]
-    t = meta['trial_index']
-    try:
-      return design.mask(self._n, t), design.trial_seed(t)
-    except ValueError as e:  # a balanced design's trial index out of range
-      raise RecordError(f'{path}: trial {t} is not a trial of its design '
-                        f'{fields!r} ({e}). {_hint(path)}') from e
-
-
-def _planned(directory):
-  """{index: (mask digest, seed)} of the folder's plan.json."""
-  path = os.path.join(directory, records.PLAN_FILE)
-  try:
-    plan = json.loads(
-        storage.read_bytes(path, _hint(path)).decode())
-    return {int(job['index']): (str(job['mask']), int(job['seed']))
-            for job in plan['jobs']}
-  except (OSError, tf.errors.OpError, ValueError, UnicodeDecodeError,
-          KeyError, TypeError) as e:
-    raise RecordError(
-        f'{path} is missing or unreadable ({type(e).__name__}: {e}): the '
-        f'models in {directory} cannot be checked against their plan. Run '
-        'the estimate binary again with the same flags (it rewrites the '
-        'plan), or delete the folder to redo the experiment.') from e
-
-
-def _plan_jobs(directory, jobs):
-  """The job lookup of an experiment's folder: (mask or its digest, seed)."""
-  if jobs == 'plan':
-    by_index = _planned(directory)
-  else:
-    by_index = {int(job.index): (np.asarray(job.mask, bool), int(job.seed))
-                for job in jobs}
-
-  def lookup(path, meta):
-    job = by_index.get(meta['trial_index'])
-    if job is None:
-      raise RecordError(
-          f'{path} holds model {meta["trial_index"]}, which its folder\'s '
-          'plan does not hold: it belongs to another experiment. '
-          f'{_hint(path)}')
-    return job
-
-  return lookup
-
-
 DIVERGED_POLICIES = ('refuse', 'skip', 'keep')
 
 
 class _Checker:
   """Checks every record of one directory against what it must be."""
 
-  def __init__(self, directory, dataset_info, n, n_test, jobs, fingerprint):
+  def __init__(self, directory, dataset_info, n, n_test, jobs, fingerprint,
+               labels=None):
     self.directory = directory
     self.info = dataset_info
     self.n, self.n_test = n, n_test
+    self.labels = labels  # (train, test): predictions checked against them
     self.num_classes = int(dataset_info['num_classes'])
-    self.jobs = (_DesignJobs(directory, n) if jobs is None else
-                 _plan_jobs(directory, jobs))
+    self.jobs = (record_checks.DesignJobs(directory, n) if jobs is None
+                 else record_checks.plan_jobs(directory, jobs))
     self.fingerprint = fingerprint
 
   def __call__(self, t, path):
     """(arrays, metadata) of record t, or a RecordError saying what is wrong."""
     arrays, meta = records.read_record(path)
+    record_checks.check_metadata(path, meta, self.n)
     if meta.get('trial_index') != t:
       raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
                         f'{t}: it was renamed. Move it back or delete it.')
@@ -238,7 +154,13 @@ class _Checker:
           f'({self.fingerprint[0]}): it does not belong here (a mix of '
           'different training configs). Move it to its own workdir, or '
           'delete it.')
-    mask, seed = self.jobs(path, meta)
+    mask, seed, planned = self.jobs(path, meta)
+    for field, value in planned.items():
+      if field in meta and meta[field] != value:
+        raise RecordError(
+            f'{path}: its metadata field {field!r} is {meta[field]!r}, but '
+            f'its design (or plan) says {value!r}: it was altered after it '
+            f'was written. {_hint(path)}')
     if isinstance(mask, str):  # a plan.json digest
       same_mask = mask == records.packed_digest(arrays['mask'])
     else:
@@ -250,6 +172,17 @@ class _Checker:
           f'copied from another trial. {_hint(path)}')
     if meta.get('diverged') is None:
       record_checks.check_values(path, arrays, self.num_classes)
+      if self.labels is not None:
+        record_checks.check_consistency(path, arrays, *self.labels,
+                                        self.num_classes)
+    derived = records.diverged_reason(arrays, meta['metrics'],
+                                      self.num_classes)
+    if (derived is None) != (meta.get('diverged') is None):
+      said = 'diverged' if derived is None else 'did not diverge'
+      raise RecordError(
+          f'{path} says its model {said}, but its predictions and loss say '
+          f'{derived or "it did not"}: it was altered after it was written. '
+          f'{_hint(path)}')
     record_checks.check_optional(path, arrays, self.n, self.n_test,
                                  self.num_classes,
                                  meta.get('diverged') is None)
@@ -298,7 +231,7 @@ def _expected_fingerprint(directory, fingerprint):
 
 
 def check(directory, trial_indices=None, jobs=None, fingerprint=None,
-          dataset_info=None):
+          dataset_info=None, labels=None):
   """Verifies records of `directory` as `load` would, keeping nothing.
 
   Args:
@@ -307,6 +240,8 @@ def check(directory, trial_indices=None, jobs=None, fingerprint=None,
     jobs, fingerprint: as for `load`.
     dataset_info: the data the records must be of (write_dataset_file's
       info); default: W/dataset.npz's.
+    labels: (train, test) labels the predictions are checked against
+      (with dataset_info; default: W/dataset.npz's).
 
   Returns:
     {trial index: metadata} of the verified records (diverged included).
@@ -318,10 +253,11 @@ def check(directory, trial_indices=None, jobs=None, fingerprint=None,
   if not found:
     return {}
   if dataset_info is None:
-    dataset_info = records.read_dataset_file(directory)[1]
+    dataset_arrays, dataset_info = records.read_dataset_file(directory)
+    labels = (dataset_arrays['train_labels'], dataset_arrays['test_labels'])
   checker = _Checker(directory, dataset_info, dataset_info['num_train'],
                      dataset_info['num_test'], jobs,
-                     _expected_fingerprint(directory, fingerprint))
+                     _expected_fingerprint(directory, fingerprint), labels)
   by_fingerprint, verified = {}, {}
   for t, path, _, meta in _checked_records(found, checker):
     by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
@@ -513,7 +449,8 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     return pred == labels_as[name, dtype]
 
   checker = _Checker(workdir, dataset_info, n, n_test, jobs,
-                     _expected_fingerprint(workdir, fingerprint))
+                     _expected_fingerprint(workdir, fingerprint),
+                     (train_labels, test_labels))
   row = 0
   for t, path, arrays, meta in _checked_records(found, checker, threads):
     by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)

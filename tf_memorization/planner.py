@@ -192,11 +192,15 @@ def _quantile_sd(per_trial_var, k, quantile):
                if len(uncertain) else 0.0)
 
 
+_TIMINGS = ('setup_seconds', 'train_seconds', 'predict_seconds')
+
+
 def seconds_per_trial(loaded):
-  """Mean set-up + training + prediction seconds of the records."""
-  values = [sum(m.get('metrics', {}).get(key) or 0.0 for key in
-                ('setup_seconds', 'train_seconds', 'predict_seconds'))
-            for m in loaded.metadata]
+  """Mean set-up + training + prediction seconds of the records that hold
+  all three (NaN when none does); loading checked each is in range."""
+  values = [sum(m['metrics'][key] for key in _TIMINGS)
+            for m in loaded.metadata
+            if all(key in m.get('metrics', {}) for key in _TIMINGS)]
   return float(np.mean(values)) if values else float('nan')
 
 

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import glob
 import json
+import math
 import os
 import shutil
 import socket
@@ -24,6 +25,9 @@ import uuid
 
 import tensorflow as tf
 from tensorflow_datasets.core import constants as tfds_constants
+
+from tf_memorization import errors
+from tf_memorization import storage
 
 # A claim (non-local data dirs) not renewed for this long belongs to a dead
 # process and is taken over; the holder renews it every third of that.
@@ -149,11 +153,14 @@ def _read_claim(path):
   """(owner, expires) of the claim at `path`, or None when there is none."""
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
-      claim = json.loads(f.read().decode() or '{}')
-    return claim['owner'], float(claim['expires'])
+      claim = storage.parse_json(f.read() or b'{}', path, max_bytes=1 << 16)
+    owner, expires = claim['owner'], claim['expires']
+    if isinstance(owner, str) and isinstance(expires, (int, float)) and (
+        math.isfinite(expires)):
+      return owner, float(expires)
   except tf.errors.NotFoundError:
     return None
-  except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+  except (errors.RecordError, KeyError, TypeError):
     pass  # being written, or damaged: judged by its age
   try:
     mtime = tf.io.gfile.stat(path).mtime_nsec / 1e9

@@ -130,16 +130,23 @@ def fix_hint(path):
   return 'Delete it and run the binary that wrote it again.'
 
 
+# A record's metadata (and dataset.npz's info) is a few KB.
+METADATA_MAX_BYTES = 1 << 20
+
+
 def _json_field(path, arrays, field):
   """The JSON dict stored as the string array `field` of an .npz."""
   try:
-    value = json.loads(str(arrays.pop(field)))
+    stored = arrays.pop(field)
   except KeyError as e:
     raise RecordError(f'{path} lacks its {field!r}: not a file of this '
                       f'format. {fix_hint(path)}') from e
-  except ValueError as e:  # json.JSONDecodeError, or a non-string array
-    raise RecordError(f'{path} holds an unreadable {field!r} ({e}): it was '
-                      f'altered or corrupted. {fix_hint(path)}') from e
+  if stored.dtype.kind != 'U' or stored.shape != ():
+    raise RecordError(f'{path} holds an unreadable {field!r} (a {stored.dtype} '
+                      f'array of shape {stored.shape}, not one string): it was '
+                      f'altered or corrupted. {fix_hint(path)}')
+  value = storage.parse_json(str(stored), f'{path} ({field!r})',
+                             fix_hint(path), max_bytes=METADATA_MAX_BYTES)
   if not isinstance(value, dict):
     raise RecordError(f'{path}: its {field!r} is not a JSON object: it was '
                       f'altered or corrupted. {fix_hint(path)}')
@@ -389,24 +396,22 @@ def run_file_path(workdir):
   return os.path.join(workdir, RUN_FILE)
 
 
+_RUN_FILE_FIX = ('If every record in the workdir is of the same config, '
+                 'delete it; the train binary writes it again from the '
+                 'records.')
+
+
 def read_run_file(workdir):
   """W/run.json as a dict ({'fingerprint': ..., ...}), or None if absent."""
   path = run_file_path(workdir)
   if not tf.io.gfile.exists(path):
     return None
-  try:
-    value = json.loads(storage.read_bytes(path, fix_hint(path)).decode())
-  except (ValueError, UnicodeDecodeError) as e:
-    value = None
-    reason = str(e)
-  else:
-    reason = 'no fingerprint'
+  value = storage.read_json(path, _RUN_FILE_FIX, METADATA_MAX_BYTES)
   if not isinstance(value, dict) or not isinstance(value.get('fingerprint'),
                                                    str):
     raise RecordError(
-        f'{path} is not a run file of this format ({reason}): it was altered '
-        'or corrupted. If every record in the workdir is of the same config, '
-        'delete it; the train binary writes it again from the records.')
+        f'{path} is not a run file of this format (no fingerprint): it was '
+        f'altered or corrupted. {_RUN_FILE_FIX}')
   return value
 
 
@@ -483,6 +488,21 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   return info
 
 
+def _check_dataset_dtypes(path, arrays, sources):
+  """Refuses labels that are not integers and ids that are not strings (a
+  re-signed dataset.npz: its checksum is a plain sha256)."""
+  for field in ('train_labels', 'test_labels', 'original_train_labels'):
+    if arrays[field].dtype.kind not in 'iu':
+      raise RecordError(
+          f'{path}: its {field} are {arrays[field].dtype}, not integer class '
+          f'indices in [0, num_classes). {fix_hint(path)}')
+  for field, ids in [(f, arrays[f]) for f in ('train_ids', 'test_ids')] + (
+      list(sources.items())):
+    if ids.dtype.kind != 'U':
+      raise RecordError(f'{path}: its {field} are {ids.dtype}, not strings. '
+                        f'{fix_hint(path)}')
+
+
 def _source_ids(split):
   ids = getattr(split, 'source_ids', None)
   if ids is None:
@@ -509,6 +529,7 @@ def read_dataset_file(workdir):
     raise RecordError(f'{path} fails its checksum: it was altered or '
                       f'corrupted after it was written. {fix_hint(path)}')
   info.pop('source_ids_checksum', None)
+  _check_dataset_dtypes(path, arrays, sources)
   for split, fields in (('train', ('train_labels', 'train_ids',
                                     'original_train_labels')),
                         ('test', ('test_labels', 'test_ids'))):
@@ -518,9 +539,16 @@ def read_dataset_file(workdir):
       raise RecordError(f'{path}: its {split} labels and ids differ in shape. '
                         f'{fix_hint(path)}')
   num_classes = info.get('num_classes')
-  if not isinstance(num_classes, int) or num_classes < 1:
-    raise RecordError(f'{path}: its num_classes is {num_classes!r}, not a '
-                      f'positive integer. {fix_hint(path)}')
+  if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+      or num_classes < 2):
+    raise RecordError(f'{path}: its num_classes is {num_classes!r}, not an '
+                      f'integer of at least 2. {fix_hint(path)}')
+  for field in ('num_train', 'num_test'):
+    length = len(arrays['train_labels' if field == 'num_train'
+                        else 'test_labels'])
+    if info.get(field) != length or isinstance(info.get(field), bool):
+      raise RecordError(f'{path}: its {field} is {info.get(field)!r}, but it '
+                        f'holds {length} labels. {fix_hint(path)}')
   for field in ('train_labels', 'test_labels', 'original_train_labels'):
     labels = arrays[field]
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):

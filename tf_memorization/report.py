@@ -43,7 +43,10 @@ import dataclasses
 import os
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  quiet.filter_library_logs()  # before TensorFlow loads
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -115,14 +118,17 @@ def build(workdir, output_dir=None, estimates_dir=None, parse_config=True,
   estimates_dir = estimates_dir or estimates_lib.estimates_dir(workdir)
   shown_estimates_dir = shown_estimates_dir or estimates_dir
   output_dir = output_dir or os.path.join(workdir, REPORT_DIR)
+  trial_config = os.path.join(workdir, records.CONFIG_FILE)
+  parsed = {}
   if parse_config:
-    trial_config = os.path.join(workdir, records.CONFIG_FILE)
-    report_images.parse_config(
+    parsed = report_images.parse_config(
         ([trial_config] if report_inputs.exists(trial_config) else [])
         + list(gin_files), list(gin_bindings))
   if estimates is None:
     estimates = report_inputs.load(workdir, estimates_dir)
-  training_config = report_inputs.training_config(workdir)
+  # The config shown is the one parsed (the file is read once).
+  training_config = (parsed[trial_config] if trial_config in parsed
+                     else report_inputs.training_config(workdir))
   created = storage.check_writable(output_dir)
   try:  # the page and its PNGs, in memory
     page = _page(workdir, estimates_dir, shown_estimates_dir, estimates,

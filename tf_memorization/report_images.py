@@ -38,9 +38,10 @@ def _data():
 def parse_config(gin_files, gin_bindings):
   """Parses the workdir's config and `gin_bindings` for the `load_dataset`
   bindings, the only ones the report reads: the configurables of training
-  are not registered here, so their bindings are skipped."""
+  are not registered here, so their bindings are skipped. Returns {path:
+  text} of the files parsed (config.parse_gin)."""
   _data()  # registers load_dataset
-  config.parse_gin(gin_files, gin_bindings, skip_unknown=True)
+  return config.parse_gin(gin_files, gin_bindings, skip_unknown=True)
 
 
 def load_dataset_kwargs():

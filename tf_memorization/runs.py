@@ -196,7 +196,9 @@ def check_workdir(directory, setup, selected):
                               directory)
   verified = loading.check(directory, trial_indices=selected,
                            fingerprint=setup.fingerprint,
-                           dataset_info=setup.dataset_info)
+                           dataset_info=setup.dataset_info,
+                           labels=(setup.dataset.train.labels,
+                                   setup.dataset.test.labels))
   if setup.chief and fixed is None:
     theirs = records.fix_config(directory, setup.fingerprint, {
         'dataset': {k: setup.dataset_info[k] for k in ('name', 'version',

@@ -13,7 +13,8 @@ The bottom layer every module that writes or reads a workdir file uses
     before are kept.
   * read_bytes refuses anything but a regular file (a FIFO planted in a
     workdir would block a reader forever); load_npz reads .npz files with
-    allow_pickle=False (nothing in a workdir is ever executed), and
+    allow_pickle=False (nothing in a workdir is ever executed), bounded
+    (npz_reader: a zip bomb is refused before it is decompressed), and
     npz_views reads np.savez's files as views of their bytes, fast.
   * check_writable finds an unwritable or full output folder before any
     work starts; staged_output writes a whole folder (W/estimates, a
@@ -28,6 +29,7 @@ import contextlib
 import errno
 import functools
 import io
+import json
 import math
 import os
 import socket
@@ -41,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_memorization import errors
+from tf_memorization import npz_reader
 
 RERUN_HINT = 'Delete it and run the binary that wrote it again.'
 
@@ -178,6 +181,62 @@ def json_safe(value):
   return value
 
 
+# What a JSON file of a workdir may hold: our own files are a few KB to a
+# few MB (summary.json of a large run) and at most ~8 levels deep.
+JSON_MAX_BYTES = 64 << 20
+JSON_MAX_DEPTH = 64
+
+
+def _json_depth(value):
+  """The nesting depth of a parsed JSON value (a scalar: 0), iteratively."""
+  depth, level = 0, [value]
+  while level:
+    containers = [v for v in level if isinstance(v, (dict, list))]
+    if not containers:
+      break
+    depth += 1
+    level = [item for v in containers
+             for item in (v.values() if isinstance(v, dict) else v)]
+  return depth
+
+
+def parse_json(payload, path, hint=RERUN_HINT, max_bytes=JSON_MAX_BYTES,
+               max_depth=JSON_MAX_DEPTH):
+  """The JSON value of `payload` (bytes or str) read from `path`, bounded.
+
+  A file of a workdir is untrusted input: it is refused (a RecordError
+  naming `path` and ending in `hint`) when it is larger than `max_bytes`,
+  not UTF-8, not JSON, or nested deeper than `max_depth` (a file of
+  100,000 `[` would otherwise exhaust the parser's recursion).
+  """
+  if len(payload) > max_bytes:
+    raise errors.RecordError(
+        f'{path} holds {len(payload):,} bytes of JSON, more than the '
+        f'{max_bytes:,} a file of this tool ever holds: it was altered or '
+        f'not written by this package. {hint}')
+  try:
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    value = json.loads(text)
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError included
+    raise errors.RecordError(
+        f'{path} is not valid JSON ({" ".join(str(e).split())}): it was '
+        f'altered or corrupted. {hint}') from e
+  except RecursionError as e:
+    raise errors.RecordError(
+        f'{path} holds JSON nested deeper than Python can parse: it was '
+        f'altered or not written by this package. {hint}') from e
+  if _json_depth(value) > max_depth:
+    raise errors.RecordError(
+        f'{path} holds JSON nested deeper than {max_depth} levels: it was '
+        f'altered or not written by this package. {hint}')
+  return value
+
+
+def read_json(path, hint=RERUN_HINT, max_bytes=JSON_MAX_BYTES):
+  """parse_json of the file `path`, read once (see read_bytes)."""
+  return parse_json(read_bytes(path, hint), path, hint, max_bytes)
+
+
 def atomic_write_text(path, text):
   """Writes (or replaces) a text file atomically."""
   atomic_replace(path, text.encode())
@@ -227,18 +286,43 @@ def npz_error(path, e, hint=RERUN_HINT):
       f'{e}). {hint}')
 
 
-def load_npz(path, payload=None, hint=RERUN_HINT):
+# The most a workdir's .npz may hold decompressed: a record or dataset file
+# (even compressed) expands far less than 16x; a zip bomb ~1000x.
+NPZ_MIN_BOUND = 64 << 20
+NPZ_MAX_RATIO = 16
+
+
+def load_npz(path, payload=None, hint=RERUN_HINT, max_bytes=None):
   """The arrays of an .npz file (allow_pickle=False), or a RecordError
-  ending in `hint`."""
+  ending in `hint`.
+
+  Read by npz_reader, bounded: a file whose members declare more than
+  `max_bytes` decompressed (default max(NPZ_MIN_BOUND, NPZ_MAX_RATIO x its
+  size)) is refused before anything is decompressed, and no member is
+  decompressed past its declared size. Members that are no .npy array are
+  not read.
+  """
   try:
     if payload is None:
       payload = read_bytes(path, hint)
     # Not np.load's guess (a file that is no zip is tried as a pickle).
-    zipfile.ZipFile(io.BytesIO(payload)).close()
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-      return {name: npz[name] for name in npz.files}
+    archive = npz_reader.Archive(path, payload, errors.RecordError, hint)
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise npz_error(path, e, hint) from e
+  if max_bytes is None:
+    max_bytes = max(NPZ_MIN_BOUND, NPZ_MAX_RATIO * len(payload))
+  declared = archive.declared_bytes()
+  if declared > max_bytes:
+    largest = archive.largest()
+    raise errors.RecordError(
+        f'{path} declares {npz_reader.size_text(declared)} of arrays once '
+        f'decompressed (its {largest}: '
+        f'{archive.header(largest).describe()}), more than the '
+        f'{npz_reader.size_text(max_bytes)} a file of '
+        f'{npz_reader.size_text(len(payload))} may hold here: refused '
+        'before decompressing it (it was altered, or made to exhaust '
+        f'memory). {hint}')
+  return {key: archive.array(key) for key in archive.keys()}
 
 
 _LOCAL_HEADER = struct.Struct('<4s22xHH')  # signature, name and extra lengths

@@ -17,9 +17,11 @@ import dataclasses
 import os
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tf_memorization import quiet
 
-from absl import app  # pylint: disable=g-import-not-at-top
+if __name__ == '__main__':
+  quiet.filter_library_logs()  # before TensorFlow loads
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
 from tf_memorization import cli

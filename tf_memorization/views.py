@@ -50,9 +50,10 @@ def nested_rows(k):
 class Spec:
   """One view: its trial rows, its memorization (for the pair family), for
   a null the trial whose test predictions each row gets, and `every`: the
-  view covers every `every`-th block of training examples only (a null
-  estimated on a sample of the training examples, at a fraction of the
-  cost; ViewPairs.coverage says which fraction of the family it saw)."""
+  view covers every `every`-th of the blocks of training examples that
+  hold pairs of its family (a null estimated on a sample of the family, at
+  a fraction of the cost; ViewPairs.coverage says which fraction of the
+  family it saw, > 0 whenever the family is not empty)."""
   name: str
   rows: np.ndarray
   memorization: np.ndarray
@@ -180,9 +181,22 @@ class _View:
     self.delta = delta
     self.raw, self.tested = ([], []), ([], [], [])
     self.covered = np.zeros(len(self.k_in), bool)
+    self.sampled = None  # the blocks a view of Spec.every > 1 covers
+
+  def sample_blocks(self, n, block_size):
+    """Chooses the blocks a view of Spec.every > 1 covers: every
+    `every`-th of the blocks that hold pairs of its family, so that a
+    family of any size is sampled (a family in one block of many, as when
+    a run memorizes one example, is covered whole)."""
+    if self.spec.every == 1:
+      return
+    candidates = self.family[0]
+    holding = [b for b, start in enumerate(range(0, n, block_size))
+               if candidates[start:start + block_size].any()]
+    self.sampled = set(holding[::self.spec.every])
 
   def covers(self, block_index):
-    return block_index % self.spec.every == 0
+    return self.sampled is None or block_index in self.sampled
 
   def family_rows(self, start, stop):
     """The block's rows (local indices) that hold pairs of the family: the
@@ -290,6 +304,8 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
               for rows, members in _segments(specs, k)]
   plan = _sum_plan(specs, segments)
   reducer = scores.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
+  for view in views:
+    view.sample_blocks(n, block_size)
   for block_index, start in enumerate(range(0, n, block_size)):
     stop = min(start + block_size, n)
     active = [view.covers(block_index) for view in views]
