@@ -6,7 +6,10 @@ expectations are those arrays.
 """
 
 import csv
+import json
 import os
+import re
+import threading
 
 import gin
 import numpy as np
@@ -355,7 +358,7 @@ def test_bad_input(flat, tmp_path):
   for streaming in (False, True):
     bad = _corrupt(root, 'cat/broken.png', b'not a png at all')
     message = fails(bad, root=root, streaming=streaming)
-    assert 'delete or replace it' in message
+    assert 'delete or repair it' in message
     os.remove(bad)
   tiff = os.path.join(root, 'dog', 'scan.png')
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiff, format='TIFF')
@@ -366,7 +369,7 @@ def test_bad_input(flat, tmp_path):
     header = f.read()[:60]
   bad = _corrupt(root, 'fox/truncated.png', header)
   message = fails(bad, root=root)
-  assert 'cannot be decoded' in message and 'delete or replace it' in message
+  assert 'cannot be decoded' in message and 'delete or repair it' in message
 
 
 def test_train_binary_exits_2_naming_a_bad_folder(tmp_path):
@@ -380,6 +383,214 @@ def test_train_binary_exits_2_naming_a_bad_folder(tmp_path):
   assert len(lines) == 1 and 'Traceback' not in err
   assert f'image_folder.root: {missing} is not a folder' in lines[0]
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_one_class_is_refused(tmp_path):
+  """Trained, a one-class folder gives memorization 0 and AUC 0.5 for all."""
+  root = str(tmp_path / 'cats')
+  make_folder(root, classes=('cat',), per_class=6)
+  status, _, err = run_in_process(lambda: train.run(
+      str(tmp_path / 'w'), [os.path.join(GIN_DIR, 'tiny.gin')],
+      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
+       f'image_folder.root = {root!r}'], log=lambda _: None))
+  assert status == 2, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'Traceback' not in err
+  assert f"{root} holds one class folder ('cat')" in lines[0]
+  assert 'a classifier needs at least two class sub-folders in' in lines[0]
+  assert not os.path.exists(tmp_path / 'w')
+  split = str(tmp_path / 'split')
+  make_folder(split, classes=('cat',), per_class=4, prefix='train/')
+  make_folder(split, classes=('cat',), per_class=2, seed=1, prefix='test/')
+  with pytest.raises(errors.UserError, match=f'{split}/train holds one class'):
+    folders.image_folder(split)
+
+
+def _break_pixels(path, size=None):
+  """Keeps an image's header (it still opens) but not its pixels (it does
+  not decode): its first 60 bytes, zero-padded to `size` (default: as many
+  bytes as it had). Returns its (size, mtime_ns) before."""
+  info = os.stat(path)
+  with open(path, 'rb') as f:
+    header = f.read(60)
+  size = info.st_size if size is None else size
+  with open(path, 'wb') as f:
+    f.write(header + bytes(max(size - len(header), 0)))
+  return info.st_size, info.st_mtime_ns
+
+
+def _names(path, reason='('):
+  """A regex of an error naming `path` among the images that do not decode."""
+  return re.escape(f'cannot be decoded: {path} {reason}')
+
+
+def _checks(data_dir):
+  """(path, parsed contents) of the one file image_folder records its checks
+  in, under the tfds data dir."""
+  found = [os.path.join(path, f) for path, _, files in os.walk(data_dir)
+           for f in files]
+  assert len(found) == 1, found
+  with open(found[0]) as f:
+    return found[0], json.load(f)
+
+
+def test_streaming_folder_checks_every_image_before_training(
+    tmp_path, monkeypatch):
+  """One image of 700 does not decode, outside the normalization sample."""
+  data_dir = str(tmp_path / 'tfds')
+  monkeypatch.setenv('TFDS_DATA_DIR', data_dir)
+  root = str(tmp_path / 'many')
+  make_folder(root, classes=('cat', 'dog'), per_class=350, png_only=True)
+  everything = images(root)
+  train_ids = [i for i in everything if folders.hash_fraction(i) >= 0.2]
+  test_ids = [i for i in everything if folders.hash_fraction(i) < 0.2]
+  sample = np.random.default_rng(0).choice(  # as image_folder draws it
+      len(train_ids), folders.NORMALIZATION_SAMPLE, replace=False)
+  broken = os.path.join(root, train_ids[min(
+      set(range(len(train_ids))) - set(sample))])
+  _break_pixels(broken)
+  workdir = str(tmp_path / 'w')
+  status, _, err = run_in_process(lambda: train.run(
+      workdir, [os.path.join(GIN_DIR, 'tiny.gin')],
+      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
+       f'image_folder.root = {root!r}', 'image_folder.streaming = True',
+       'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"],
+      trials='0:1', log=lambda _: None))
+  assert status == 2, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+  assert lines[0].startswith(f'error: 1 of the 700 images of {root} cannot be '
+                             f'decoded: {broken} (Invalid PNG data')
+  assert 'delete or repair it, or move it out of the folder' in lines[0]
+  assert not os.path.exists(workdir)  # nothing trained
+  # Every image that decoded is remembered by (id, size, mtime_ns).
+  path, checks = _checks(data_dir)
+  assert checks['root'] == root
+  assert checks['decoded'] == {
+      i: [os.stat(os.path.join(root, i)).st_size,
+          os.stat(os.path.join(root, i)).st_mtime_ns]
+      for i in everything if os.path.join(root, i) != broken}
+  os.remove(broken)
+  dataset = folders.image_folder(root, streaming=True)
+  assert len(dataset.train) == len(train_ids) - 1
+  # The next check decodes only what changed: a test image broken with its
+  # size and mtime kept is not decoded again (the record serves it)...
+  changed = os.path.join(root, test_ids[0])
+  size, mtime_ns = _break_pixels(changed)
+  os.utime(changed, ns=(mtime_ns, mtime_ns))
+  folders.image_folder(root, streaming=True)
+  with open(path, 'rb') as f:
+    record = f.read()
+  assert json.loads(record)['decoded'][test_ids[0]] == [size, mtime_ns]
+  # ...while a new mtime, or a new size, has it decoded again.
+  for new_size, new_mtime_ns in ((size, mtime_ns + 10**9),
+                                 (size + 1, mtime_ns)):
+    with open(path, 'wb') as f:
+      f.write(record)
+    _break_pixels(changed, new_size)
+    os.utime(changed, ns=(mtime_ns, new_mtime_ns))
+    with pytest.raises(errors.UserError, match=_names(changed)) as e:
+      folders.image_folder(root, streaming=True)
+    assert 'Invalid PNG data' in str(e.value)
+    assert test_ids[0] not in _checks(data_dir)[1]['decoded']
+  # In memory, decoding every file is the check: a failure is never
+  # explained away by the record.
+  with open(path, 'wb') as f:
+    f.write(record)
+  _break_pixels(changed, size)
+  os.utime(changed, ns=(mtime_ns, mtime_ns))
+  with pytest.raises(errors.UserError, match=_names(changed)):
+    folders.image_folder(root)
+  assert _checks(data_dir)[0] == path
+
+
+def test_unreadable_images_are_listed_in_one_error(flat, tmp_path,
+                                                   monkeypatch):
+  root, _ = flat
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+  bad = [_corrupt(root, f'dog/{k}_broken.png', b'not a png') for k in range(3)]
+  for k in (1, 2, 4, 8):  # PNGs of make_folder
+    bad.append(os.path.join(root, 'fox', f'0_{k:03d}.png'))
+    _break_pixels(bad[-1])
+  bad.sort()
+  for streaming in (False, True):
+    with pytest.raises(errors.UserError) as e:
+      folders.image_folder(root, streaming=streaming)
+    message = str(e.value).split('\n  In call to configurable')[0]
+    assert '\n' not in message
+    assert message.startswith(f'7 of the 39 images of {root} cannot be '
+                              f'decoded: {bad[0]} (')
+    assert all(path in message for path in bad[:5])
+    assert not any(path in message for path in bad[5:])
+    assert '; and 2 more. ' in message
+    assert 'delete or repair them, or move them out of the folder' in message
+
+
+def test_a_fifo_is_refused_unopened(flat):
+  """Opening a FIFO for reading would wait for a writer forever."""
+  root, _ = flat
+  fifo = os.path.join(root, 'cat', 'pipe.png')
+  os.mkfifo(fifo)
+  done = threading.Event()
+
+  def unblock():  # a reader stuck in open() gets EOF: a failure, not a hang
+    while not done.wait(0.1):
+      try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+      except OSError:  # no reader
+        pass
+
+  thread = threading.Thread(target=unblock, daemon=True)
+  thread.start()
+  try:
+    for streaming in (False, True):
+      with pytest.raises(errors.UserError,
+                         match=_names(fifo, '(not a regular file)')):
+        folders.image_folder(root, streaming=streaming)
+  finally:
+    done.set()
+    thread.join()
+
+
+def test_checks_file_is_untrusted(tmp_path, monkeypatch):
+  """A corrupt, oversized or foreign record of the checks is rebuilt."""
+  data_dir = str(tmp_path / 'tfds')
+  monkeypatch.setenv('TFDS_DATA_DIR', data_dir)
+  root = str(tmp_path / 'pets')
+  make_folder(root, per_class=4)
+  folders.image_folder(root, streaming=True)
+  path, good = _checks(data_dir)
+  broken = os.path.join(root, 'cat', '0_001.png')
+  size, mtime_ns = _break_pixels(broken)
+  os.utime(broken, ns=(mtime_ns, mtime_ns))
+  entry = 'cat/0_001.png'
+  other = str(tmp_path / 'other')
+  for payload in (b'{"truncated', b'\xff\xfe not json', b'[' * 100_000,
+                  json.dumps(dict(good, root=other)).encode(),
+                  json.dumps(dict(good, tensorflow='0.0')).encode(),
+                  json.dumps(good).encode() + b' ' * 10**6):
+    with open(path, 'wb') as f:
+      f.write(payload)
+    with pytest.raises(errors.UserError, match=_names(broken)):
+      folders.image_folder(root, streaming=True)
+    _, rebuilt = _checks(data_dir)
+    assert rebuilt['root'] == root and entry not in rebuilt['decoded']
+    assert len(rebuilt['decoded']) == len(good['decoded']) - 1
+  # Entries are taken only as written: ints, equal to the file's own.
+  for recorded in ([float(size), mtime_ns], [str(size), mtime_ns],
+                   [size, mtime_ns, 0], {'size': size}, [True, mtime_ns]):
+    with open(path, 'w') as f:
+      json.dump(dict(good, decoded=dict(good['decoded'],
+                                        **{entry: recorded})), f)
+    with pytest.raises(errors.UserError, match=_names(broken)):
+      folders.image_folder(root, streaming=True)
+  # Where it cannot be written, that is no error (the next run decodes all).
+  os.remove(path)
+  os.rmdir(os.path.dirname(path))
+  with open(os.path.dirname(path), 'w') as f:
+    f.write('a file where the folder would be')
+  os.remove(broken)
+  assert len(folders.image_folder(root, streaming=True).train) > 0
 
 
 @pytest.mark.slow

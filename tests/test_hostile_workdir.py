@@ -426,3 +426,28 @@ def test_the_binaries_print_no_tensorflow_log_lines(tmp_path):
   assert any(line.startswith(('I0000', 'W0000', 'E0000', 'WARNING: All log'))
              for line in lines), loud.stderr
   assert quiet.stderr.rstrip('\n') in lines
+
+
+def test_a_metadata_member_that_would_expand_hugely_is_refused(workdir):
+  """The train binary reads each record's metadata member alone (to see its
+  fingerprint) before any checksum: a compressed member declaring a GiB is
+  refused before it is decompressed."""
+  import io  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  path = records.record_path(workdir, 0)
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
+    with archive.open('metadata.npy', 'w', force_zip64=True) as member:
+      header = io.BytesIO()
+      np.lib.format.write_array_header_1_0(
+          header, {'descr': '<U268435456', 'fortran_order': False,
+                   'shape': ()})
+      member.write(header.getvalue())
+      chunk = b'\0' * (1 << 24)
+      for _ in range(64):  # 1 GiB of zeros, ~1 MB compressed
+        member.write(chunk)
+  with open(path, 'wb') as f:
+    f.write(buffer.getvalue())
+  with pytest.raises(errors.RecordError,
+                     match='declares a metadata member of 1,073,7'):
+    records.read_metadata(path)

@@ -17,6 +17,15 @@ Each example's id is its path relative to root ('train/cat/001.png' or
 decoded with tf.io.decode_image, held in memory as uint8 arrays, or streamed
 from their files (streaming=True, `FolderPipeline`) for folders too large for
 memory: both compute the same pixels.
+
+A folder with fewer than two classes is refused. Every image is checked
+before training: one that does not decode (with `decoder`, as the pipelines
+do) is never skipped, since n would change under every trial's mask; the
+folder is refused with one error naming the first few, counting all, and
+saying the fix (delete or repair them, or move them out of the folder).
+Loading in memory is the check; streaming decodes every image once up front
+and records by (path, size, mtime_ns) those that decode (`_check_decodes`),
+so that later runs decode only new or changed files.
 """
 
 import hashlib
@@ -24,16 +33,21 @@ import json
 import os
 import posixpath
 import re
+import stat
+import sys
 
 from absl import logging
 import gin
 import numpy as np
 from PIL import Image
 import tensorflow as tf
+from tensorflow_datasets.core import constants as tfds_constants
 
 from tf_memorization import config
 from tf_memorization import data
 from tf_memorization import errors
+from tf_memorization import progress as progress_lib
+from tf_memorization import storage
 
 IMAGE_EXTENSIONS = ('.bmp', '.gif', '.jpeg', '.jpg', '.png')
 _IMAGES = f'files ending in {" ".join(IMAGE_EXTENSIONS)}'
@@ -46,6 +60,10 @@ _MIN_STD = 1e-3
 _PARALLEL_READS = min(16, os.cpu_count() or 1)
 _DECODE_BATCH = 256
 _PREFETCH_BATCHES = 2
+_NAMED_UNREADABLE = 5  # unreadable images an error names; it counts them all
+_PROGRESS_SECONDS = 10
+_CHECKS_FOLDER = 'tf_memorization/image_folder_checks'  # in tfds's data dir
+_CHECKS_FORMAT = 'tf_memorization image_folder checks 1'
 # What the in-memory pipeline uses, so that both compute the same streams.
 # pylint: disable=protected-access
 _Pipeline, _stream_keys, _no_autotune = (data._Pipeline, data._stream_keys,
@@ -163,6 +181,11 @@ def _splits(root, mode, test_fraction, test_list):
             for name, ids in train.items()}
     train = {name: [i for i in ids if not in_test(i)]
              for name, ids in train.items()}
+  if len(classes) < 2:  # trained, every memorization is 0 and AUC 0.5
+    where = os.path.join(root, 'train') if mode == 'folders' else root
+    raise errors.UserError(
+        f'{where} holds one class folder ({classes[0]!r}): a classifier needs '
+        f'at least two class sub-folders in {where}; add one per class.')
   for name in classes:
     if not train[name]:
       fix = {'hash': 'lower image_folder.test_fraction or add images',
@@ -182,22 +205,34 @@ def _splits(root, mode, test_fraction, test_list):
   return classes, examples(train), examples(test)
 
 
+class _Unreadable(Exception):
+  """An image file that cannot be read; its message says why."""
+
+
+def _reason(error):
+  """An error's message as one short line."""
+  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  return (' '.join(re.sub(r'\{\{[^}]*\}\}|\[Op:.*', '', text).split())
+          or type(error).__name__)[:120]
+
+
 def _header(path):
-  """(height, width, grayscale) from an image's header (no pixels read)."""
+  """(size in bytes, mtime_ns, height, width, grayscale) of an image from its
+  header; _Unreadable unless it opens as one (a FIFO would block: refused)."""
   try:
-    with Image.open(path) as image:
-      width, height = image.size
-      mode, kind = image.mode, image.format
+    info = os.stat(path)
+    if stat.S_ISREG(info.st_mode):
+      with Image.open(path) as image:
+        (width, height), mode, kind = image.size, image.mode, image.format
   except Exception as e:  # pylint: disable=broad-except
-    reason = ' '.join(str(e).split()) or type(e).__name__
-    raise errors.UserError(
-        f'{path} cannot be read as an image ({reason}): delete or replace '
-        'it.') from None
+    raise _Unreadable(_reason(e)) from None
+  if not stat.S_ISREG(info.st_mode):
+    raise _Unreadable('not a regular file')
   if kind not in _FORMATS:
     raise errors.UserError(
         f'{path} is a {kind} file, not one of {", ".join(_FORMATS[:-1])}: '
         'convert it to PNG or JPEG, or delete it.')
-  return height, width, mode in _GRAY_MODES
+  return info.st_size, info.st_mtime_ns, height, width, mode in _GRAY_MODES
 
 
 def _resized(image, height, width):
@@ -234,28 +269,91 @@ def decoder(shape):
 
 
 def _decoded(paths, shape):
-  """uint8 images of `paths` in order, batch by batch; a file that does not
-  decode is a UserError naming it."""
-  load = decoder(shape)
+  """uint8 images of `paths` in order, batch by batch."""
   ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, str)).map(
-      load, num_parallel_calls=_PARALLEL_READS, deterministic=True)
-  done = 0
+      decoder(shape), num_parallel_calls=_PARALLEL_READS, deterministic=True)
+  for batch in ds.batch(_DECODE_BATCH).prefetch(1):
+    yield batch.numpy()
+
+
+def _undecodable(paths, shape, root):
+  """[(path, reason)] of the `paths` that `decoder(shape)` fails on (decoded
+  again for their reason), with a progress line every _PROGRESS_SECONDS."""
+  load, decoded = decoder(shape), np.zeros(len(paths), bool)
+  progress = progress_lib.Progress(len(paths), _PROGRESS_SECONDS)
+  ds = tf.data.Dataset.from_tensor_slices(
+      (np.arange(len(paths)), np.asarray(paths, str)))
+  # reduce_max needs every pixel: the decode cannot be optimized away.
+  ds = ds.map(lambda k, path: (k, tf.reduce_max(load(path))),
+              num_parallel_calls=_PARALLEL_READS, deterministic=True)
+  for indices, _ in ds.ignore_errors().batch(_DECODE_BATCH).prefetch(1):
+    decoded[indices.numpy()] = True
+    done = int(indices[-1]) + 1
+    if progress.due(done) and progress.elapsed() >= _PROGRESS_SECONDS:
+      print(f'Checking the images of {root}: {done}/{len(paths)} decoded, ETA '
+            f'{progress.eta(done)}', file=sys.stderr, flush=True)
+  failed = []
+  for k in np.flatnonzero(~decoded):
+    try:
+      load(tf.constant(paths[k]))
+    except tf.errors.OpError as e:
+      failed.append((paths[k], _reason(e)))
+  return failed
+
+
+def _recorded(path, root, stats):
+  """The ids of `stats` ({id: (size, mtime_ns)}) that `path` records as
+  decoded with these very size and mtime_ns. Untrusted: a file missing, not
+  regular, larger than a record of `stats` can be (an entry is at most 12
+  bytes a character of its id, and 64), not JSON, or not as written: none."""
+  limit = 4096 + sum(12 * len(i) + 64 for i in stats)
   try:
-    for batch in ds.batch(_DECODE_BATCH).prefetch(1):
-      batch = batch.numpy()
-      yield batch
-      done += len(batch)
-  except tf.errors.OpError:
-    for path in paths[done:]:  # which one: decode them one by one
-      try:
-        load(tf.constant(path))
-      except tf.errors.OpError as e:
-        reason = re.sub(r'\{\{[^}]*\}\}|\[Op:.*', '', e.message)
-        reason = ' '.join(reason.split())
-        raise errors.UserError(
-            f'{path} cannot be decoded as an image ({reason[:200]}): delete '
-            'or replace it.') from None
-    raise
+    if '://' not in path and not stat.S_ISREG(os.stat(path).st_mode):
+      return set()  # a FIFO would block
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      payload = f.read(limit + 1)
+    checks = json.loads(payload) if len(payload) <= limit else None
+  except (OSError, tf.errors.OpError, ValueError, RecursionError):
+    return set()
+  if not (isinstance(checks, dict) and isinstance(checks.get('decoded'), dict)
+          and [checks.get(k) for k in ('format', 'root', 'tensorflow')] ==
+          [_CHECKS_FORMAT, root, tf.__version__]):
+    return set()
+  return {i for i, entry in checks['decoded'].items()
+          if i in stats and isinstance(entry, list) and len(entry) == 2
+          and all(type(v) is int for v in entry) and tuple(entry) == stats[i]}
+
+
+def _check_decodes(root, stats, shape, unreadable=(), recorded=True):
+  """Refuses `root` unless every image of `stats` ({id: (size, mtime_ns)})
+  decodes, naming those that do not and the `unreadable` ([(path, reason)]).
+  Skips the images recorded as decoded in <tfds data dir>/tf_memorization/
+  (unless not `recorded`); records those that decode."""
+  path = os.path.join(tfds_constants.get_default_data_dir(), _CHECKS_FOLDER,
+                      hashlib.sha256(root.encode()).hexdigest()[:24] + '.json')
+  known = _recorded(path, root, stats) if recorded else set()
+  todo, failed = [i for i in sorted(stats) if i not in known], []
+  if todo:
+    failed = _undecodable([os.path.join(root, i) for i in todo], shape, root)
+    failed_paths = {p for p, _ in failed}
+    decoded = {i: list(v) for i, v in stats.items()
+               if os.path.join(root, i) not in failed_paths}
+    try:
+      storage.atomic_write_text(path, json.dumps(
+          {'format': _CHECKS_FORMAT, 'root': root, 'decoded': decoded,
+           'tensorflow': tf.__version__}, sort_keys=True))
+    except (OSError, tf.errors.OpError) as e:  # the next run decodes all
+      logging.warning('Cannot record the checks of %s: %s', root, e)
+  bad = sorted([*unreadable, *failed])
+  if bad:
+    named = '; '.join(f'{p} ({r})' for p, r in bad[:_NAMED_UNREADABLE])
+    more, them = len(bad) - _NAMED_UNREADABLE, 'them' if bad[1:] else 'it'
+    raise errors.UserError(
+        f'{len(bad)} of the {len(stats) + len(unreadable)} images of {root} '
+        f'cannot be decoded: {named}{f"; and {more} more" if more > 0 else ""}'
+        ". image_folder checks every image before training and skips none (it"
+        " would change the dataset that every trial's mask indexes): delete or"
+        f' repair {them}, or move {them} out of the folder, then run again.')
 
 
 def _normalization(batches, channels):
@@ -373,7 +471,8 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
       (height, width): every image is resized to it (antialiased).
     channels: 1 or 3; None: 1 if every image is grayscale, else 3.
     streaming: read the files batch by batch while training (`FolderPipeline`)
-      instead of decoding every image into memory first.
+      instead of decoding every image into memory first; every image is
+      still decoded once before training (see the module docstring).
     name: the dataset's name (default 'image_folder').
 
   Returns:
@@ -422,12 +521,18 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
   digest = hashlib.sha256(json.dumps(
       [classes, list(size or ()), mode]).encode())
   first, gray = None, True
+  stats, unreadable = {}, []  # {id: (size, mtime_ns)}; [(path, reason)]
   for kind, examples in (('train', train), ('test', test)):
     for example_id, _ in examples:
       path = os.path.join(root, example_id)
-      height, width, is_gray = _header(path)
+      try:
+        nbytes, mtime_ns, height, width, is_gray = _header(path)
+      except _Unreadable as e:
+        unreadable.append((path, str(e)))
+        continue
+      stats[example_id] = (nbytes, mtime_ns)
       gray = gray and is_gray
-      digest.update(f'{kind}\0{example_id}\0{os.path.getsize(path)}\n'
+      digest.update(f'{kind}\0{example_id}\0{stats[example_id][0]}\n'
                     .encode())
       if first is None:
         first = (path, height, width)
@@ -437,9 +542,20 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
             f'{height}x{width}: bind image_folder.image_size (e.g. '
             f'{first[1]} or ({first[1]}, {first[2]})) to resize every image,'
             ' or give them the same size.')
+  if first is None:  # every image is unreadable
+    _check_decodes(root, stats, None, unreadable)
   channels = channels or (1 if gray else 3)
   shape = (size or first[1:]) + (channels,)
   digest.update(f'channels {channels}'.encode())
+  if streaming or unreadable:  # streaming: not in the middle of a trial
+    _check_decodes(root, stats, shape, unreadable)
+
+  def decoded(paths):
+    try:
+      yield from _decoded(paths, shape)
+    except tf.errors.OpError:  # a file not checked (or changed since)
+      _check_decodes(root, stats, shape, recorded=False)
+      raise
 
   def split_of(examples, kind):
     return data.Split(
@@ -458,7 +574,7 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
     sample = np.sort(np.random.default_rng(0).choice(
         n, min(n, NORMALIZATION_SAMPLE), replace=False))
     dataset.normalization = _normalization(
-        _decoded(train_split.files[sample], shape), channels)
+        decoded(train_split.files[sample]), channels)
     dataset.example_shape = shape
     dataset.streaming_pipeline = FolderPipeline
     load = decoder(shape)
@@ -472,7 +588,7 @@ def image_folder(root=None, split='auto', test_fraction=0.2, test_list=None,
   else:
     for part in (train_split, test_split):
       part.images = np.empty((len(part),) + shape, np.uint8)
-      for k, batch in enumerate(_decoded(part.files, shape)):
+      for k, batch in enumerate(decoded(part.files)):
         part.images[k * _DECODE_BATCH:(k + 1) * _DECODE_BATCH] = batch
       part.files = None
     dataset.normalization = _normalization(

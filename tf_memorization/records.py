@@ -366,9 +366,18 @@ def read_metadata(path):
     source = (io.BytesIO(storage.read_bytes(path, hint)) if '://' in path
               else storage.open_regular(path, hint))
     with source, zipfile.ZipFile(source) as archive:
+      # A string of at most METADATA_MAX_BYTES characters (4 bytes each in
+      # a numpy str array), checked before anything is decompressed.
+      declared = archive.getinfo('metadata.npy').file_size
+      if declared > 4 * METADATA_MAX_BYTES + 1024:
+        raise RecordError(f'{path} declares a metadata member of {declared:,} '
+                          'bytes, more than a record ever holds: it was '
+                          f'altered or not written by this package. {hint}')
       with archive.open('metadata.npy') as member:
         arrays = {'metadata': np.lib.format.read_array(member,
                                                        allow_pickle=False)}
+  except RecordError:
+    raise
   except (OSError, ValueError, EOFError, KeyError, struct.error,
           zipfile.BadZipFile, tf.errors.OpError) as e:
     raise storage.npz_error(path, e, fix_hint(path)) from e
