@@ -62,3 +62,24 @@ def test_head_initialisation_follows_its_seed():
   again = _train(masks, [5, 6], train_x, train_y, train_x, train_y)
   np.testing.assert_array_equal(first[1].train_prob, again[1].train_prob)
   assert not np.array_equal(first[0].train_prob, first[1].train_prob)
+
+
+def test_a_head_trained_in_another_group_is_the_same_head():
+  """A resumed ablation trains its pending heads in other groups than the
+  first run did: with the same order_seed, a head sees the same batches
+  whichever heads it trains with."""
+  train_x, train_y = _features(200, 4)
+  test_x, test_y = _features(80, 5)
+  rng = np.random.default_rng(6)
+  masks = rng.random((3, 200)) < 0.6
+  first = _train(masks, [21, 22, 23], train_x, train_y, test_x, test_y)
+  later = ablation.train_linear_heads(
+      {'train': train_x, 'test': test_x}, train_y, test_y, masks[1:],
+      [22, 23], NUM_CLASSES, epochs=20, batch_size=32, learning_rate=0.1,
+      momentum=0.9, weight_decay=1e-4, order_seed=21)
+  for one, other in zip(first[1:], later):
+    np.testing.assert_array_equal(one.test_pred, other.test_pred)
+    np.testing.assert_allclose(one.train_prob, other.train_prob, atol=1e-4)
+  # Without it a group's batches follow its first head's seed.
+  alone = _train(masks[1:], [22, 23], train_x, train_y, test_x, test_y)
+  assert not np.allclose(alone[0].train_prob, first[1].train_prob, atol=1e-4)

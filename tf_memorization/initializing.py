@@ -13,6 +13,10 @@ every trial:
     (models.mark_pretrained, TrialTrainer.pretrained_layers), restored
     after every re-initialisation;
   * freeze_all_but: the ablations' frozen layers and their weights.
+
+Layers are given by name or by index among model.layers
+(models.layer_indices): an index holds for every build of a model
+function, a name of an unnamed layer (dense_1) only for one build.
 """
 
 import keras
@@ -45,20 +49,21 @@ def derived_seed(seed, *keys):
 
 
 def freeze_all_but(model, trainable_layers):
-  """Marks every layer not named in `trainable_layers` frozen; their weights."""
+  """Marks every layer not in `trainable_layers` frozen; their weights.
+
+  `trainable_layers`: the layers' names or indices among model.layers
+  (models.layer_indices; indices hold for every build of the model).
+  """
   if trainable_layers is None:
     return []
-  names = set(trainable_layers)
-  known = {layer.name for layer in model.layers}
-  if names - known:
-    raise ValueError(f'trainable_layers {sorted(names - known)} are not '
-                     f'layers of {model.name}.')
+  keep = set(models_lib.layer_indices(model, trainable_layers,
+                                      'TrialTrainer.trainable_layers'))
   frozen, seen = [], set()
-  for layer in model.layers:
+  for index, layer in enumerate(model.layers):
     # A listed layer keeps the trainable state it was built with: the
     # parts of a backbone its builder froze stay frozen (and keep the
     # base weights too).
-    if layer.name not in names:
+    if index not in keep:
       layer.trainable = False
       parts = [layer]
     else:
@@ -71,17 +76,17 @@ def freeze_all_but(model, trainable_layers):
           frozen.append(variable)
   return frozen
 
-@staticmethod
-def pretrained_values(model, names):
-  """(variable, value now) of the pretrained layers' weights."""
+
+def pretrained_values(model, layers):
+  """(variable, value now) of the pretrained layers' weights: `layers`
+  (names or indices among model.layers) and those the model's builder
+  declared (models.mark_pretrained: names of this build's layers)."""
   declared = models_lib.pretrained_layers(model)[0]
-  names = set(names) | set(declared)
-  known = {layer.name for layer in model.layers}
-  if names - known:
-    raise ValueError(f'TrialTrainer.pretrained_layers {sorted(names - known)}'
-                     f' are not layers of {model.name}.')
-  return [(v, v.numpy()) for layer in model.layers if layer.name in names
-          for v in layer.weights]
+  keep = set(models_lib.layer_indices(model, layers,
+                                      'TrialTrainer.pretrained_layers'))
+  keep |= set(models_lib.layer_indices(model, declared, 'mark_pretrained'))
+  return [(v, v.numpy()) for index, layer in enumerate(model.layers)
+          if index in keep for v in layer.weights]
 
 
 def reinit_plan(model, pretrained=frozenset()):

@@ -23,8 +23,15 @@ A builder of your own takes the same two arguments (a gin configurable in
 your package, imported by your gin file). A builder that loads pretrained
 weights declares them with `mark_pretrained`: every trial then starts from
 them (pretrained.py builds keras.applications backbones this way).
+
+Bindings that pick layers of a model (TrialTrainer.trainable_layers and
+pretrained_layers, AblationExperiment.block_layers and head_layer) take a
+layer's name or its index among model.layers (`layer_indices`). Keras names
+a layer built without a name from a per-process counter (dense, dense_1,
+...), so such a name holds for one build only; an index holds for all.
 """
 
+import numbers
 import weakref
 
 import gin
@@ -65,6 +72,56 @@ def mark_pretrained(model, layer_names, digests=()):
 def pretrained_layers(model):
   """(layer names, digests) `mark_pretrained` declared for `model`."""
   return _PRETRAINED.get(model, ((), ()))
+
+
+def layer_reference(name, value):
+  """A configured layer of a model (`name` is the binding): its name, or
+  its index among model.layers; a ConfigError otherwise."""
+  if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    return int(value)
+  if isinstance(value, str) and value:
+    return value
+  raise errors.ConfigError(f'{name} must be a layer\'s name or its index '
+                           f'among model.layers, got {value!r}.')
+
+
+def describe_layers(model):
+  """'0 input_layer, 1 flatten, 2 dense': a model's layers by position."""
+  return ', '.join(f'{i} {layer.name}' for i, layer in enumerate(model.layers))
+
+
+def layer_indices(model, references, binding):
+  """Positions in model.layers of `references`, in their order.
+
+  A reference is a layer's name or its index among model.layers (negative:
+  from the end). Positions, not names, identify a layer across builds of
+  one model function: Keras numbers unnamed layers per process (dense,
+  dense_1, ...), so each build of a model whose layers have no names has
+  other names, and a name holds only for the build it was read from.
+
+  Raises:
+    errors.ConfigError: a reference that is no layer of `model`, naming
+      `binding` and listing the model's layers.
+  """
+  top = model.layers
+  by_name = {layer.name: i for i, layer in enumerate(top)}
+  found, unknown = [], []
+  for reference in references:
+    if isinstance(reference, str):
+      index = by_name.get(reference)
+    else:
+      index = int(reference) % len(top) if (
+          -len(top) <= reference < len(top)) else None
+    if index is None:
+      unknown.append(reference)
+    else:
+      found.append(index)
+  if unknown:
+    raise errors.ConfigError(
+        f'{binding} names {unknown}, which are not layers of {model.name} '
+        f'(its layers by index: {describe_layers(model)}). Give a layer\'s '
+        'name or its index among model.layers.')
+  return found
 
 
 def _conv(filters, kernel_size, strides, weight_decay, name):

@@ -22,7 +22,6 @@ import array
 import csv
 import dataclasses
 import io
-import json
 import os
 import re
 
@@ -137,11 +136,7 @@ def read_json(path, workdir):
   """The Json of the object in file `path`, or None when there is none."""
   if not exists(path):
     return None
-  try:
-    value = json.loads(read_text(path))
-  except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-    raise errors.UserError(f'{path} is not valid JSON ({e}). '
-                           f'{rerun(workdir)}') from e
+  value = storage.parse_json(read_text(path), path, rerun(workdir))
   if not isinstance(value, dict):
     raise errors.UserError(f'{path} holds a JSON {_json_type(value)}, not the '
                            f'object the estimate binary writes. '

@@ -83,12 +83,15 @@ class TrialTrainer:
       compute, float32 weights.
     jit_compile: XLA-compile the train and predict steps.
     preprocessing: a data.Preprocessing (default: gin-configured one).
-    trainable_layers: names of the only layers to train (the ablations);
+    trainable_layers: the only layers to train (the ablations): indices
+      among model.layers (they hold for every build of `model_fn`) or
+      names, looked up in the trainer's first model (models.layer_indices);
       the others keep the weights given to `set_base_weights`.
-    pretrained_layers: names of layers whose weights, as `model_fn` built
-      them, every trial starts from (the others are re-initialised from the
-      trial's seed); added to those the builder declared with
-      models.mark_pretrained (models.pretrained declares its backbone).
+    pretrained_layers: layers (as trainable_layers) whose weights, as
+      `model_fn` built them, every trial starts from (the others are
+      re-initialised from the trial's seed); added to those the builder
+      declared with models.mark_pretrained (models.pretrained declares its
+      backbone).
     models_per_step: K, the trials trained together in one compiled step.
     in_graph_input: build each batch inside the compiled step (gather from
       the in-memory images, augment) instead of in a tf.data pipeline: the
@@ -142,11 +145,13 @@ class TrialTrainer:
     errors.boolean(name + 'jit_compile', jit_compile)
     if trainable_layers is not None:
       trainable_layers = errors.sequence(name + 'trainable_layers',
-                                         trainable_layers, errors.string)
+                                         trainable_layers,
+                                         models_lib.layer_reference)
     models_per_step = errors.integer(name + 'models_per_step',
                                      models_per_step, minimum=1)
     pretrained_layers = errors.sequence(name + 'pretrained_layers',
-                                        pretrained_layers, errors.string)
+                                        pretrained_layers,
+                                        models_lib.layer_reference)
     if in_graph_input != 'auto':
       errors.boolean(name + 'in_graph_input', in_graph_input)
     checkpoint_seconds = errors.number(name + 'checkpoint_seconds',
@@ -208,6 +213,12 @@ class TrialTrainer:
       self.model = self.models[0]
       for k, model in enumerate(self.models[1:], start=1):
         model.name = f'{model.name}_copy{k}'  # unique within the packed graph
+      # By position: the copies' unnamed layers have other names.
+      if trainable_layers is not None:
+        trainable_layers = models_lib.layer_indices(
+            self.model, trainable_layers, name + 'trainable_layers')
+      pretrained_layers = models_lib.layer_indices(
+          self.model, pretrained_layers, name + 'pretrained_layers')
       self._frozen = [initializing.freeze_all_but(m, trainable_layers)
                       for m in self.models]
       self._pretrained = [initializing.pretrained_values(m, pretrained_layers)

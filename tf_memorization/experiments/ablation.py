@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tf_memorization import errors
 from tf_memorization import estimates
+from tf_memorization import models
 from tf_memorization import records
 from tf_memorization import runs
 from tf_memorization import scores
@@ -28,45 +29,52 @@ from tf_memorization import training
 from tf_memorization.experiments import base
 
 
-def head_name(model, head_layer=None):
-  """The model's head: `head_layer`, else its layer named 'logits' (every
-  models.py builder's), else its last top-level layer holding weights."""
-  names = [layer.name for layer in model.layers]
+def _positions(model, references, binding):
+  try:
+    return models.layer_indices(model, references, binding)
+  except errors.ConfigError as e:
+    raise errors.UserError(str(e)) from e
+
+
+def head_index(model, head_layer=None):
+  """Position in model.layers of the model's head: `head_layer` (a name or
+  an index), else its layer named 'logits' (every models.py builder's),
+  else its last top-level layer holding weights."""
   if head_layer is not None:
-    if head_layer not in names:
-      raise errors.UserError(
-          f'AblationExperiment.head_layer = {head_layer!r} is not a layer of '
-          f'{model.name} (its layers: {", ".join(names)}).')
-    return head_layer
+    return _positions(model, [head_layer], 'AblationExperiment.head_layer')[0]
+  names = [layer.name for layer in model.layers]
   if 'logits' in names:
-    return 'logits'
-  weighted = [layer.name for layer in model.layers if layer.weights]
+    return names.index('logits')
+  weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
   if not weighted:
     raise errors.UserError(f'{model.name} has no layer with weights.')
   return weighted[-1]
 
 
-def block_names(model, block_layers=None, head_layer=None):
-  """The model's blocks, input to output: each a list of layer names.
+def head_name(model, head_layer=None):
+  """The name of the head (head_index) in this build of the model."""
+  return model.layers[head_index(model, head_layer)].name
+
+
+def blocks(model, block_layers=None, head_layer=None):
+  """The model's blocks, input to output: each a list of positions in
+  model.layers.
 
   * models.py ResNets: the residual blocks (layers named stageS_blockB_*);
-  * block_layers given: each of those top-level layers is one block;
+  * block_layers given (names or indices): each of those top-level layers
+    is one block;
   * any other model: each top-level layer holding weights, except the head
     (a nested model, e.g. a pretrained backbone, is one block).
   """
   names = [layer.name for layer in model.layers]
-  head = head_name(model, head_layer)
+  head = head_index(model, head_layer)
   if block_layers is not None:
-    unknown = [name for name in block_layers if name not in names]
-    if unknown:
+    chosen = _positions(model, block_layers, 'AblationExperiment.block_layers')
+    if head in chosen:
       raise errors.UserError(
-          f'AblationExperiment.block_layers names {unknown}, which are not '
-          f'layers of {model.name} (its layers: {", ".join(names)}).')
-    if head in block_layers:
-      raise errors.UserError(
-          f'AblationExperiment.block_layers holds the head {head!r}: list only '
-          'the layers below it (the head always trains).')
-    return [[name] for name in block_layers]
+          f'AblationExperiment.block_layers holds the head {names[head]!r}: '
+          'list only the layers below it (the head always trains).')
+    return [[index] for index in chosen]
   prefixes = []
   for name in names:
     parts = name.split('_')
@@ -76,25 +84,41 @@ def block_names(model, block_layers=None, head_layer=None):
       if prefix not in prefixes:
         prefixes.append(prefix)
   if prefixes:
-    return [[name for name in names if name.startswith(prefix + '_')]
+    return [[i for i, name in enumerate(names) if name.startswith(prefix + '_')]
             for prefix in prefixes]
-  return [[layer.name] for layer in model.layers
-          if layer.weights and layer.name != head]
+  return [[i] for i, layer in enumerate(model.layers)
+          if layer.weights and i != head]
+
+
+def block_names(model, block_layers=None, head_layer=None):
+  """The blocks (`blocks`) by the names of this build's layers."""
+  return [[model.layers[i].name for i in block]
+          for block in blocks(model, block_layers, head_layer)]
+
+
+def trainable_indices(model, num_blocks, block_layers=None, head_layer=None):
+  """Positions in model.layers of the layers trained when only the last
+  `num_blocks` blocks + head train. Positions, not names, go to the
+  ablation's trainer: it builds the model again, and layers built without
+  a name are named anew by every build."""
+  found = blocks(model, block_layers, head_layer)
+  if num_blocks > len(found):
+    raise errors.UserError(
+        f'AblationExperiment.trainable_blocks asks for {num_blocks} blocks but '
+        f'{model.name} has {len(found)} '
+        f'({[model.layers[b[0]].name for b in found]}); see '
+        'AblationExperiment.block_layers.')
+  chosen = found[len(found) - num_blocks:] if num_blocks else []
+  keep = {index for block in chosen for index in block}
+  keep.add(head_index(model, head_layer))
+  return sorted(keep)
 
 
 def trainable_layers_for(model, num_blocks, block_layers=None,
                          head_layer=None):
-  """Layer names trained when only the last `num_blocks` blocks + head train."""
-  blocks = block_names(model, block_layers, head_layer)
-  if num_blocks > len(blocks):
-    raise errors.UserError(
-        f'AblationExperiment.trainable_blocks asks for {num_blocks} blocks but '
-        f'{model.name} has {len(blocks)} ({[b[0] for b in blocks]}); see '
-        'AblationExperiment.block_layers.')
-  chosen = blocks[len(blocks) - num_blocks:] if num_blocks else []
-  keep = {name for block in chosen for name in block}
-  keep.add(head_name(model, head_layer))
-  return [layer.name for layer in model.layers if layer.name in keep]
+  """The names, in this build of the model, of `trainable_indices`."""
+  return [model.layers[i].name for i in
+          trainable_indices(model, num_blocks, block_layers, head_layer)]
 
 
 @base.register('ablation')
@@ -109,11 +133,13 @@ class AblationExperiment(base.Experiment):
   below frozen at the reference weights. The same scores are computed from
   their predictions.
 
-  Blocks (block_names): a models.py ResNet's residual blocks; for any other
+  Blocks (`blocks`): a models.py ResNet's residual blocks; for any other
   model, its top-level layers holding weights below the head (a nested
   pretrained backbone is one block), or the layers `block_layers` names.
   The head is the layer named 'logits', else the last layer with weights,
-  or `head_layer`.
+  or `head_layer`. Layers are found in the trials' model as the estimator
+  builds it, and handed to the ablation's trainers by their positions in
+  model.layers, which every build of the model function shares.
 
   Args:
     trainable_blocks: the N values.
@@ -123,10 +149,16 @@ class AblationExperiment(base.Experiment):
       augmentation) instead of one frozen network per trial.
     heads_per_group: heads trained together (bounds memory:
       heads x features x classes floats).
-    block_layers: for a model of your own, the names of its top-level
-      layers that count as blocks, input to output (default: see above).
-    head_layer: the name of the model's head (default: see above); with
-      batched_heads it must be a Dense layer on a feature vector.
+    block_layers: for a model of your own, its top-level layers that
+      count as blocks, input to output (default: see above): each a
+      layer's name or its index among model.layers (a functional model's
+      input layer is 0, a Sequential's first layer is 0; negative: from
+      the end). A name matches a layer the builder named; a layer built
+      without a name gets one by the order of builds in the process (dense,
+      dense_1, ...), so give such layers by index.
+    head_layer: the model's head, a name or an index as in block_layers,
+      e.g. -1 for the last layer (default: see above); with batched_heads
+      it must be a Dense layer on a feature vector.
   """
 
   def __init__(self, trainable_blocks=(0,), max_trials=None,
@@ -143,10 +175,10 @@ class AblationExperiment(base.Experiment):
                                           heads_per_group, minimum=1)
     if block_layers is not None:
       block_layers = errors.sequence(name + 'block_layers', block_layers,
-                                     errors.string)
+                                     models.layer_reference)
     self.block_layers = block_layers
     if head_layer is not None:
-      head_layer = errors.string(name + 'head_layer', head_layer)
+      head_layer = models.layer_reference(name + 'head_layer', head_layer)
     self.head_layer = head_layer
 
   def _reference_weights(self, workdir, setup, log):
@@ -187,8 +219,8 @@ class AblationExperiment(base.Experiment):
     variants = [(full, main_mem.memorization)]
     for num_blocks in self.trainable_blocks:
       name = f'ablation_last{num_blocks}'
-      layers = trainable_layers_for(setup.trainer.model, num_blocks,
-                                    self.block_layers, self.head_layer)
+      layers = trainable_indices(setup.trainer.model, num_blocks,
+                                 self.block_layers, self.head_layer)
       sub = dataclasses.replace(
           setup, trainer=inputs.new_trainer(trainable_layers=layers))
       sub.trainer.set_base_weights(reference)
@@ -198,7 +230,9 @@ class AblationExperiment(base.Experiment):
               for row, t in enumerate(main.trial_indices[:k])]
       if num_blocks == 0 and self.batched_heads:
         sub.trainer.model.set_weights(reference)
-        loaded = self._batched_heads(workdir, name, sub, jobs, log)
+        loaded = self._batched_heads(
+            workdir, name, sub, jobs, log,
+            head_index(setup.trainer.model, self.head_layer))
       else:
         loaded = base.run_jobs(workdir, name, sub, jobs, log)
       mem = scores.memorization(loaded.masks, loaded.train_correct,
@@ -228,14 +262,14 @@ class AblationExperiment(base.Experiment):
                   for e, _ in variants))
     return summary
 
-  def _batched_heads(self, workdir, name, setup, jobs, log):
-    """Trains the jobs' linear heads together; writes one record per job."""
+  def _batched_heads(self, workdir, name, setup, jobs, log, head):
+    """Trains the jobs' linear heads together; writes one record per job.
+    `head`: the head's index among model.layers."""
     directory = base.prepare(workdir, name, setup, jobs)
     found = records.list_records(directory)
     pending = [job for job in jobs if job.index not in found]
     if pending:
       trainer = setup.trainer
-      head = head_name(trainer.model, self.head_layer)
       features = keras_features(trainer, head)
       log(f'Ablation: training {len(pending)} linear heads at once on '
           f'{features["train"].shape[1]}-dimensional features.')
@@ -248,7 +282,10 @@ class AblationExperiment(base.Experiment):
             epochs=trainer.epochs, batch_size=trainer.batch_size,
             learning_rate=trainer.learning_rate.base_learning_rate,
             momentum=trainer.momentum,
-            weight_decay=_l2_of(trainer.model.get_layer(head)))
+            weight_decay=_l2_of(trainer.model.layers[head]),
+            # The first planned job's: a resumed run's heads train in
+            # other groups than the first run's, on the same batches.
+            order_seed=jobs[0].seed)
         for job, result in zip(group, outputs):
           records.write_record(directory, job.index, job.mask, result, {
               'fingerprint': setup.fingerprint, 'seed': job.seed,
@@ -282,14 +319,16 @@ def _l2_of(layer):
 
 
 def keras_features(trainer, head='logits'):
-  """The features the head `head` of the trainer's model reads (its input:
-  the pooled features of a models.py ResNet), train and test."""
+  """The features the head `head` (a name or an index among model.layers)
+  of the trainer's model reads (its input: the pooled features of a
+  models.py ResNet), train and test."""
   model = trainer.model
-  layer = model.get_layer(head)
+  layer = model.layers[_positions(model, [head],
+                                  'AblationExperiment.head_layer')[0]]
   if not isinstance(layer, keras.layers.Dense) or len(layer.input.shape) != 2:
     raise errors.UserError(
         f'The ablation\'s batched heads need a Dense head on a feature vector;'
-        f' {model.name}\'s head {head!r} is a {type(layer).__name__} on '
+        f' {model.name}\'s head {layer.name!r} is a {type(layer).__name__} on '
         f'inputs of shape {tuple(layer.input.shape)}. Bind '
         'AblationExperiment.batched_heads = False (one network per trial), '
         'or AblationExperiment.head_layer.')
@@ -304,14 +343,17 @@ def keras_features(trainer, head='logits'):
 
 def train_linear_heads(features, train_labels, test_labels, masks, seeds,
                        num_classes, epochs, batch_size, learning_rate,
-                       momentum, weight_decay):
+                       momentum, weight_decay, order_seed=None):
   """Trains one softmax head per mask, all at once, on fixed features.
 
   Every step draws a batch of the whole training set; head g's loss averages
   the cross-entropy over the batch's examples in its subset (masks[g]), so
   each head sees exactly its subset once per epoch. SGD with momentum, cosine
   learning rate, L2 on the kernels, Glorot-uniform initialisation from the
-  head's seed: the schedule of the full-network trials.
+  head's seed: the schedule of the full-network trials. The batches' order,
+  shared by all heads, comes from `order_seed` (default: seeds[0]); a
+  caller that trains some heads now and others later passes the same one,
+  so that a head is the same whichever heads it trains with.
 
   Returns:
     A training.TrialResult per head.
@@ -349,7 +391,8 @@ def train_linear_heads(features, train_labels, test_labels, masks, seeds,
       v.assign(momentum * v - lr * g)
       var.assign_add(v)
 
-  rng = np.random.default_rng(int(seeds[0]))
+  rng = np.random.default_rng(int(seeds[0] if order_seed is None
+                                  else order_seed))
   number = 0
   for _ in range(epochs):
     order = rng.permutation(n)
