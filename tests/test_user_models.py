@@ -143,6 +143,24 @@ def test_the_ablation_trainer_moves_only_the_head_of_every_copy(
     assert moved == set(head)
 
 
+def test_a_sequential_without_an_input_trains(unnamed, digits_data_dir):
+  """keras.Sequential([Flatten(), Dense(...)]) has no weights until built:
+  the trainer builds it for the data's shape, and every copy learns."""
+  dataset = data.load_dataset('sklearn_digits', data_dir=digits_data_dir)
+  trainer = training.TrialTrainer(
+      dataset, strategy_lib.get_strategy('one_device'),
+      model_fn=unnamed.sequential_without_input, epochs=3, batch_size=64,
+      base_learning_rate=0.05, models_per_step=2)
+  assert all(len(m.trainable_variables) == 4 for m in trainer.models)
+  masks = np.zeros((2, len(dataset.train)), bool)
+  masks[0, ::2] = masks[1, 1::2] = True
+  for result in trainer.train_trials(list(masks), [5, 6]):
+    assert result.metrics['test_accuracy'] > 0.5  # chance is 0.1
+  with pytest.raises(errors.ConfigError, match='model_fn returned a dict'):
+    training.TrialTrainer(dataset, strategy_lib.get_strategy('one_device'),
+                          model_fn=lambda **_: {}, epochs=1)
+
+
 # --------------------------------------------------------------------------
 # End to end: trained and estimated as a user runs them
 

@@ -124,6 +124,23 @@ def layer_indices(model, references, binding):
   return found
 
 
+def build(model_fn, input_shape, num_classes, binding='TrialTrainer.model_fn'):
+  """model_fn's model, built for `input_shape` if it is not yet.
+
+  A builder of your own may return a keras.Sequential without a
+  keras.Input: such a model has no weights until it is called, and a
+  trainer collecting them first would find none, so it is built here.
+  """
+  model = model_fn(input_shape=input_shape, num_classes=num_classes)
+  if not isinstance(model, keras.Model):
+    raise errors.ConfigError(
+        f'{binding} returned a {type(model).__name__}, not a keras.Model: '
+        'return the model your function builds.')
+  if not model.built:
+    model.build((None, *input_shape))
+  return model
+
+
 def _conv(filters, kernel_size, strides, weight_decay, name):
   return layers.Conv2D(
       filters, kernel_size, strides=strides, padding='same', use_bias=False,

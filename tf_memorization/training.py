@@ -207,8 +207,8 @@ class TrialTrainer:
       policy = 'mixed_float16' if on_gpu else 'mixed_bfloat16'
     keras.mixed_precision.set_global_policy(policy)
     with strategy.scope():
-      self.models = [model_fn(input_shape=self.pipeline.image_shape,
-                              num_classes=dataset.num_classes)
+      self.models = [models_lib.build(model_fn, self.pipeline.image_shape,
+                                      dataset.num_classes, name + 'model_fn')
                      for _ in range(self.models_per_step)]
       self.model = self.models[0]
       for k, model in enumerate(self.models[1:], start=1):

@@ -29,3 +29,15 @@ def plain_sequential(input_shape, num_classes, hidden=32):
       layers.Dense(hidden, activation='relu'),
       layers.Dense(num_classes),
   ])
+
+
+@gin.configurable
+def sequential_without_input(input_shape, num_classes, hidden=32):
+  """The same MLP as a keras.Sequential without a keras.Input: it has no
+  weights until it is called (or built)."""
+  del input_shape  # known only once data flows through it
+  return keras.Sequential([
+      layers.Flatten(),
+      layers.Dense(hidden, activation='relu'),
+      layers.Dense(num_classes),
+  ])
