@@ -37,9 +37,11 @@ from tf_memorization import config
 from tf_memorization import errors
 from tf_memorization import estimator
 from tf_memorization import inspect_workdir
+from tf_memorization import loading
 from tf_memorization import masks as masks_lib
 from tf_memorization import records
 from tf_memorization import report_images
+from tf_memorization import runs
 from tf_memorization import training
 
 from conftest import (REPO, LabelsDataset, LabelsSplit, read_npz,
@@ -340,6 +342,66 @@ def test_resigned_heldout_probabilities_that_are_no_softmax(
   assert 'trial_000002.npz' in line and message in line, line
 
 
+def _predictions(right, labels):
+  """Predictions, probabilities and margins of 0/1 correctness (two
+  classes), as one set of logits would give them."""
+  return (np.where(right, labels, 1 - labels),
+          np.where(right, 0.9, 0.1).astype(np.float32),
+          np.where(right, 2.0, -2.0).astype(np.float32))
+
+
+def _write_planted(path, t, mask, seed, info, correct, test_correct, meta):
+  train_labels = np.arange(len(mask)) % 2
+  test_labels = np.arange(len(test_correct)) % 2
+  train = _predictions(correct, train_labels)
+  test = _predictions(test_correct, test_labels)
+  result = training.TrialResult(
+      train_pred=train[0], train_prob=train[1], train_margin=train[2],
+      test_pred=test[0], test_prob=test[1], test_margin=test[2], metrics={})
+  records.write_record(path, t, mask, result, {
+      'fingerprint': 'planted', 'seed': seed, 'dataset': info, **meta})
+
+
+def _two_class_dataset(path, n, n_test):
+  return records.write_dataset_file(path, LabelsDataset(
+      'planted', LabelsSplit(np.arange(n) % 2,
+                             np.array([f'tr{i}' for i in range(n)])),
+      LabelsSplit(np.arange(n_test) % 2,
+                  np.array([f'te{j}' for j in range(n_test)])), 2))
+
+
+def test_an_experiment_records_planned_fields_must_be_its_plans(tmp_path):
+  """A leave-one-out model's `left_out` (what the experiment reads back
+  from the records) re-signed to another example is refused, checked
+  against the jobs in memory and against the folder's plan.json."""
+  path = str(tmp_path / 'experiments' / 'loo')
+  n, n_test = 40, 10
+  info = _two_class_dataset(path, n, n_test)
+  jobs = []
+  for index in range(3):
+    mask = np.ones(n, bool)
+    mask[index] = False
+    jobs.append(runs.Job(index, mask, 100 + index, {'left_out': index,
+                                                    'repeat': 0}))
+    _write_planted(path, index, mask, 100 + index, info, np.ones(n, bool),
+                   np.ones(n_test, bool),
+                   {'design': None, 'left_out': index, 'repeat': 0})
+  with open(os.path.join(path, records.PLAN_FILE), 'w') as f:
+    json.dump({'fingerprint': 'planted', 'jobs': [
+        {'index': j.index, 'seed': j.seed,
+         'mask': records.mask_digest(j.mask), **j.metadata} for j in jobs]},
+              f)
+  assert loading.load(path, jobs=jobs).num_trials == 3
+  assert loading.load(path, jobs='plan').num_trials == 3
+  rewrite_record(records.record_path(path, 1), metadata={'left_out': 2})
+  for planned in (jobs, 'plan'):
+    with pytest.raises(errors.RecordError,
+                       match="trial_000001.npz: its metadata field "
+                       "'left_out' is 2, but its design \\(or plan\\) "
+                       "says 1"):
+      loading.load(path, jobs=planned)
+
+
 # --------------------------------------------------------------------------
 # The null over a sample of the training examples
 
@@ -348,37 +410,17 @@ def _one_memorized_example(path, n=5000, n_test=200, trials=16, index=3000):
   """Planted records of a model that memorizes one example (at `index`) and
   gets every other right, in and out: the pair family sits in one block."""
   rng = np.random.default_rng(0)
-  train_labels = np.arange(n) % 2
-  test_labels = np.arange(n_test) % 2
-  dataset = LabelsDataset(
-      'one_memorized',
-      LabelsSplit(train_labels, np.array([f'tr{i}' for i in range(n)])),
-      LabelsSplit(test_labels, np.array([f'te{j}' for j in range(n_test)])),
-      2)
-  info = records.write_dataset_file(path, dataset)
+  info = _two_class_dataset(path, n, n_test)
   design = masks_lib.SubsetDesign(num_trials=trials, subset_ratio=0.5,
                                   design='balanced', seed=0)
   for t in range(trials):
     mask = design.mask(n, t)
     correct = np.ones(n, bool)
     correct[index] = mask[index]
-    test_correct = rng.random(n_test) < 0.8
-
-    def predictions(right, labels):
-      return (np.where(right, labels, 1 - labels),
-              np.where(right, 0.9, 0.1).astype(np.float32),
-              np.where(right, 2.0, -2.0).astype(np.float32))
-
-    train = predictions(correct, train_labels)
-    test = predictions(test_correct, test_labels)
-    result = training.TrialResult(
-        train_pred=train[0], train_prob=train[1], train_margin=train[2],
-        test_pred=test[0], test_prob=test[1], test_margin=test[2],
-        metrics={})
-    records.write_record(path, t, mask, result, {
-        'fingerprint': 'planted', 'seed': design.trial_seed(t),
-        'dataset': info, 'design': design.fingerprint_fields(),
-        'subset_ratio': 0.5, 'num_trials': trials})
+    _write_planted(path, t, mask, design.trial_seed(t), info, correct,
+                   rng.random(n_test) < 0.8,
+                   {'design': design.fingerprint_fields(), 'subset_ratio': 0.5,
+                    'num_trials': trials})
 
 
 def test_a_null_sample_covers_a_family_in_one_block(tmp_path):

@@ -155,12 +155,12 @@ class _Checker:
           'different training configs). Move it to its own workdir, or '
           'delete it.')
     mask, seed, planned = self.jobs(path, meta)
-    for field, value in planned.items():
-      if field in meta and meta[field] != value:
+    for field, value in planned.items():  # as JSON holds them
+      if field not in meta or meta[field] != storage.json_safe(value):
         raise RecordError(
-            f'{path}: its metadata field {field!r} is {meta[field]!r}, but '
-            f'its design (or plan) says {value!r}: it was altered after it '
-            f'was written. {_hint(path)}')
+            f'{path}: its metadata field {field!r} is '
+            f'{meta.get(field, "missing")!r}, but its design (or plan) says '
+            f'{value!r}: it was altered after it was written. {_hint(path)}')
     if isinstance(mask, str):  # a plan.json digest
       same_mask = mask == records.packed_digest(arrays['mask'])
     else:

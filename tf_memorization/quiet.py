@@ -60,9 +60,12 @@ def filter_library_logs():
     return
   # Fewer lines for the filter to drop (a setting of your own is kept).
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  sys.stderr.flush()
+  try:
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+  except (OSError, ValueError, AttributeError):  # no stderr to filter
+    return
   read_end, write_end = os.pipe()
-  real_stderr = os.dup(2)
   pid = os.fork()
   if pid == 0:  # the filter
     try:

@@ -382,8 +382,10 @@ class DesignJobs:
     design = self._designs[key]
     t = meta['trial_index']
     try:
-      return design.mask(self._n, t), design.trial_seed(t), {
-          'subset_ratio': design.subset_ratio}
+      # Records written before the field was kept have no subset_ratio.
+      planned = ({'subset_ratio': design.subset_ratio}
+                 if 'subset_ratio' in meta else {})
+      return design.mask(self._n, t), design.trial_seed(t), planned
     except ValueError as e:  # a balanced design's trial index out of range
       raise RecordError(f'{path}: trial {t} is not a trial of its design '
                         f'{fields!r} ({e}). {_hint(path)}') from e
