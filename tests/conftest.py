@@ -155,6 +155,15 @@ def run_in_process(run_fn):
   return status, out.getvalue(), err.getvalue()
 
 
+def error_line(status, out, err):
+  """The one 'error:' line of a run that exited with status 2."""
+  assert status == 2, (out[-2000:], err[-3000:])
+  assert 'Traceback' not in err, err[-3000:]
+  lines = [line for line in err.splitlines() if line.startswith('error:')]
+  assert len(lines) == 1, err[-3000:]
+  return lines[0]
+
+
 @dataclasses.dataclass
 class LabelsSplit:
   """A split as records.write_dataset_file reads it: labels and ids."""

@@ -39,14 +39,14 @@ from tf_memorization import records
 from tf_memorization import storage
 from tf_memorization import train
 
-from conftest import (REPO, read_npz, rewrite_record, run_in_process,
-                      snapshot, train_tiny)
+from conftest import (REPO, TINY_BINDINGS, read_npz, rewrite_record,
+                      run_in_process, snapshot, train_tiny)
 
 pytestmark = pytest.mark.slow  # trains real runs; see conftest
 
 TINY = 'gin_configs/tiny.gin'
 NUM_TRIALS, NUM_TRAIN, NUM_TEST = 4, 1442, 355
-BINDINGS = ['TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
+BINDINGS = list(TINY_BINDINGS)
 # Each record is ~17 KB: a process limited to 8 KB per file cannot write one.
 FILE_SIZE_LIMIT = 8 * 1024
 MAX_PROCESSES = 3
@@ -102,12 +102,10 @@ def estimate_main(workdir, output_dir=None):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, digits_data_dir):
-  """A finished run: the 4 trials of tiny.gin (balanced design, ratio 0.5)."""
-  path = str(tmp_path_factory.mktemp('bad_input') / 'w')
-  summary = train_tiny(path, BINDINGS, digits_data_dir)
-  assert summary.trained == list(range(NUM_TRIALS))
-  return path
+def trained(tiny_workdir):
+  """A finished run: the 4 trials of tiny.gin (balanced design, ratio 0.5),
+  trained once a session (conftest.tiny_workdir); cases copy it."""
+  return tiny_workdir
 
 
 @pytest.fixture(scope='module')

@@ -37,7 +37,7 @@ from tf_memorization import published
 from tf_memorization import records
 from tf_memorization import training
 
-from conftest import (REPO, LabelsDataset, LabelsSplit, read_npz,
+from conftest import (REPO, LabelsDataset, LabelsSplit, error_line, read_npz,
                       run_in_process)
 
 N, N_TEST, CLASSES, TRIALS = 40, 24, 4, 16
@@ -176,14 +176,6 @@ def save(path, arrays):
 def compare_in_process(workdir, **flags):
   """compare.run through cli.binary_main: (status, stdout, stderr)."""
   return run_in_process(lambda: compare.run(workdir, log=print, **flags))
-
-
-def error_line(status, out, err):
-  assert status == 2, (out[-2000:], err[-3000:])
-  assert 'Traceback' not in err, err[-3000:]
-  lines = [line for line in err.splitlines() if line.startswith('error:')]
-  assert len(lines) == 1, err[-3000:]
-  return lines[0]
 
 
 def _compare(workdir, tmp_path, **flags):

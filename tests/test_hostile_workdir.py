@@ -44,8 +44,8 @@ from tf_memorization import report_images
 from tf_memorization import runs
 from tf_memorization import training
 
-from conftest import (REPO, LabelsDataset, LabelsSplit, read_npz,
-                      rewrite_record, run_in_process)
+from conftest import (REPO, LabelsDataset, LabelsSplit, error_line,
+                      read_npz, rewrite_record, run_in_process)
 
 QUIET = ['Estimator.report = False', 'Estimator.planner = False',
          'Estimator.convergence = False', 'Estimator.split_half = False']
@@ -67,15 +67,6 @@ def estimate(workdir, *bindings):
 def inspect(workdir):
   return run_in_process(
       lambda: print(inspect_workdir.summarize(workdir)))
-
-
-def error_line(status, out, err):
-  """The one 'error:' line of a run that exited with status 2."""
-  assert status == 2, (out[-2000:], err[-3000:])
-  assert 'Traceback' not in err, err[-3000:]
-  lines = [line for line in err.splitlines() if line.startswith('error:')]
-  assert len(lines) == 1, err[-3000:]
-  return lines[0]
 
 
 # --------------------------------------------------------------------------

@@ -44,8 +44,8 @@ from tf_memorization import strategy as strategy_lib
 from tf_memorization import train
 from tf_memorization import training
 
-from conftest import (REPO, TINY_BINDINGS, read_npz, rewrite_record,
-                      run_in_process, snapshot, train_tiny)
+from conftest import (REPO, TINY_BINDINGS, error_line, read_npz,
+                      rewrite_record, run_in_process, snapshot, train_tiny)
 
 TINY = 'gin_configs/tiny.gin'
 BINDINGS = list(TINY_BINDINGS)
@@ -72,15 +72,6 @@ def estimate_command(workdir, *args):
   return [sys.executable, '-m', 'tf_memorization.estimate',
           f'--workdir={workdir}', '--gin_bindings=Estimator.report = False',
           *args]
-
-
-def error_line(status, out, err):
-  """The one 'error:' line of a run that exited with status 2."""
-  assert status == 2, (out[-2000:], err[-3000:])
-  assert 'Traceback' not in err, err[-3000:]
-  lines = [line for line in err.splitlines() if line.startswith('error:')]
-  assert len(lines) == 1, err[-3000:]
-  return lines[0]
 
 
 def run_binary(command, timeout=240):

@@ -12,10 +12,12 @@ records when and where a file was written:
   * every other .npz (dataset.npz, influence_topk.npz, reference weights):
     every array bit-identical (the zip's own timestamps are not compared);
   * W/estimates: every CSV, PNG and JSON byte-identical, but summary.json,
-    compared as JSON without its timings, its workdir path and the
-    experiments' seconds;
+    compared as JSON without its timings, its workdir path, the
+    experiments' seconds and the planner's hours (measured seconds per
+    trial times trials);
   * W/report: every PNG byte-identical; index.html identical but for its
-    one "built <time> from <folder>" line and the workdir's own path;
+    one "built <time> from <folder>" line, the workdir's own path and the
+    planner table's hours;
   * operative_config.gin, plan.json files: byte-identical; run.json: its
     fingerprint and description.
 
@@ -35,6 +37,17 @@ import numpy as np
 VOLATILE_METADATA = ('written_at', 'host', 'checksum')
 SKIPPED_DIRS = ('tensorboard', 'claims', 'checkpoints')
 BUILT_LINE = re.compile(r'<p class="note">[^<]* trials, built [^<]*</p>')
+# The planner's hours: seconds per trial as measured (timings) times trials.
+HOURS = re.compile(r'~[\d,.]+ more hours( at [\d.]+ s per trial)?')
+PLANNER_TABLE = re.compile(r'<th>training hours</th>.*?</table>', re.S)
+HOURS_CELL = re.compile(r'(<tr><td class="num">[^<]*</td><td class="num">)'
+                        r'[^<]*(</td>)')
+
+
+def _without_hours(text):
+  text = HOURS.sub('~H more hours', text)
+  return PLANNER_TABLE.sub(lambda m: HOURS_CELL.sub(r'\1\2', m.group(0)),
+                           text)
 
 
 def _files(root):
@@ -72,6 +85,13 @@ def _summary(path):
   summary.pop('workdir', None)
   for result in (summary.get('experiments') or {}).values():
     result.pop('seconds', None)
+  planner = summary.get('planner') or {}
+  planner.pop('seconds_per_trial', None)
+  for row in planner.get('rows') or []:
+    row.pop('training_hours', None)
+    row.pop('more_training_hours', None)
+  if isinstance(planner.get('advice'), str):
+    planner['advice'] = _without_hours(planner['advice'])
   return summary
 
 
@@ -104,7 +124,8 @@ def _differences(relative, a, b, roots):
     bytes_a, bytes_b = fa.read(), fb.read()
   if name == 'index.html':  # its build line; the workdir's path it shows
     bytes_a, bytes_b = (
-        BUILT_LINE.sub('', x.decode()).replace(root, 'WORKDIR').encode()
+        _without_hours(BUILT_LINE.sub('', x.decode())).replace(
+            root, 'WORKDIR').encode()
         for x, root in zip((bytes_a, bytes_b), roots))
   return [] if bytes_a == bytes_b else ['bytes differ']
 
