@@ -136,7 +136,10 @@ def read_json(path, workdir):
   """The Json of the object in file `path`, or None when there is none."""
   if not exists(path):
     return None
-  value = storage.parse_json(read_text(path), path, rerun(workdir))
+  try:
+    value = storage.parse_json(read_text(path), path, rerun(workdir))
+  except errors.RecordError as e:  # the report's errors are UserErrors
+    raise errors.UserError(str(e)) from e
   if not isinstance(value, dict):
     raise errors.UserError(f'{path} holds a JSON {_json_type(value)}, not the '
                            f'object the estimate binary writes. '
