@@ -9,6 +9,7 @@ failed estimate leaves W/estimates as it was.
 """
 
 import os
+import shutil
 
 import gin
 import numpy as np
@@ -21,13 +22,11 @@ from tf_memorization import scores
 from tf_memorization import training
 from tf_memorization.experiments import base
 
-from conftest import snapshot, train_tiny
+from conftest import snapshot
 
 pytestmark = pytest.mark.slow  # trains a small run; see conftest
 
 NUM_TRIALS = 4
-TRAIN_BINDINGS = [f'SubsetDesign.num_trials = {NUM_TRIALS}',
-                  'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"]
 
 
 @gin.configurable
@@ -65,10 +64,11 @@ def _registered():
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory, digits_data_dir):
+def workdir(tmp_path_factory, tiny_workdir):
+  """A copy of the session's tiny workdir (conftest.tiny_workdir: tiny.gin's
+  4 trials), for the experiments to write into."""
   path = str(tmp_path_factory.mktemp('interface') / 'w')
-  summary = train_tiny(path, TRAIN_BINDINGS, digits_data_dir)
-  assert summary.trained == list(range(NUM_TRIALS))
+  shutil.copytree(tiny_workdir, path)
   return path
 
 

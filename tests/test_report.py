@@ -60,8 +60,10 @@ def _train(path, bindings, data_dir):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, digits_data_dir):
-  """{'noisy': (workdir, stdout), 'clean': (workdir, logged lines)}."""
+def runs(tmp_path_factory, digits_data_dir, tiny_workdir):
+  """{'noisy': (workdir, stdout), 'clean': (workdir, logged lines)}; the
+  clean run is a copy of the session's tiny workdir (TRAIN_BINDINGS and
+  the held-out probabilities recorded)."""
   from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('report')
   noisy, clean = str(root / 'noisy'), str(root / 'clean')
@@ -73,7 +75,7 @@ def runs(tmp_path_factory, digits_data_dir):
                           stderr=subprocess.PIPE,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   try:
-    _train(clean, [], digits_data_dir)
+    shutil.copytree(tiny_workdir, clean)
     lines = []
     try:
       estimator.run(clean, log=lines.append)
