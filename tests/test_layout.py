@@ -170,3 +170,46 @@ def test_the_layout_checks_see_a_violation(tmp_path):
       (1, 'os'), (2, 'tf_memorization.cli'),
       (3, 'tf_memorization.experiments.base')]
   assert _package_imports(str(path)) == [(2, 'cli'), (3, 'experiments.base')]
+
+
+def _filters_first(path):
+  """Whether module `path` runs quiet.filter_library_logs() under
+  `if __name__ == '__main__':` before any statement that imports something
+  other than the standard library or tf_memorization.quiet."""
+  for node in ast.parse(open(path).read(), path).body:
+    if isinstance(node, ast.If) and ast.unparse(node.test) == (
+        "__name__ == '__main__'"):
+      return any(ast.unparse(n) == 'quiet.filter_library_logs()'
+                 for n in ast.walk(node))
+    if isinstance(node, ast.ImportFrom) and node.module == 'tf_memorization':
+      if [a.name for a in node.names] != ['quiet']:
+        return False
+    elif isinstance(node, ast.ImportFrom) or (
+        isinstance(node, ast.Import)
+        and any(a.name.partition('.')[0] not in sys.stdlib_module_names
+                for a in node.names)):
+      return False
+  return False
+
+
+def test_every_binary_filters_tensorflow_logs_before_loading_it():
+  """TensorFlow's C++ log lines come while it loads: each binary starts
+  the filter (quiet.py) first (tests/test_hostile_workdir.py runs one
+  binary to show the lines are gone)."""
+  late = [name for name in BINARIES
+          if not _filters_first(os.path.join(PACKAGE, f'{name}.py'))]
+  assert not late, late
+
+
+def test_the_filter_check_sees_a_binary_that_loads_first(tmp_path):
+  path = tmp_path / 'binary.py'
+  path.write_text('import os\nfrom tf_memorization import quiet\n\n'
+                  "if __name__ == '__main__':\n"
+                  '  quiet.filter_library_logs()\n'
+                  'import tensorflow\n')
+  assert _filters_first(str(path))
+  path.write_text('import os\nimport tensorflow\n'
+                  'from tf_memorization import quiet\n\n'
+                  "if __name__ == '__main__':\n"
+                  '  quiet.filter_library_logs()\n')
+  assert not _filters_first(str(path))

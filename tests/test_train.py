@@ -15,7 +15,7 @@ from tf_memorization import records
 from tf_memorization import runs
 from tf_memorization import train
 
-from conftest import GIN_DIR, REPO
+from conftest import GIN_DIR, REPO, error_line, run_in_process
 
 # Shrinks the paper's CIFAR-100 config to seconds; the dataset path, the
 # strategy helper, the model family and the record writing stay the real ones.
@@ -157,34 +157,38 @@ def _run_binary(args, cwd):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('args, message', [
-    (['--gin_file=gin_configs/missing.gin'], 'missing.gin does not exist'),
-    (['--gin_file=gin_configs/tiny.gin',
-      '--gin_bindings=TrialTrainer.epoch = 3'], 'epoch'),
-    (['--gin_file=gin_configs/tiny.gin',
-      '--gin_bindings=SubsetDesign.subset_ratio = 1.5'], 'subset_ratio'),
-    (['--gin_file=gin_configs/tiny.gin',
-      "--gin_bindings=load_dataset.name = 'no_such_dataset'"],
-     'no_such_dataset'),
-])
-def test_binary_bad_input_exits_2_with_one_line(tmp_path, args, message):
+def test_the_binary_exits_2_with_one_line(tmp_path):
+  """The binary itself (flags, main, exit status): a missing gin file."""
   workdir = tmp_path / 'w'
-  result = _run_binary(args + [f'--workdir={workdir}'], cwd=REPO)
-  assert result.returncode == 2, result.stderr[-2000:]
-  error_lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert len(error_lines) == 1 and message in error_lines[0], result.stderr[-2000:]
-  assert 'Traceback' not in result.stderr
+  result = _run_binary(['--gin_file=gin_configs/missing.gin',
+                        f'--workdir={workdir}'], cwd=REPO)
+  assert error_line(result.returncode, result.stdout, result.stderr).count(
+      'missing.gin does not exist') == 1
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('bindings, message', [
+    (['TrialTrainer.epoch = 3'], 'epoch'),
+    (['SubsetDesign.subset_ratio = 1.5'], 'subset_ratio'),
+    (["load_dataset.name = 'no_such_dataset'"], 'no_such_dataset'),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, bindings, message):
+  """What the binary's main does with bad bindings, in this process."""
+  workdir = tmp_path / 'w'
+  line = error_line(*run_in_process(lambda: train.run(
+      str(workdir), [os.path.join(GIN_DIR, 'tiny.gin')], bindings,
+      log=lambda _: None)))
+  assert message in line
   assert not (workdir / 'trials').exists()
 
 
-@pytest.mark.slow
-def test_binary_unwritable_workdir_exits_2(tmp_path):
+def test_an_unwritable_workdir_exits_2(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
-  result = _run_binary(['--gin_file=gin_configs/tiny.gin',
-                        f'--workdir={blocker}/w'], cwd=REPO)
-  assert result.returncode == 2
-  assert 'Cannot write to --workdir' in result.stderr
+  line = error_line(*run_in_process(lambda: train.run(
+      f'{blocker}/w', [os.path.join(GIN_DIR, 'tiny.gin')], [],
+      log=lambda _: None)))
+  assert 'Cannot write to --workdir' in line
 
 
 @pytest.mark.slow
