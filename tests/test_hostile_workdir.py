@@ -463,24 +463,21 @@ def test_the_binaries_print_no_tensorflow_log_lines(tmp_path):
 
 def test_a_metadata_member_that_would_expand_hugely_is_refused(workdir):
   """The train binary reads each record's metadata member alone (to see its
-  fingerprint) before any checksum: a compressed member declaring a GiB is
-  refused before it is decompressed."""
+  fingerprint) before any checksum: a member whose zip directory declares
+  a GiB is refused before anything is decompressed."""
   import io  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
   import zipfile  # pylint: disable=g-import-not-at-top
   path = records.record_path(workdir, 0)
   buffer = io.BytesIO()
   with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
-    with archive.open('metadata.npy', 'w', force_zip64=True) as member:
-      header = io.BytesIO()
-      np.lib.format.write_array_header_1_0(
-          header, {'descr': '<U268435456', 'fortran_order': False,
-                   'shape': ()})
-      member.write(header.getvalue())
-      chunk = b'\0' * (1 << 24)
-      for _ in range(64):  # 1 GiB of zeros, ~1 MB compressed
-        member.write(chunk)
+    archive.writestr('metadata.npy', b'\0' * 4096)
+  payload = bytearray(buffer.getvalue())
+  # The central directory's uncompressed size (offset 24 of its entry).
+  entry = payload.index(b'PK\x01\x02')
+  struct.pack_into('<I', payload, entry + 24, 1 << 30)
   with open(path, 'wb') as f:
-    f.write(buffer.getvalue())
+    f.write(payload)
   with pytest.raises(errors.RecordError,
-                     match='declares a metadata member of 1,073,7'):
+                     match='declares a metadata member of 1,073,741,824'):
     records.read_metadata(path)
