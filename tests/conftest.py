@@ -155,6 +155,11 @@ def run_in_process(run_fn):
   return status, out.getvalue(), err.getvalue()
 
 
+def layer_names(model, indices):
+  """The names, in this build of `model`, of its layers at `indices`."""
+  return [model.layers[i].name for i in indices]
+
+
 def error_line(status, out, err):
   """The one 'error:' line of a run that exited with status 2."""
   assert status == 2, (out[-2000:], err[-3000:])

@@ -882,3 +882,14 @@ def test_the_binary_refuses_a_file_that_is_no_npz(run, tmp_path):
   assert f'--published={path} is not a readable .npz file' in line
   assert not os.path.exists(os.path.join(run.path, 'compare'))
 
+
+
+def test_a_deeply_nested_metadata_member_is_not_ours_and_ignored(run,
+                                                                 tmp_path):
+  """A 'metadata' member of 30,000 nested lists (within its size bound) is
+  no export of ours: it is not used, and it raises nothing."""
+  arrays = released_arrays(run, matrices=False)
+  arrays['metadata'] = np.array('[' * 30_000 + ']' * 30_000)
+  path = save(tmp_path / 'infl.npz', arrays)
+  result = _compare(run.path, tmp_path, published=path)
+  assert result['memorization']['spearman'] == pytest.approx(1.0)

@@ -37,7 +37,7 @@ from tf_memorization import records
 from tf_memorization import train
 from tf_memorization.experiments import ablation
 
-from conftest import GIN_DIR, REPO
+from conftest import GIN_DIR, REPO, layer_names
 
 pytestmark = pytest.mark.slow  # trains real runs; see conftest
 
@@ -348,23 +348,24 @@ def test_ablation_csv(workdir, estimated, main):
     assert json.load(f)['trials_used'] == MAX_ABLATION_TRIALS
 
 
-def test_trainable_layers_for_small_resnet():
+def test_trainable_layers_of_small_resnet():
   model = models.small_resnet(input_shape=(8, 8, 1), num_classes=10, width=4)
   names = [layer.name for layer in model.layers]
-  assert ablation.trainable_layers_for(model, 0) == ['logits']
+
+  def trainable(num_blocks):
+    return layer_names(model, ablation.trainable_indices(model, num_blocks))
+
+  assert trainable(0) == ['logits']
   last = [n for n in names if n.startswith('stage2_block1_')]
   assert last  # conv, bn, relu, projection, add, out
-  assert set(ablation.trainable_layers_for(model, 1)) == set(last) | {
-      'logits'}
-  assert ablation.trainable_layers_for(model, 1)[-1] == 'logits'
+  assert set(trainable(1)) == set(last) | {'logits'}
+  assert trainable(1)[-1] == 'logits'
   both = [n for n in names if n.startswith(('stage1_block1_',
                                             'stage2_block1_'))]
-  assert set(ablation.trainable_layers_for(model, 2)) == set(both) | {
-      'logits'}
-  assert not any(n.startswith('stem') for n in
-                 ablation.trainable_layers_for(model, 2))
+  assert set(trainable(2)) == set(both) | {'logits'}
+  assert not any(n.startswith('stem') for n in trainable(2))
   with pytest.raises(errors.UserError, match='2'):
-    ablation.trainable_layers_for(model, 3)
+    trainable(3)
 
 
 def test_ablation_trainer_keeps_the_reference_below_the_head(
@@ -382,7 +383,7 @@ def test_ablation_trainer_keeps_the_reference_below_the_head(
     return models.small_resnet(width=8, **kwargs)
 
   probe = model_fn(input_shape=(8, 8, 1), num_classes=10)
-  layers = ablation.trainable_layers_for(probe, 1)
+  layers = layer_names(probe, ablation.trainable_indices(probe, 1))
   trainer = training.TrialTrainer(
       dataset, strategy_lib.get_strategy('one_device'), model_fn=model_fn,
       epochs=1, batch_size=32, trainable_layers=layers)

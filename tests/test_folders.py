@@ -23,7 +23,7 @@ from tf_memorization import folders  # registers @image_folder
 from tf_memorization import records
 from tf_memorization import train
 
-from conftest import GIN_DIR, run_in_process, train_tiny
+from conftest import GIN_DIR, error_line, run_in_process, train_tiny
 
 CLASSES = ('cat', 'dog', 'fox')
 NONE = data.Preprocessing(augment='none')
@@ -372,16 +372,20 @@ def test_bad_input(flat, tmp_path):
   assert 'cannot be decoded' in message and 'delete or repair it' in message
 
 
+def _train_error(workdir, root, *bindings, **kwargs):
+  """The one error line of the train binary (in process) on folder
+  `root`."""
+  return error_line(*run_in_process(lambda: train.run(
+      workdir, [os.path.join(GIN_DIR, 'tiny.gin')],
+      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
+       f'image_folder.root = {root!r}', *bindings], log=lambda _: None,
+      **kwargs)))
+
+
 def test_train_binary_exits_2_naming_a_bad_folder(tmp_path):
   missing = str(tmp_path / 'no_pets')
-  status, _, err = run_in_process(lambda: train.run(
-      str(tmp_path / 'w'), [os.path.join(GIN_DIR, 'tiny.gin')],
-      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
-       f'image_folder.root = {missing!r}'], log=lambda _: None))
-  assert status == 2, err[-3000:]
-  lines = [l for l in err.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and 'Traceback' not in err
-  assert f'image_folder.root: {missing} is not a folder' in lines[0]
+  line = _train_error(str(tmp_path / 'w'), missing)
+  assert f'image_folder.root: {missing} is not a folder' in line
   assert not os.path.exists(tmp_path / 'w')
 
 
@@ -389,15 +393,9 @@ def test_one_class_is_refused(tmp_path):
   """Trained, a one-class folder gives memorization 0 and AUC 0.5 for all."""
   root = str(tmp_path / 'cats')
   make_folder(root, classes=('cat',), per_class=6)
-  status, _, err = run_in_process(lambda: train.run(
-      str(tmp_path / 'w'), [os.path.join(GIN_DIR, 'tiny.gin')],
-      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
-       f'image_folder.root = {root!r}'], log=lambda _: None))
-  assert status == 2, err[-3000:]
-  lines = [l for l in err.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and 'Traceback' not in err
-  assert f"{root} holds one class folder ('cat')" in lines[0]
-  assert 'a classifier needs at least two class sub-folders in' in lines[0]
+  line = _train_error(str(tmp_path / 'w'), root)
+  assert f"{root} holds one class folder ('cat')" in line
+  assert 'a classifier needs at least two class sub-folders in' in line
   assert not os.path.exists(tmp_path / 'w')
   split = str(tmp_path / 'split')
   make_folder(split, classes=('cat',), per_class=4, prefix='train/')
@@ -450,18 +448,12 @@ def test_streaming_folder_checks_every_image_before_training(
       set(range(len(train_ids))) - set(sample))])
   _break_pixels(broken)
   workdir = str(tmp_path / 'w')
-  status, _, err = run_in_process(lambda: train.run(
-      workdir, [os.path.join(GIN_DIR, 'tiny.gin')],
-      ['load_dataset.name = None', 'load_dataset.source = @image_folder',
-       f'image_folder.root = {root!r}', 'image_folder.streaming = True',
-       'TrialTrainer.epochs = 1', "get_strategy.kind = 'one_device'"],
-      trials='0:1', log=lambda _: None))
-  assert status == 2, err[-3000:]
-  lines = [l for l in err.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
-  assert lines[0].startswith(f'error: 1 of the 700 images of {root} cannot be '
+  line = _train_error(workdir, root, 'image_folder.streaming = True',
+                      'TrialTrainer.epochs = 1',
+                      "get_strategy.kind = 'one_device'", trials='0:1')
+  assert line.startswith(f'error: 1 of the 700 images of {root} cannot be '
                              f'decoded: {broken} (Invalid PNG data')
-  assert 'delete or repair it, or move it out of the folder' in lines[0]
+  assert 'delete or repair it, or move it out of the folder' in line
   assert not os.path.exists(workdir)  # nothing trained
   # Every image that decoded is remembered by (id, size, mtime_ns).
   path, checks = _checks(data_dir)

@@ -16,7 +16,7 @@ import gin
 import numpy as np
 import pytest
 
-from conftest import GIN_DIR, run_in_process
+from conftest import GIN_DIR, layer_names, run_in_process
 from tf_memorization import config
 from tf_memorization import data
 from tf_memorization import errors
@@ -175,21 +175,28 @@ def test_blocks_of_a_model_of_your_own(userland):
   del userland
   from my_research import models  # pylint: disable=g-import-not-at-top
   model = models.tiny_cnn((8, 8, 1), 2)
-  assert ablation.head_name(model) == 'class_scores'
-  assert ablation.block_names(model) == [['conv1'], ['conv2'], ['hidden']]
-  assert ablation.trainable_layers_for(model, 0) == ['class_scores']
-  assert ablation.trainable_layers_for(model, 2) == ['conv2', 'hidden',
-                                                     'class_scores']
-  assert ablation.trainable_layers_for(
-      model, 1, block_layers=('conv1', 'conv2')) == ['conv2', 'class_scores']
-  assert ablation.trainable_layers_for(
-      model, 0, head_layer='hidden') == ['hidden']
+
+  def trainable(num_blocks, **kwargs):
+    return layer_names(model, ablation.trainable_indices(model, num_blocks,
+                                                         **kwargs))
+
+  def blocks(**kwargs):
+    return [layer_names(model, block)
+            for block in ablation.blocks(model, **kwargs)]
+
+  assert model.layers[ablation.head_index(model)].name == 'class_scores'
+  assert blocks() == [['conv1'], ['conv2'], ['hidden']]
+  assert trainable(0) == ['class_scores']
+  assert trainable(2) == ['conv2', 'hidden', 'class_scores']
+  assert trainable(1, block_layers=('conv1', 'conv2')) == ['conv2',
+                                                           'class_scores']
+  assert trainable(0, head_layer='hidden') == ['hidden']
   with pytest.raises(errors.UserError, match=r'tiny_cnn has 3 \(\['):
-    ablation.trainable_layers_for(model, 4)
+    trainable(4)
   with pytest.raises(errors.UserError, match="'dense_9'"):
-    ablation.block_names(model, block_layers=('dense_9',))
+    blocks(block_layers=('dense_9',))
   with pytest.raises(errors.UserError, match='holds the head'):
-    ablation.block_names(model, block_layers=('hidden', 'class_scores'))
+    blocks(block_layers=('hidden', 'class_scores'))
 
 
 # --------------------------------------------------------------------------

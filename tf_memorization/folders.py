@@ -311,9 +311,8 @@ def _recorded(path, root, stats):
     if '://' not in path and not stat.S_ISREG(os.stat(path).st_mode):
       return set()  # a FIFO would block
     with tf.io.gfile.GFile(path, 'rb') as f:
-      payload = f.read(limit + 1)
-    checks = json.loads(payload) if len(payload) <= limit else None
-  except (OSError, tf.errors.OpError, ValueError, RecursionError):
+      checks = storage.parse_json(f.read(limit + 1), path, max_bytes=limit)
+  except (OSError, tf.errors.OpError, errors.RecordError):
     return set()
   if not (isinstance(checks, dict) and isinstance(checks.get('decoded'), dict)
           and [checks.get(k) for k in ('format', 'root', 'tensorflow')] ==

@@ -63,7 +63,6 @@ exit status 2, and write nothing) naming the file, the key and the fix:
 """
 
 import dataclasses
-import json
 import re
 import zipfile
 
@@ -360,8 +359,9 @@ def _metadata(archive):
   if header.dtype.itemsize // 4 > MAX_METADATA_CHARS:
     _too_large(archive, 'metadata', f'{MAX_METADATA_CHARS} characters')
   try:
-    metadata = json.loads(str(_values(archive, 'metadata')[()]))
-  except ValueError:
+    metadata = storage.parse_json(str(_values(archive, 'metadata')[()]),
+                                  archive.path)
+  except errors.RecordError:
     return None  # not our export's: nothing of it is used
   return metadata if isinstance(metadata, dict) else None
 

@@ -51,11 +51,6 @@ def head_index(model, head_layer=None):
   return weighted[-1]
 
 
-def head_name(model, head_layer=None):
-  """The name of the head (head_index) in this build of the model."""
-  return model.layers[head_index(model, head_layer)].name
-
-
 def blocks(model, block_layers=None, head_layer=None):
   """The model's blocks, input to output: each a list of positions in
   model.layers.
@@ -90,12 +85,6 @@ def blocks(model, block_layers=None, head_layer=None):
           if layer.weights and i != head]
 
 
-def block_names(model, block_layers=None, head_layer=None):
-  """The blocks (`blocks`) by the names of this build's layers."""
-  return [[model.layers[i].name for i in block]
-          for block in blocks(model, block_layers, head_layer)]
-
-
 def trainable_indices(model, num_blocks, block_layers=None, head_layer=None):
   """Positions in model.layers of the layers trained when only the last
   `num_blocks` blocks + head train. Positions, not names, go to the
@@ -112,13 +101,6 @@ def trainable_indices(model, num_blocks, block_layers=None, head_layer=None):
   keep = {index for block in chosen for index in block}
   keep.add(head_index(model, head_layer))
   return sorted(keep)
-
-
-def trainable_layers_for(model, num_blocks, block_layers=None,
-                         head_layer=None):
-  """The names, in this build of the model, of `trainable_indices`."""
-  return [model.layers[i].name for i in
-          trainable_indices(model, num_blocks, block_layers, head_layer)]
 
 
 @base.register('ablation')
