@@ -2,7 +2,7 @@ r"""Your data, your model: each source end to end on small real data.
 
     python benchmarks/own_data.py [--trials=16] [--sources=folder,...]
 
-Every source trains the same way the README's "Your data, your model" shows
+Every source trains the same way docs/usage.md's "Your data, your model" shows
 (in one process, one source after the other), on data that ships offline:
 
   builder      a user's own tfds builder through a gin `import`

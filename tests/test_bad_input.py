@@ -1,7 +1,7 @@
 """Bad input: one clear error line, exit status 2, no partial output.
 
-One test per kind of bad input the README's "Errors" section promises to
-handle, each checking
+One test per kind of bad input docs/reliability.md's "Errors" section
+promises to handle, each checking
 
   * the exit status is 2 and there is no traceback,
   * stderr holds exactly one line starting with 'error:', naming the file or

@@ -1,9 +1,9 @@
 """The package's layout: which module may import which, and module sizes.
 
-The rules (README, "Module map"): library modules never import `cli` (the
-binaries' helper) and define no flags; the report imports nothing of the
-training stack; no module grows past ~600 lines, and the binaries stay
-short. Each rule is checked on the real source, so a change that breaks one
+The rules (docs/architecture.md, "Module map"): library modules never
+import `cli` (the binaries' helper) and define no flags; the report imports
+nothing of the training stack; no module grows past ~600 lines, and the
+binaries stay short. Each rule is checked on the real source, so a change that breaks one
 fails here with the module and line named.
 """
 
@@ -23,8 +23,8 @@ TRAINING_STACK = {'tf_memorization.training', 'tf_memorization.runs',
                   'tf_memorization.experiments', 'tf_memorization.estimator',
                   'tf_memorization.estimate', 'tf_memorization.cli',
                   'tf_memorization.data', 'tf_memorization.configurables'}
-# The modules, bottom layer first (README, "Module map"): each imports
-# (when imported) only modules before it.
+# The modules, bottom layer first (docs/architecture.md, "Module map"): each
+# imports (when imported) only modules before it.
 LAYERS = (
     'errors', 'quiet', 'progress', 'scores', 'selection', 'views', 'planner',
     'masks', 'schedules',
