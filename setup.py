@@ -26,6 +26,13 @@ setuptools.setup(
         'tensorboard',  # per-trial scalars; TensorFlow no longer pulls it in
         'scipy',
     ],
+    entry_points={
+        'console_scripts': [
+            f'tfmem-{name.replace("_workdir", "")}=tf_memorization.console:{name}'
+            for name in ('train', 'estimate', 'report', 'inspect_workdir',
+                         'compare')
+        ],
+    },
     extras_require={
         'test': ['pytest', 'pytest-xdist'],
         'gpu': ['tensorflow[and-cuda]>=2.16'],

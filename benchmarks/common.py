@@ -36,15 +36,15 @@ def machine_line():
 
 
 def random_cifar(num_train=2000, num_test=500, num_classes=100, seed=0):
-  """A CIFAR-shaped data.Dataset of random 32x32x3 images (no download)."""
+  """A CIFAR-shaped pipelines.Dataset of random 32x32x3 images (no download)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tf_memorization import data  # pylint: disable=g-import-not-at-top
+  from tf_memorization.data import pipelines  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
 
   def split(n, prefix):
-    return data.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+    return pipelines.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                       rng.integers(0, num_classes, n),
                       np.array([f'{prefix}{i}' for i in range(n)]))
 
-  return data.Dataset('cifar100', 'random', num_classes,
+  return pipelines.Dataset('cifar100', 'random', num_classes,
                       split(num_train, 'train'), split(num_test, 'test'))

@@ -24,12 +24,12 @@ import gin  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import config  # pylint: disable=g-import-not-at-top
 from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
-from tf_memorization import data  # pylint: disable=g-import-not-at-top
-from tf_memorization import masks  # pylint: disable=g-import-not-at-top
-from tf_memorization import strategy  # pylint: disable=g-import-not-at-top
-from tf_memorization import training  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import config  # pylint: disable=g-import-not-at-top
+from tf_memorization.data import pipelines  # pylint: disable=g-import-not-at-top
+from tf_memorization.stats import masks  # pylint: disable=g-import-not-at-top
+from tf_memorization.training import strategy  # pylint: disable=g-import-not-at-top
+from tf_memorization.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -48,12 +48,12 @@ def main():
   parser.add_argument('--data_dir', default=None)
   args = parser.parse_args()
   config.parse_gin([args.gin_file], args.binding)
-  dataset = data.load_dataset(data_dir=args.data_dir)
-  dataset, _ = data.label_noise(dataset)
+  dataset = pipelines.load_dataset(data_dir=args.data_dir)
+  dataset, _ = pipelines.label_noise(dataset)
   design = masks.SubsetDesign()
   group = gin.query_parameter('TrialTrainer.models_per_step')
   trainers = {
-      flag: training.TrialTrainer(dataset, strategy.get_strategy(),
+      flag: trainer_lib.TrialTrainer(dataset, strategy.get_strategy(),
                                   record_dynamics=flag)
       for flag in (True, False)}
   n = len(dataset.train)

@@ -65,7 +65,7 @@ except ImportError:
 def records_format():
   """The record format, so that a reused workdir is of this version's."""
   sys.path.insert(0, os.path.dirname(HERE))
-  from tf_memorization import records  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
   return records.FORMAT_VERSION
 
 
@@ -112,8 +112,8 @@ ALL_ON = ['Estimator.report = False']
 OURS = '''
 import os, sys
 sys.path.insert(0, {repo!r})
-from tf_memorization import estimator
-summary = estimator.run({workdir!r}, gin_bindings={bindings!r},
+from tf_memorization.estimation import pipeline
+summary = pipeline.run({workdir!r}, gin_bindings={bindings!r},
                         log=lambda line: None)
 print("TIMINGS", json.dumps(summary['timings']))
 print("PAIRS", summary['num_pairs'])
@@ -125,8 +125,8 @@ print("PAIRS", summary['num_pairs'])
 CHECK = '''
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
-from tf_memorization import loading
-from tf_memorization import records
+from tf_memorization.workdir import loading
+from tf_memorization.workdir import records
 r = loading.load({workdir!r}, margins=False)
 start = time.perf_counter()
 cols = slice(0, {num_check})
@@ -171,7 +171,7 @@ print("CHECK", json.dumps({{
 DENSE = '''
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
-from tf_memorization import records
+from tf_memorization.workdir import records
 r = loading.load({workdir!r}, margins=False)
 start = time.perf_counter()
 m = r.masks.astype(np.float64)

@@ -37,11 +37,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import synthetic_records  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import loading  # pylint: disable=g-import-not-at-top
-from tf_memorization import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import record_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import records  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import storage  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import storage  # pylint: disable=g-import-not-at-top
+from tf_memorization.stats import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
+from tf_memorization.workdir import record_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGET = 1.10
 

@@ -31,7 +31,7 @@ import keras  # pylint: disable=g-import-not-at-top
 from keras import layers  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import models  # pylint: disable=g-import-not-at-top
+from tf_memorization.training import models  # pylint: disable=g-import-not-at-top
 
 import common  # pylint: disable=g-import-not-at-top
 

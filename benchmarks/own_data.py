@@ -47,9 +47,9 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'userland'))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
-from tf_memorization import estimator  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.estimation import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SOURCES = ('builder', 'folder', 'folder_stream', 'arrays', 'tabular',
            'finetune')
@@ -128,7 +128,7 @@ def make_inputs(root):
 def _pretrain(split, path):
   """Trains a MobileNetV2 backbone on digits 0-4; saves its weights."""
   import keras  # pylint: disable=g-import-not-at-top
-  from tf_memorization import pretrained  # pylint: disable=g-import-not-at-top
+  from tf_memorization.training import pretrained  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(0)
   model = pretrained.pretrained((8, 8, 1), 5, backbone='MobileNetV2',
                                 image_size=32,
@@ -209,7 +209,7 @@ def run_source(name, text, root, trials):
   gin.clear_config()
   records = loading.load(workdir, diverged='skip')
   accuracy = float(records.test_correct.mean())
-  summary = estimator.run(workdir, [path], ['Estimator.report = False',
+  summary = pipeline.run(workdir, [path], ['Estimator.report = False',
                                             "Estimator.diverged_trials = 'skip'"],
                           data_dir=os.path.join(root, 'tfds'),
                           log=lambda _: None)

@@ -5,14 +5,14 @@ r"""Input pipeline: does the subset pipeline keep the model fed?
 
 For each setting, in one process, one after the other, it measures:
 
-  gather   (ours) data.InMemoryPipeline(...).train(indices, batch, seed): the
+  gather   (ours) pipelines.InMemoryPipeline(...).train(indices, batch, seed): the
            subset's indices are shuffled and batched, and each batch gathers
            its images from the in-memory constant;
   filter   (baseline) the obvious alternative: a tf.data pipeline over the
            whole training set, Dataset.from_tensor_slices((images, labels,
            mask)).filter(mask), shuffled over the subset, repeated, batched;
            then the same per-batch work as ours (normalise, one-hot, the same
-           batched data.random_crop_flip with a stateless seed per batch), the
+           batched pipelines.random_crop_flip with a stateless seed per batch), the
            same map parallelism, prefetch and options;
   zipped   K gather pipelines (different masks and seeds) zipped together, as
            the trainer will feed K models per step; images counted over all K;
@@ -53,7 +53,13 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import data, folders, masks, models  # pylint: disable=g-import-not-at-top
+from tf_memorization.data import pipelines  # pylint: disable=g-import-not-at-top
+
+from tf_memorization.data import folders  # pylint: disable=g-import-not-at-top
+
+from tf_memorization.stats import masks  # pylint: disable=g-import-not-at-top
+
+from tf_memorization.training import models  # pylint: disable=g-import-not-at-top
 
 import common  # pylint: disable=g-import-not-at-top
 
@@ -61,7 +67,7 @@ tf.get_logger().setLevel('ERROR')  # tfds's deprecation warnings
 
 WARMUP_BATCHES = 5
 WARMUP_STEPS = 3
-# The same fixed parallelism and prefetch as data.InMemoryPipeline.train.
+# The same fixed parallelism and prefetch as pipelines.InMemoryPipeline.train.
 MAP_PARALLELISM = min(8, os.cpu_count() or 1)
 PREFETCH = 4
 
@@ -69,14 +75,14 @@ PREFETCH = 4
 def make_setting(name, data_dir):
   """(dataset, preprocessing, model_fn, batch size) of a setting."""
   if name == 'demo':
-    dataset = data.load_dataset('sklearn_digits', data_dir=data_dir)
-    return (dataset, data.Preprocessing(augment='none'),
+    dataset = pipelines.load_dataset('sklearn_digits', data_dir=data_dir)
+    return (dataset, pipelines.Preprocessing(augment='none'),
             lambda: models.small_resnet(
                 input_shape=dataset.image_shape,
                 num_classes=dataset.num_classes, width=32, weight_decay=1e-4),
             64)
   dataset = common.random_cifar(num_train=10_000, num_test=1_000)
-  return (dataset, data.Preprocessing(augment='crop_flip'),
+  return (dataset, pipelines.Preprocessing(augment='crop_flip'),
           lambda: models.resnet_cifar(input_shape=(32, 32, 3),
                                       num_classes=100, depth=20),
           128)
@@ -91,9 +97,9 @@ def filter_pipeline(dataset, preprocessing, mask, batch_size, seed):
 
   def load(batch, batch_seed):
     images, labels = batch
-    x = data.normalize(images, mean, std)
+    x = pipelines.normalize(images, mean, std)
     if crop or flip:
-      x = data.random_crop_flip(x, batch_seed, padding, crop, flip)
+      x = pipelines.random_crop_flip(x, batch_seed, padding, crop, flip)
     return x, tf.one_hot(labels, num_classes)
 
   ds = tf.data.Dataset.from_tensor_slices(
@@ -175,7 +181,7 @@ def run_setting(name, args):
   print(f'setting {name} ({shape}, batch {batch}, {len(indices):,}-example '
         f'subset of {n:,}, augment {augment}):', flush=True)
 
-  pipeline = data.InMemoryPipeline(dataset, preprocessing)
+  pipeline = pipelines.InMemoryPipeline(dataset, preprocessing)
   gather = pipeline_rate(pipeline.train(indices, batch, seed), batch,
                          args.seconds)
   print(f'  {"gather pipeline (ours)":28s} {gather:>10,.0f} images/s',
@@ -216,7 +222,7 @@ def write_folder(root, count, side=32, classes=10, seed=0):
 def _streaming_folder(root):
   dataset = folders.image_folder(root=root, streaming=True)
   return dataset, folders.FolderPipeline(
-      dataset, data.Preprocessing(augment='crop_flip'))
+      dataset, pipelines.Preprocessing(augment='crop_flip'))
 
 
 def memory_probe(root, batches=200, batch_size=128):

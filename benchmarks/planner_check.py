@@ -26,12 +26,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from tf_memorization import assessment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import estimator as estimator_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import planner  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_memorization import scores  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.core import config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.estimation import settings as settings_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.stats import assessment  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.stats import planner  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.stats import scores  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _measured_stderr(masks, values, quantile):
@@ -50,7 +50,7 @@ def main():
   parser.add_argument('--gin_bindings', action='append', default=[])
   args = parser.parse_args()
   config.parse_gin([], args.gin_bindings)
-  settings = estimator_lib.Estimator(report=False)
+  settings = settings_lib.Estimator(report=False)
   loaded = loading.load(args.workdir, margins=False)
   k = loaded.num_trials
   pilot = loaded.first(args.pilot)

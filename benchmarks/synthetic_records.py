@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from tf_memorization import masks as masks_lib
-from tf_memorization import records
-from tf_memorization import training
+from tf_memorization.stats import masks as masks_lib
+from tf_memorization.training import trainer
+from tf_memorization.workdir import records
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
     test_correct[:len(planted)] = mask[planted]
     wrong = (train_labels + 1) % num_classes
     wrong_test = (test_labels + 1) % num_classes
-    result = training.TrialResult(
+    result = trainer.TrialResult(
         train_pred=np.where(correct, train_labels, wrong),
         train_prob=np.where(correct, 0.9, 0.1).astype(np.float32),
         train_margin=np.where(correct, 2.0, -2.0).astype(np.float32),

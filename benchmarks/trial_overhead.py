@@ -33,8 +33,8 @@ os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tf_memorization import config  # pylint: disable=g-import-not-at-top
-from tf_memorization import runs  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import config  # pylint: disable=g-import-not-at-top
+from tf_memorization.training import runs  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

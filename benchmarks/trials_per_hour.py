@@ -44,11 +44,13 @@ os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np, tensorflow as tf, keras
 sys.path.insert(0, sys.argv[4])
 import common
-from tf_memorization import data, masks, models
+from tf_memorization.data import pipelines
+from tf_memorization.stats import masks
+from tf_memorization.training import models
 
 setting, trials, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if setting == 'demo':
-  dataset = data.load_dataset('sklearn_digits', data_dir=data_dir)
+  dataset = pipelines.load_dataset('sklearn_digits', data_dir=data_dir)
   model_fn = lambda **kw: models.small_resnet(width=32, weight_decay=1e-4, **kw)
   epochs, batch = 15, 64
 else:
@@ -57,7 +59,7 @@ else:
   epochs, batch = 2, 64
 design = masks.SubsetDesign(num_trials=trials)
 n = len(dataset.train)
-pipeline = data.InMemoryPipeline(dataset, data.Preprocessing(augment='none'))
+pipeline = pipelines.InMemoryPipeline(dataset, pipelines.Preprocessing(augment='none'))
 mean, std = pipeline.mean, pipeline.std
 x_train = ((dataset.train.images.astype(np.float32) - mean) / std)
 x_test = ((dataset.test.images.astype(np.float32) - mean) / std)
@@ -88,8 +90,9 @@ OURS = r'''
 import json, os, sys, time
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 import numpy as np
-from tf_memorization import loading
-from tf_memorization import records, train
+from tf_memorization import train
+from tf_memorization.workdir import loading
+from tf_memorization.workdir import records
 
 setting, trials, data_dir, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 bindings = [f'SubsetDesign.num_trials = {trials}'] + json.loads(sys.argv[5])

@@ -37,6 +37,8 @@ from tf_memorization import configurables  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, 'gin_configs')
+# The user's own package (tests/userland/my_research), imported from gin.
+USERLAND = os.path.join(REPO, 'tests', 'userland')
 
 
 def pytest_configure(config):
@@ -56,7 +58,7 @@ def _clear_gin():
 def digits_data_dir(tmp_path_factory):
   """A tfds data dir with sklearn_digits prepared (offline, ~1 s)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import tf_memorization.datasets  # pylint: disable=g-import-not-at-top,unused-import
+  import tf_memorization.data.datasets  # pylint: disable=g-import-not-at-top,unused-import
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('sklearn_digits', data_dir=data_dir).download_and_prepare()
   return data_dir
@@ -120,7 +122,7 @@ def rewrite_record(path, fix_checksum=True, **replace):
   computes it (over arrays and metadata), so only the checks after the
   checksum can catch what was changed.
   """
-  from tf_memorization import records  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
   arrays = read_npz(path)
   meta = json.loads(str(arrays.pop('metadata')))
   meta.update(replace.pop('metadata', {}))

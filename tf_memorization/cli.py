@@ -20,9 +20,9 @@ import sys
 from absl import logging
 import tensorflow as tf
 
-from tf_memorization import errors
-from tf_memorization import quiet
-from tf_memorization import storage
+from tf_memorization.core import errors
+from tf_memorization.core import quiet
+from tf_memorization.core import storage
 
 EXIT_USER_ERROR = 2
 VERBOSE_ENV = quiet.VERBOSE_ENV

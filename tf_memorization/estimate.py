@@ -7,11 +7,11 @@ r"""The estimate binary: scores from the trial records of a workdir.
 Loads W/trials, computes memorization, influence and how far to trust them,
 runs the experiments the config asks for (Estimator.experiments), and
 writes W/estimates/ (or --output_dir) and the HTML report W/report/. The
-work is done by estimator.run (the library); estimates.py documents every
+work is done by pipeline.run (the library); estimates.py documents every
 file it writes.
 """
 
-from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import quiet  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
   quiet.filter_library_logs()  # before TensorFlow loads
@@ -38,9 +38,9 @@ def define_flags():
 
 def _main():
   from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
-  from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
+  from tf_memorization.estimation import pipeline  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  estimator.run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir,
+  pipeline.run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir,
                 f.data_dir, log=lambda line: print(line, flush=True))
 
 

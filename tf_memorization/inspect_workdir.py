@@ -7,7 +7,7 @@ the planner's predictions for more trials (planner.py).
 
 import os
 
-from tf_memorization import quiet  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import quiet  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
   quiet.filter_library_logs()  # before TensorFlow loads
@@ -18,11 +18,12 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tf_memorization import cli  # pylint: disable=g-import-not-at-top
-from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
-from tf_memorization import loading  # pylint: disable=g-import-not-at-top
-from tf_memorization import planner  # pylint: disable=g-import-not-at-top
-from tf_memorization import records  # pylint: disable=g-import-not-at-top
-from tf_memorization import sequential  # pylint: disable=g-import-not-at-top
+from tf_memorization.core import files  # pylint: disable=g-import-not-at-top
+from tf_memorization.estimation import settings  # pylint: disable=g-import-not-at-top
+from tf_memorization.stats import planner  # pylint: disable=g-import-not-at-top
+from tf_memorization.training import sequential  # pylint: disable=g-import-not-at-top
+from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
+from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
 
 def define_flags():
   """Defines the flags; only when run as a binary, so that the library
@@ -39,12 +40,13 @@ def define_flags():
   flags.DEFINE_float(
       'target_pair_jaccard', 0.7, "The planner's target for the split-run "
       'Jaccard index of the controlled pair set.')
+  flags.mark_flag_as_required('workdir')
 
 
 def upgrade(workdir, log=print):
   """Upgrades the format-1 records of `workdir` and its experiments."""
   folders = [workdir]
-  experiments = os.path.join(workdir, records.EXPERIMENTS_DIR)
+  experiments = os.path.join(workdir, files.EXPERIMENTS_DIR)
   if tf.io.gfile.isdir(experiments):
     folders += [os.path.join(experiments, name.rstrip('/'))
                 for name in sorted(tf.io.gfile.listdir(experiments))]
@@ -61,7 +63,7 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   sequential.check_targets(target_stderr, target_pair_jaccard)
   loaded = loading.load(workdir, diverged='keep')
   info = loaded.dataset_info
-  accuracy = estimator.mean_accuracies(loaded)
+  accuracy = loading.mean_accuracies(loaded)
   seconds = planner.seconds_per_trial(loaded)
   in_counts = loaded.masks.sum(axis=0)
   return '\n'.join([
@@ -79,7 +81,7 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   ] + ([f'  diverged: {len(loaded.diverged)} trials '
         f'{sorted(loaded.diverged)[:10]} (the estimator refuses them unless '
         "Estimator.diverged_trials = 'skip')"] if loaded.diverged else [])
-      + sequential.planner_lines(loaded, estimator.Estimator(), target_stderr,
+      + sequential.planner_lines(loaded, settings.Estimator(), target_stderr,
                                  target_pair_jaccard))
 
 
@@ -95,5 +97,4 @@ main = cli.binary_main(_main)
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flag_as_required('workdir')
   app.run(main)

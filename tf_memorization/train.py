@@ -14,10 +14,9 @@ running the same command again resumes an interrupted run, and several workers
 """
 
 import dataclasses
-import os
 import time
 
-from tf_memorization import quiet
+from tf_memorization.core import quiet
 
 if __name__ == '__main__':
   quiet.filter_library_logs()  # before TensorFlow loads
@@ -25,9 +24,9 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 
 from tf_memorization import cli
-from tf_memorization import config
-from tf_memorization import errors
-from tf_memorization import storage
+from tf_memorization.core import config
+from tf_memorization.core import errors
+from tf_memorization.core import storage
 
 def define_flags():
   """Defines the flags; only when run as a binary, so that the library
@@ -95,8 +94,8 @@ def run(workdir, gin_files=(), gin_bindings=(), trials=None, shard_index=None,
         num_shards=None, data_dir=None, log=print):
   """Parses the config, then trains and records this process's trials."""
   from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
-  from tf_memorization import records  # pylint: disable=g-import-not-at-top
-  from tf_memorization import runs  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
+  from tf_memorization.training import runs  # pylint: disable=g-import-not-at-top
 
   if not workdir:
     raise errors.UserError('--workdir is required: where the trial records go.')
@@ -154,9 +153,9 @@ def run_sequential(workdir, gin_files=(), gin_bindings=(), target_stderr=None,
   """Rounds of `run`, each with `SubsetDesign.num_trials = K` bound, until
   the planner's target stderr or max_trials (sequential.train_until)."""
   from tf_memorization import configurables  # pylint: disable=g-import-not-at-top,unused-import
-  from tf_memorization import estimator  # pylint: disable=g-import-not-at-top
-  from tf_memorization import runs  # pylint: disable=g-import-not-at-top
-  from tf_memorization import sequential  # pylint: disable=g-import-not-at-top
+  from tf_memorization.estimation import settings as settings_lib  # pylint: disable=g-import-not-at-top
+  from tf_memorization.training import runs  # pylint: disable=g-import-not-at-top
+  from tf_memorization.training import sequential  # pylint: disable=g-import-not-at-top
 
   sequential.check_flags(target_stderr, max_trials, round_trials, trials,
                          shard_index, num_shards)
@@ -166,7 +165,7 @@ def run_sequential(workdir, gin_files=(), gin_bindings=(), target_stderr=None,
   design = runs.subset_design()
   sequential.check_design(design, max_trials)
   try:  # the planner's settings (with your gin files' Estimator bindings)
-    settings = estimator.Estimator()
+    settings = settings_lib.Estimator()
   except (ValueError, TypeError) as e:
     raise errors.UserError(f'Bad Estimator config: {e}') from e
 

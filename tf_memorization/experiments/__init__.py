@@ -6,11 +6,11 @@ sweep (see experiments/base.py for the interface they share).
               any experiment defined elsewhere)
 """
 
-from tf_memorization.experiments import base
 from tf_memorization.experiments import ablation
-from tf_memorization.experiments import removal
+from tf_memorization.experiments import base
 from tf_memorization.experiments import leave_one_out
 from tf_memorization.experiments import ratio_sweep
+from tf_memorization.experiments import removal
 
 Inputs = base.Inputs
 Experiment = base.Experiment

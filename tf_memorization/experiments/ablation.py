@@ -18,15 +18,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_memorization import errors
-from tf_memorization import estimates
-from tf_memorization import models
-from tf_memorization import records
-from tf_memorization import runs
-from tf_memorization import scores
-from tf_memorization import storage
-from tf_memorization import training
+from tf_memorization.core import errors
+from tf_memorization.core import storage
 from tf_memorization.experiments import base
+from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import scores
+from tf_memorization.training import models
+from tf_memorization.training import runs
+from tf_memorization.training import trainer as trainer_lib
+from tf_memorization.workdir import estimates
+from tf_memorization.workdir import records
 
 
 def _positions(model, references, binding):
@@ -280,19 +281,8 @@ class AblationExperiment(base.Experiment):
     return base.load_planned(directory, setup, jobs)
 
   def _plot(self, output_dir, variants):
-    plt = estimates.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(-0.2, 1.0, 25)
-    for entry, values in variants:
-      ax.hist(values[np.isfinite(values)], bins=bins, alpha=0.5,
-              label=entry['variant'], log=True)
-    ax.set_xlabel('memorization estimate')
-    ax.set_ylabel('training examples (log)')
-    ax.legend()
-    ax.set_title('Memorization: full network vs retrained top')
-    estimates.save_figure(fig,
-                          os.path.join(output_dir, estimates.ABLATION_PNG))
-    plt.close(fig)
+    estimate_figures.ablation_histogram(
+        os.path.join(output_dir, estimates.ABLATION_PNG), variants)
 
 
 def _l2_of(layer):
@@ -338,7 +328,7 @@ def train_linear_heads(features, train_labels, test_labels, masks, seeds,
   so that a head is the same whichever heads it trains with.
 
   Returns:
-    A training.TrialResult per head.
+    A trainer_lib.TrialResult per head.
   """
   train_x = tf.constant(features['train'])
   test_x = tf.constant(features['test'])
@@ -402,7 +392,7 @@ def train_linear_heads(features, train_labels, test_labels, masks, seeds,
   results = []
   for g in range(num_heads):
     correct = train_out[0][g] == train_labels
-    results.append(training.TrialResult(
+    results.append(trainer_lib.TrialResult(
         train_pred=train_out[0][g], train_prob=train_out[1][g],
         train_margin=train_out[2][g], test_pred=test_out[0][g],
         test_prob=test_out[1][g], test_margin=test_out[2][g],

@@ -30,13 +30,14 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tf_memorization import config
-from tf_memorization import errors
-from tf_memorization import loading
-from tf_memorization import records
-from tf_memorization import runs
-from tf_memorization import scores
-from tf_memorization import storage
+from tf_memorization.core import config
+from tf_memorization.core import errors
+from tf_memorization.core import files
+from tf_memorization.core import storage
+from tf_memorization.stats import scores
+from tf_memorization.training import runs
+from tf_memorization.workdir import loading
+from tf_memorization.workdir import records
 
 
 @dataclasses.dataclass
@@ -107,7 +108,7 @@ def seed_of(base_seed, name, index):
 
 
 def experiment_dir(workdir, name):
-  return os.path.join(workdir, records.EXPERIMENTS_DIR, name)
+  return os.path.join(workdir, files.EXPERIMENTS_DIR, name)
 
 
 def prepare(workdir, name, setup, jobs):
@@ -124,7 +125,7 @@ def prepare(workdir, name, setup, jobs):
           'jobs': [{'index': j.index, 'seed': j.seed,
                     'mask': records.mask_digest(j.mask), **j.metadata}
                    for j in jobs]}
-  path = os.path.join(directory, records.PLAN_FILE)
+  path = os.path.join(directory, files.PLAN_FILE)
   text = json.dumps(plan, sort_keys=True, indent=1)
   if tf.io.gfile.exists(path):
     if storage.read_bytes(path) != text.encode():

@@ -27,11 +27,12 @@ import os
 import gin
 import numpy as np
 
-from tf_memorization import errors
-from tf_memorization import estimates
-from tf_memorization import runs
-from tf_memorization import scores
+from tf_memorization.core import errors
 from tf_memorization.experiments import base
+from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import scores
+from tf_memorization.training import runs
+from tf_memorization.workdir import estimates
 
 # Interior bin edges of the strata: [0.1, 0.3), [0.3, 0.5), [0.5, 0.7),
 # [0.7, 0.9] and the two tails < 0.1 and > 0.9.
@@ -427,28 +428,6 @@ class LeaveOneOutExperiment(base.Experiment):
     return summary
 
   def _plot(self, output_dir, rows):
-    plt = estimates.pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    low, high = self.middle_band
-    ax.axvspan(low, high, color='tab:blue', alpha=0.08, lw=0,
-               label=f'middle band {low:g}-{high:g}')
-    values = np.array([row[1:5] for row in rows], np.float64).reshape(-1, 4)
-    inside = np.array([row[8] for row in rows], bool)
-    for select, colour, label in ((inside, 'tab:blue', 'in the band'),
-                                  (~inside, 'tab:grey', 'outside')):
-      if select.any():
-        loo, loo_se, sub, sub_se = values[select].T
-        ax.errorbar(sub, loo, xerr=sub_se, yerr=loo_se, fmt='o', ms=4,
-                    capsize=2, color=colour, label=label)
-    ax.plot([-1, 1], [-1, 1], color='grey', lw=0.8)
-    finite = values[:, [0, 2]][np.isfinite(values[:, [0, 2]])]
-    bottom = min(-0.3, float(finite.min()) - 0.05) if finite.size else -0.3
-    ax.set_xlim(bottom, 1.05)
-    ax.set_ylim(bottom, 1.05)
-    ax.set_xlabel('subsampled estimate')
-    ax.set_ylabel('direct leave-one-out')
-    ax.set_title('Memorization: estimate vs leave-one-out')
-    ax.legend(loc='upper left', fontsize='small')
-    estimates.save_figure(
-        fig, os.path.join(output_dir, estimates.LEAVE_ONE_OUT_PNG))
-    plt.close(fig)
+    estimate_figures.leave_one_out(
+        os.path.join(output_dir, estimates.LEAVE_ONE_OUT_PNG), rows,
+        self.middle_band)

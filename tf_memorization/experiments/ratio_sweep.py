@@ -7,12 +7,12 @@ import dataclasses
 import gin
 import numpy as np
 
-from tf_memorization import errors
-from tf_memorization import estimates
-from tf_memorization import masks as masks_lib
-from tf_memorization import runs
-from tf_memorization import scores
+from tf_memorization.core import errors
 from tf_memorization.experiments import base
+from tf_memorization.stats import masks as masks_lib
+from tf_memorization.stats import scores
+from tf_memorization.training import runs
+from tf_memorization.workdir import estimates
 
 
 @base.register('ratio_sweep')

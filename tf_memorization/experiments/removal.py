@@ -11,11 +11,12 @@ import os
 import gin
 import numpy as np
 
-from tf_memorization import estimates
-from tf_memorization import errors
-from tf_memorization import runs
-from tf_memorization import scores
+from tf_memorization.core import errors
 from tf_memorization.experiments import base
+from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import scores
+from tf_memorization.training import runs
+from tf_memorization.workdir import estimates
 
 
 @base.register('removal')
@@ -117,24 +118,5 @@ class RemovalExperiment(base.Experiment):
     return summary
 
   def _plot(self, output_dir, table):
-    plt = estimates.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for condition, style in (('memorized', 'o-'), ('random', 's--')):
-      entries = [e for e in table if e['condition'] == condition]
-      if not entries:
-        continue
-      ax.errorbar([e['num_removed'] for e in entries],
-                  [e['test_accuracy'][0] for e in entries],
-                  yerr=[e['test_accuracy'][1] for e in entries], fmt=style,
-                  capsize=3, label=f'{condition} removed')
-    full = [e for e in table if e['condition'] == 'full']
-    if full:
-      ax.axhline(full[0]['test_accuracy'][0], color='grey', lw=0.8,
-                 label='full training set')
-    ax.set_xlabel('training examples removed')
-    ax.set_ylabel('test accuracy')
-    ax.legend()
-    ax.set_title('Removing memorized vs random examples')
-    estimates.save_figure(fig,
-                          os.path.join(output_dir, estimates.REMOVAL_PNG))
-    plt.close(fig)
+    estimate_figures.removal(
+        os.path.join(output_dir, estimates.REMOVAL_PNG), table)

@@ -1,0 +1,39 @@
+"""The console scripts setup.py installs: tfmem-train, tfmem-estimate,
+tfmem-report, tfmem-inspect and tfmem-compare.
+
+Each does what `python -m tf_memorization.<binary>` does: starts the filter
+of TensorFlow's C++ log lines (core/quiet.py) before the binary's module
+loads TensorFlow, defines the binary's flags and runs its main.
+"""
+
+import importlib
+
+from tf_memorization.core import quiet
+
+
+def _run(binary):
+  quiet.filter_library_logs()  # before the binary's module loads TensorFlow
+  from absl import app  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'tf_memorization.{binary}')
+  module.define_flags()
+  app.run(module.main)
+
+
+def train():
+  _run('train')
+
+
+def estimate():
+  _run('estimate')
+
+
+def report():
+  _run('report')
+
+
+def inspect_workdir():
+  _run('inspect_workdir')
+
+
+def compare():
+  _run('compare')

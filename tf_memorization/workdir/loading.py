@@ -1,0 +1,544 @@
+"""Loading a directory of trial records, every value checked first.
+
+    load(W)    -> Records: masks, correctness, probabilities (and margins,
+                  predictions) of every trial, as [k, n] arrays
+    check(W)   verifies records as load would, keeping nothing (the train
+               binary checks before it skips a trial as done)
+
+A workdir may be shared or come from someone else, so every record is
+untrusted input: its zip structure and sha256 (records.read_record), its
+trial index, shapes and dataset against W/dataset.npz, its fingerprint
+against the folder's fixed config (W/run.json), its mask and seed against
+its subset design (or its experiment folder's plan.json), and its values
+(classes within the dataset's, probabilities in [0, 1], finite margins)
+unless the record is flagged as diverged. Any failure is one RecordError
+naming the file and what to do.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_memorization.core import files
+from tf_memorization.core import storage
+from tf_memorization.workdir import record_checks
+from tf_memorization.workdir import records
+
+RecordError = records.RecordError
+_hint = records.fix_hint  # what to do about a bad file, as a sentence
+
+
+@dataclasses.dataclass
+class Records:
+  """All trials of a workdir, ordered by trial index (k trials).
+
+  Attributes:
+    masks: bool [k, n], True where the example was in the trial's subset.
+    train_correct: bool [k, n], trial t's model classifies x_i correctly.
+    test_correct: bool [k, n_test].
+    train_prob, test_prob: float16, softmax probability of the true class.
+    train_margin, test_margin: float16, true logit minus the largest other
+      (None with margins=False).
+    train_labels, test_labels: int64 [n], [n_test] (the labels trained on).
+    original_train_labels: int64 [n], before label-noise injection.
+    train_ids, test_ids: str, each example's tfds id.
+    trial_indices: int [k].
+    metadata: list of k dicts (each record's metadata).
+    dataset_info: dict describing the data.
+    fingerprint: the config fingerprint shared by all records.
+    paths: list of k record paths.
+    train_pred, test_pred: predicted classes (only with predictions=True).
+    diverged: {trial index: reason} of the diverged trials left out
+      (diverged='skip'); with diverged='keep' they are loaded and listed.
+  """
+  masks: np.ndarray
+  train_correct: np.ndarray
+  test_correct: np.ndarray
+  train_prob: np.ndarray
+  test_prob: np.ndarray
+  train_labels: np.ndarray
+  test_labels: np.ndarray
+  original_train_labels: np.ndarray
+  train_ids: np.ndarray
+  test_ids: np.ndarray
+  trial_indices: np.ndarray
+  metadata: list
+  dataset_info: dict
+  fingerprint: str
+  paths: list
+  train_margin: np.ndarray = None  # None when loaded with margins=False
+  test_margin: np.ndarray = None
+  train_pred: np.ndarray = None    # only with predictions=True
+  test_pred: np.ndarray = None
+  diverged: dict = dataclasses.field(default_factory=dict)
+  # The format-3 fields asked for with `fields`: {name: [k, n or n_test]}
+  # (train_logodds, test_logodds, the train_<proxy> fields).
+  extra: dict = dataclasses.field(default_factory=dict)
+  # With 'heldout_probs' in `fields`: float64 [n, C] sums of the held-out
+  # class probabilities over the trials without i, and int [n] counts.
+  heldout_prob_sum: np.ndarray = None
+  heldout_count: np.ndarray = None
+  # Of `if_present`: {field: (records without it, the first such path)}
+  # for each field some record lacks (then it is in neither extra nor sums).
+  missing_fields: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_trials(self):
+    return len(self.trial_indices)
+
+  def first(self, k):
+    """The records of the first k trials (by trial index): what a run
+    stopped at k would have had."""
+    rows = slice(0, int(k))
+    per_trial = ('masks', 'train_correct', 'test_correct', 'train_prob',
+                 'test_prob', 'train_margin', 'test_margin', 'train_pred',
+                 'test_pred', 'trial_indices')
+    if self.heldout_prob_sum is not None and int(k) < self.num_trials:
+      raise ValueError('Records.first: the held-out probability sums cover '
+                       'every trial.')
+    return dataclasses.replace(
+        self, metadata=self.metadata[rows], paths=self.paths[rows],
+        extra={name: value[rows] for name, value in self.extra.items()},
+        **{name: getattr(self, name)[rows] for name in per_trial
+           if getattr(self, name) is not None})
+
+
+# The fields of the dataset description that identify the data.
+_DATASET_IDENTITY = ('name', 'version', 'num_classes', 'num_train',
+                     'num_test', 'checksum')
+
+
+DIVERGED_POLICIES = ('refuse', 'skip', 'keep')
+
+
+class _Checker:
+  """Checks every record of one directory against what it must be."""
+
+  def __init__(self, directory, dataset_info, n, n_test, jobs, fingerprint,
+               labels=None):
+    self.directory = directory
+    self.info = dataset_info
+    self.n, self.n_test = n, n_test
+    self.labels = labels  # (train, test): predictions checked against them
+    self.num_classes = int(dataset_info['num_classes'])
+    self.jobs = (record_checks.DesignJobs(directory, n) if jobs is None
+                 else record_checks.plan_jobs(directory, jobs))
+    self.fingerprint = fingerprint
+
+  def __call__(self, t, path):
+    """(arrays, metadata) of record t, or a RecordError saying what is wrong."""
+    arrays, meta = records.read_record(path)
+    record_checks.check_metadata(path, meta, self.n)
+    if meta.get('trial_index') != t:
+      raise RecordError(f'{path} holds trial {meta.get("trial_index")}, not '
+                        f'{t}: it was renamed. Move it back or delete it.')
+    record_checks.check_shapes(path, arrays, meta, self.n, self.n_test,
+                               self.directory)
+    dataset = meta.get('dataset')
+    if not isinstance(dataset, dict) or any(
+        dataset.get(k) != self.info.get(k) for k in _DATASET_IDENTITY):
+      raise RecordError(
+          f'{path} was trained on other data than '
+          f'{os.path.join(self.directory, files.DATASET_FILE)} describes '
+          '(its name, version, sizes or labels differ): it belongs to another '
+          'workdir. Move it there, or delete it.')
+    if self.fingerprint is not None and meta.get('fingerprint') != (
+        self.fingerprint[0]):
+      raise RecordError(
+          f'{path} was trained with another config (fingerprint '
+          f'{meta.get("fingerprint")}) than the one {self.fingerprint[1]} '
+          f'({self.fingerprint[0]}): it does not belong here (a mix of '
+          'different training configs). Move it to its own workdir, or '
+          'delete it.')
+    mask, seed, planned = self.jobs(path, meta)
+    for field, value in planned.items():  # as JSON holds them
+      if field not in meta or meta[field] != storage.json_safe(value):
+        raise RecordError(
+            f'{path}: its metadata field {field!r} is '
+            f'{meta.get(field, "missing")!r}, but its design (or plan) says '
+            f'{value!r}: it was altered after it was written. {_hint(path)}')
+    if isinstance(mask, str):  # a plan.json digest
+      same_mask = mask == records.packed_digest(arrays['mask'])
+    else:
+      same_mask = np.array_equal(arrays['mask'], np.packbits(mask))
+    if meta.get('seed') != seed or not same_mask:
+      raise RecordError(
+          f'{path}: its mask or seed is not the one trial {t} of its '
+          'design (or plan) has: it was trained on another subset, or '
+          f'copied from another trial. {_hint(path)}')
+    if meta.get('diverged') is None:
+      record_checks.check_values(path, arrays, self.num_classes)
+      if self.labels is not None:
+        record_checks.check_consistency(path, arrays, *self.labels,
+                                        self.num_classes)
+    derived = records.diverged_reason(arrays, meta['metrics'],
+                                      self.num_classes)
+    if (derived is None) != (meta.get('diverged') is None):
+      said = 'diverged' if derived is None else 'did not diverge'
+      raise RecordError(
+          f'{path} says its model {said}, but its predictions and loss say '
+          f'{derived or "it did not"}: it was altered after it was written. '
+          f'{_hint(path)}')
+    record_checks.check_optional(path, arrays, self.n, self.n_test,
+                                 self.num_classes,
+                                 meta.get('diverged') is None)
+    return arrays, meta
+
+
+def _checked_records(found, checker, workers=None):
+  """(t, path, arrays, metadata) for each record of `found`, in order.
+
+  With workers > 1, records are read and checked by that many threads
+  (reading, sha256 and the mask draws release the GIL), with at most
+  2 x workers records in flight, so memory holds only those beyond the
+  caller's arrays. The default is one: on the 2-core development machine two
+  threads were slower than one (benchmarks/load_benchmark.py).
+  """
+  items = list(found.items())
+  workers = workers or 1
+  if workers < 2 or len(items) < 4:
+    for t, path in items:
+      yield (t, path, *checker(t, path))
+    return
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    position = 0
+    try:
+      while pending or position < len(items):
+        while position < len(items) and len(pending) < 2 * workers:
+          t, path = items[position]
+          pending.append((t, path, pool.submit(checker, t, path)))
+          position += 1
+        t, path, future = pending.popleft()
+        yield (t, path, *future.result())
+    finally:
+      for _, _, future in pending:
+        future.cancel()
+
+
+def _expected_fingerprint(directory, fingerprint):
+  """(fingerprint, where it comes from) the records must have, or None."""
+  if fingerprint is not None:
+    return fingerprint, 'this run has'
+  fixed = records.read_run_file(directory)
+  if fixed is None:
+    return None
+  return fixed['fingerprint'], f'{records.run_file_path(directory)} fixes'
+
+
+def check(directory, trial_indices=None, jobs=None, fingerprint=None,
+          dataset_info=None, labels=None):
+  """Verifies records of `directory` as `load` would, keeping nothing.
+
+  Args:
+    directory: a workdir or an experiment's folder.
+    trial_indices: check only these trials' records (those that exist).
+    jobs, fingerprint: as for `load`.
+    dataset_info: the data the records must be of (write_dataset_file's
+      info); default: W/dataset.npz's.
+    labels: (train, test) labels the predictions are checked against
+      (with dataset_info; default: W/dataset.npz's).
+
+  Returns:
+    {trial index: metadata} of the verified records (diverged included).
+  """
+  found = records.list_records(directory)
+  if trial_indices is not None:
+    wanted = set(int(t) for t in trial_indices)
+    found = {t: p for t, p in found.items() if t in wanted}
+  if not found:
+    return {}
+  if dataset_info is None:
+    dataset_arrays, dataset_info = records.read_dataset_file(directory)
+    labels = (dataset_arrays['train_labels'], dataset_arrays['test_labels'])
+  checker = _Checker(directory, dataset_info, dataset_info['num_train'],
+                     dataset_info['num_test'], jobs,
+                     _expected_fingerprint(directory, fingerprint), labels)
+  by_fingerprint, verified = {}, {}
+  for t, path, _, meta in _checked_records(found, checker):
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    verified[t] = meta
+  _refuse_mixed(directory, by_fingerprint)
+  return verified
+
+
+def upgrade_format_1(directory, log=print):
+  """Re-signs the format-1 records of `directory` as format 2, after checks.
+
+  Format 1's checksum covered only the arrays. Each such record is read
+  with that checksum verified, its margins clipped as the writer now clips
+  them, its diverged flag computed, and its metadata signed with the format-2
+  checksum; it replaces the file only if it then passes every check `load`
+  makes (dataset, fingerprint, mask and seed against its design or its
+  folder's plan.json, values). The records must agree on one fingerprint
+  (W/run.json's, when present). What the checks cannot know is whether the
+  metadata was edited before: run this only on workdirs you trust.
+
+  Returns:
+    The trial indices upgraded.
+  """
+  found = records.list_records(directory)
+  old, fingerprints = {}, set()
+  for t, path in found.items():
+    meta = records.read_metadata(path)
+    fingerprints.add(meta.get('fingerprint'))
+    if meta.get('format_version') == 1:
+      old[t] = path
+  if not old:
+    return []
+  fixed = records.read_run_file(directory)
+  if fixed is None and len(fingerprints) > 1:
+    raise RecordError(f'{directory} holds records of {len(fingerprints)} '
+                      'configs: move each config\'s records to its own '
+                      'workdir before upgrading them.')
+  planned = tf.io.gfile.exists(os.path.join(directory, files.PLAN_FILE))
+  dataset_info = records.read_dataset_file(directory)[1]
+  upgraded = []
+  for t, path in old.items():
+    original = storage.read_bytes(path, _hint(path))
+    arrays, meta = records.read_record(path, allow_format_1=True)
+    arrays = {name: np.array(a) for name, a in arrays.items()}
+    for field in ('train_margin', 'test_margin'):
+      arrays[field] = np.clip(arrays[field], -records.FLOAT16_MAX,
+                              records.FLOAT16_MAX)
+    meta.update({
+        'format_version': records.FORMAT_VERSION, 'upgraded_from_format': 1,
+        'design': None if planned else meta.get('design'),
+        'diverged': records.diverged_reason(arrays, meta.get('metrics') or {},
+                                    int(dataset_info['num_classes']))})
+    meta['checksum'] = records.record_checksum(arrays, meta)
+    arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
+    storage.atomic_replace(path, storage.npz_bytes(arrays))
+    try:
+      check(directory, trial_indices=[t],
+            fingerprint=None if fixed else next(iter(fingerprints)))
+    except RecordError:
+      storage.atomic_replace(path, original)
+      raise
+    upgraded.append(t)
+    log(f'{path}: upgraded from record format 1 to {records.FORMAT_VERSION}.')
+  return upgraded
+
+
+def _refuse_mixed(directory, by_fingerprint):
+  if len(by_fingerprint) > 1:
+    groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
+                       for fp, p in by_fingerprint.items())
+    raise RecordError(
+        f'{directory} mixes records of {len(by_fingerprint)} different '
+        f'training configs or datasets ({groups}). Move each config\'s '
+        'records to its own workdir.')
+
+
+def load(workdir, predictions=False, margins=True, trial_indices=None,
+         jobs=None, fingerprint=None, diverged='refuse', threads=None,
+         fields=(), missing_fix=None, if_present=()):
+  """Loads and validates every trial record of `workdir`.
+
+  Every record is checked before any of its values is used: the zip
+  structure, its sha256 (arrays and metadata), its trial index, shapes and
+  dataset against W/dataset.npz, its fingerprint against the folder's fixed
+  config (W/run.json, or `fingerprint`), its mask and seed against its
+  subset design (or the experiment's plan, `jobs`), and its values
+  (classes within the dataset's, probabilities in [0, 1], finite margins)
+  unless it is flagged as diverged. Arrays are filled in place, a few
+  records at a time, so the peak memory is that of the result plus a few
+  records.
+
+  Args:
+    workdir: the train binary's --workdir, or an experiment's folder.
+    predictions: also return the predicted classes.
+    margins: also return the logit margins (float16 [k, n] and [k, n_test]).
+    trial_indices: load only these trials (default: all found).
+    jobs: the planned jobs (objects with index, mask and seed) when the
+      masks come from a plan (experiments), not from a subset design; or
+      'plan': the jobs of the folder's plan.json (mask digests). Default:
+      each record's subset design, or for a record of planned masks its
+      folder's plan.json.
+    fingerprint: the config fingerprint every record must have (default:
+      the one W/run.json fixes; without it, the records must agree).
+    diverged: what to do with records flagged as diverged: 'refuse' (a
+      RecordError naming them and the fix), 'skip' (leave them out, listed
+      in Records.diverged) or 'keep'.
+    threads: records read and checked at once (default 1; more may help
+      on machines with many cores).
+    fields: format-3 fields to load as well (records.OPTIONAL_FIELDS):
+      the log-odds and proxies as Records.extra [k, n] arrays, and
+      'heldout_probs' as Records.heldout_prob_sum / heldout_count. A
+      record without one is a RecordError (`missing_fix`, a sentence or a
+      function of the field, says what to do).
+    if_present: format-3 fields loaded like `fields` when every record
+      holds them; otherwise left out and counted in Records.missing_fields.
+
+  Returns:
+    A `Records`.
+
+  Raises:
+    RecordError: no records, a corrupt or altered record, records of
+      different configs or data, shapes or masks that do not match, values
+      out of range, or diverged trials under 'refuse' (the message names the
+      files and says what to do).
+  """
+  if diverged not in DIVERGED_POLICIES:
+    raise ValueError(f'diverged must be one of {DIVERGED_POLICIES}, got '
+                     f'{diverged!r}.')
+  dataset_arrays, dataset_info = records.read_dataset_file(workdir)
+  train_labels = dataset_arrays['train_labels']
+  test_labels = dataset_arrays['test_labels']
+  n, n_test = len(train_labels), len(test_labels)
+  found = records.list_records(workdir)
+  if trial_indices is not None:
+    absent = sorted(set(trial_indices) - set(found))
+    if absent:
+      raise RecordError(f'{workdir} has no records for trials {absent[:10]}.')
+    found = {t: found[t] for t in sorted(trial_indices)}
+  if not found:
+    raise RecordError(f'{workdir}/{files.TRIALS_DIR} holds no trial '
+                      'records: run the train binary with this --workdir '
+                      'first.')
+  k = len(found)
+  out = {'masks': np.zeros((k, n), bool),
+         'train_correct': np.zeros((k, n), bool),
+         'test_correct': np.zeros((k, n_test), bool),
+         'train_prob': np.zeros((k, n), np.float16),
+         'test_prob': np.zeros((k, n_test), np.float16)}
+  if margins:
+    out['train_margin'] = np.zeros((k, n), np.float16)
+    out['test_margin'] = np.zeros((k, n_test), np.float16)
+  if predictions:
+    num_classes = int(dataset_info['num_classes'])
+    out['train_pred'] = np.zeros((k, n), records.pred_dtype(num_classes))
+    out['test_pred'] = np.zeros((k, n_test), records.pred_dtype(num_classes))
+  required = set(fields)
+  fields = tuple(fields) + tuple(f for f in if_present if f not in required)
+  missing = {}
+  unknown = sorted(set(fields) - set(records.OPTIONAL_FIELDS))
+  if unknown:
+    raise ValueError(f'load: unknown fields {unknown}.')
+  extra = {}
+  for field in fields:
+    if field in record_checks.COUNT_FIELDS:
+      extra[field] = np.zeros((k, n), np.int32)
+    elif field != records.HELDOUT_PROBS:
+      extra[field] = np.zeros((k, n_test if field.startswith('test') else n),
+                              np.float16)
+  prob_sum = prob_count = None
+  if records.HELDOUT_PROBS in fields:
+    prob_sum = np.zeros((n, int(dataset_info['num_classes'])))
+    prob_count = np.zeros(n, np.int64)
+  missing_fix = missing_fix or (
+      'Retrain into a new --workdir with this version of tf_memorization, '
+      'or do not ask for it.')
+  metadata, paths, kept, by_fingerprint = [], [], [], {}
+  diverged_trials = {}
+  labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
+
+  def is_label(pred, labels, name):
+    dtype = pred.dtype
+    if (name, dtype) not in labels_as:
+      cast = labels
+      if dtype.kind in 'iu' and len(labels):
+        info = np.iinfo(dtype)
+        if info.min <= labels.min() and labels.max() <= info.max:
+          cast = labels.astype(dtype)
+      labels_as[name, dtype] = cast
+    return pred == labels_as[name, dtype]
+
+  checker = _Checker(workdir, dataset_info, n, n_test, jobs,
+                     _expected_fingerprint(workdir, fingerprint),
+                     (train_labels, test_labels))
+  row = 0
+  for t, path, arrays, meta in _checked_records(found, checker, threads):
+    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+    if meta.get('diverged') is not None:
+      diverged_trials[t] = meta['diverged']
+      if diverged != 'keep':
+        continue
+    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
+    out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
+                                         'train')
+    out['test_correct'][row] = is_label(arrays['test_pred'], test_labels,
+                                        'test')
+    for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
+                  'train_pred', 'test_pred'):
+      if field in out:
+        out[field][row] = arrays[field]
+    for field in fields:
+      if field not in arrays:
+        if field in required:
+          raise record_checks.missing_field_error(
+              path, meta, field,
+              missing_fix(field) if callable(missing_fix) else missing_fix)
+        count, first = missing.get(field, (0, path))
+        missing[field] = (count + 1, first)
+        continue
+      if field in missing:
+        continue
+      if field in extra:
+        extra[field][row] = arrays[field]
+      else:
+        held_out = ~out['masks'][row]
+        prob_sum[held_out] += arrays[field]
+        prob_count[held_out] += 1
+    metadata.append(meta)
+    paths.append(path)
+    kept.append(t)
+    row += 1
+  _refuse_mixed(workdir, by_fingerprint)
+  if diverged_trials and diverged == 'refuse':
+    shown = sorted(diverged_trials)[:10]
+    first = shown[0]
+    raise RecordError(
+        f'{len(diverged_trials)} of the {k} trials in {workdir} diverged '
+        f'(trials {shown}{", ..." if len(diverged_trials) > 10 else ""}; '
+        f'#{first}: {diverged_trials[first]}, see {found[first]}): their '
+        'predictions say nothing about memorization. Fix the training config '
+        '(e.g. lower TrialTrainer.base_learning_rate) and train into a new '
+        '--workdir, or estimate without them: bind Estimator.diverged_trials '
+        "= 'skip' (summary.json counts them).")
+  if not kept:
+    raise RecordError(
+        f'Every one of the {k} trials in {workdir} diverged (e.g. #'
+        f'{next(iter(diverged_trials))}: '
+        f'{next(iter(diverged_trials.values()))}): nothing can be estimated. '
+        'Fix the training config (e.g. lower TrialTrainer.base_learning_rate) '
+        'and train into a new --workdir.')
+  trimmed = {name: array[:row] for name, array in out.items()}
+  return Records(
+      train_labels=train_labels, test_labels=test_labels,
+      original_train_labels=dataset_arrays['original_train_labels'],
+      train_ids=dataset_arrays['train_ids'],
+      test_ids=dataset_arrays['test_ids'],
+      trial_indices=np.array(kept, np.int64), metadata=metadata,
+      dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
+      paths=paths, train_margin=trimmed.pop('train_margin', None),
+      test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
+      extra={name: array[:row] for name, array in extra.items()
+             if name not in missing},
+      heldout_prob_sum=(None if records.HELDOUT_PROBS in missing
+                        else prob_sum),
+      heldout_count=None if records.HELDOUT_PROBS in missing else prob_count,
+      missing_fields=missing, **trimmed)
+
+
+def mean_accuracies(loaded):
+  """Mean train (in-subset), held-out and test accuracy over the trials,
+  computed from the predictions the records hold (never read from their
+  metadata): {'train': ..., 'heldout': ..., 'test': ...}."""
+  masks, train, test = loaded.masks, loaded.train_correct, loaded.test_correct
+  k = len(masks)
+  in_subset = np.count_nonzero(masks, axis=1)
+  held_out = masks.shape[1] - in_subset
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_trial = {
+        'train': np.count_nonzero(train & masks, axis=1) / in_subset,
+        'heldout': np.count_nonzero(train & ~masks, axis=1) / held_out,
+        'test': np.count_nonzero(test, axis=1) / test.shape[1]}
+  return {name: (float(np.nanmean(values))
+                 if k and not np.isnan(values).all() else float('nan'))
+          for name, values in per_trial.items()}
