@@ -43,8 +43,8 @@ def random_cifar(num_train=2000, num_test=500, num_classes=100, seed=0):
 
   def split(n, prefix):
     return pipelines.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                      rng.integers(0, num_classes, n),
-                      np.array([f'{prefix}{i}' for i in range(n)]))
+                           rng.integers(0, num_classes, n),
+                           np.array([f'{prefix}{i}' for i in range(n)]))
 
   return pipelines.Dataset('cifar100', 'random', num_classes,
-                      split(num_train, 'train'), split(num_test, 'test'))
+                           split(num_train, 'train'), split(num_test, 'test'))

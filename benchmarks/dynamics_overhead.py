@@ -54,7 +54,7 @@ def main():
   group = gin.query_parameter('TrialTrainer.models_per_step')
   trainers = {
       flag: trainer_lib.TrialTrainer(dataset, strategy.get_strategy(),
-                                  record_dynamics=flag)
+                                     record_dynamics=flag)
       for flag in (True, False)}
   n = len(dataset.train)
   jobs = [(design.mask(n, t), design.trial_seed(t))

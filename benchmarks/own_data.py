@@ -2,7 +2,7 @@ r"""Your data, your model: each source end to end on small real data.
 
     python benchmarks/own_data.py [--trials=16] [--sources=folder,...]
 
-Every source trains the same way docs/usage.md's "Your data, your model" shows
+Every source trains the same way docs/data.md's "Your data, your model" shows
 (in one process, one source after the other), on data that ships offline:
 
   builder      a user's own tfds builder through a gin `import`
@@ -210,9 +210,9 @@ def run_source(name, text, root, trials):
   records = loading.load(workdir, diverged='skip')
   accuracy = float(records.test_correct.mean())
   summary = pipeline.run(workdir, [path], ['Estimator.report = False',
-                                            "Estimator.diverged_trials = 'skip'"],
-                          data_dir=os.path.join(root, 'tfds'),
-                          log=lambda _: None)
+                                           "Estimator.diverged_trials = 'skip'"],
+                         data_dir=os.path.join(root, 'tfds'),
+                         log=lambda _: None)
   noise = summary.get('label_noise') or {}
   auc = noise.get('auc')
   line = (f'  {name:14s} {trials:3d} trials  {trials * 3600 / seconds:8,.0f} '

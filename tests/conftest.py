@@ -45,6 +45,13 @@ def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'slow: trains real runs or starts binaries (the fast tier, '
       '`./run.sh test -m "not slow"`, leaves these out)')
+  # A warning raised from our own modules fails the test that caused it.
+  config.addinivalue_line('filterwarnings', 'error::Warning:tf_memorization')
+  # Keras 3's save_weights calls np.array on its variables, which numpy 2
+  # warns about (keras/src/backend/tensorflow/core.py): Keras's, not ours.
+  config.addinivalue_line(
+      'filterwarnings', "ignore:__array__ implementation doesn't accept a "
+      'copy keyword:DeprecationWarning:keras')
 
 
 @pytest.fixture(autouse=True)

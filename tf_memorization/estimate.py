@@ -7,7 +7,7 @@ r"""The estimate binary: scores from the trial records of a workdir.
 Loads W/trials, computes memorization, influence and how far to trust them,
 runs the experiments the config asks for (Estimator.experiments), and
 writes W/estimates/ (or --output_dir) and the HTML report W/report/. The
-work is done by pipeline.run (the library); estimates.py documents every
+work is done by estimation/pipeline.run; workdir/estimates.py documents every
 file it writes.
 """
 
@@ -41,7 +41,7 @@ def _main():
   from tf_memorization.estimation import pipeline  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   pipeline.run(f.workdir, f.gin_file, f.gin_bindings, f.output_dir,
-                f.data_dir, log=lambda line: print(line, flush=True))
+               f.data_dir, log=lambda line: print(line, flush=True))
 
 
 main = cli.binary_main(_main)

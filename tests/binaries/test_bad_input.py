@@ -1,6 +1,6 @@
 """Bad input: one clear error line, exit status 2, no partial output.
 
-One test per kind of bad input docs/reliability.md's "Errors" section
+One test per kind of bad input docs/operations.md's "Errors" section
 promises to handle, each checking
 
   * the exit status is 2 and there is no traceback,
@@ -96,7 +96,7 @@ def train_main(workdir, bindings=(), trials=None, data_dir=None):
 
 def estimate_main(workdir, output_dir=None):
   return lambda: pipeline.run(workdir, output_dir=output_dir,
-                               log=lambda _: None)
+                              log=lambda _: None)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -342,7 +342,7 @@ def check(cases, name, *messages):
   assert 'In call to configurable' not in line  # gin's noise is dropped
   # A fresh workdir is not created; an existing one is left as it was.
   assert case['after'] == case['before'], (name, case['before'],
-                                          case['after'])
+                                           case['after'])
   if case.get('fresh'):  # nor are the folders above it
     assert not os.path.exists(os.path.dirname(case['workdir']))
   return line
@@ -538,7 +538,7 @@ def test_records_are_written_without_pickles(trained):
 
 @pytest.mark.parametrize('kind', ['ENOSPC', 'EDQUOT', 'tf_resource_exhausted'])
 def test_every_kind_of_full_disk_is_one_clear_error(tmp_path, monkeypatch,
-                                                     kind):
+                                                    kind):
   """ENOSPC, EDQUOT (and EFBIG, above) and gfile's version of them: the
   write leaves neither the file nor a temporary one; an older file stays."""
   import errno  # pylint: disable=g-import-not-at-top

@@ -284,7 +284,7 @@ def _filters_first(path):
 
 def test_every_binary_filters_tensorflow_logs_before_loading_it():
   """TensorFlow's C++ log lines come while it loads: each binary starts
-  the filter (core/quiet.py) first (tests/test_hostile_workdir.py runs one
+  the filter (core/quiet.py) first (tests/workdir/test_hostile_workdir.py runs one
   binary to show the lines are gone)."""
   late = [name for name in BINARIES
           if not _filters_first(os.path.join(PACKAGE, f'{name}.py'))]

@@ -141,7 +141,7 @@ def test_own_builder_prepares_offline_with_downloads_off(
   _offline(monkeypatch)
   config.parse_gin([], ['import my_research.parity_digits'])
   dataset = pipelines.load_dataset('parity_digits', data_dir=str(tmp_path),
-                              download=False)
+                                   download=False)
   assert dataset.num_classes == 2
   assert dataset.class_names == ('even', 'odd')
   assert (len(dataset.train), len(dataset.test)) == (449, 150)
@@ -231,7 +231,7 @@ def test_own_builder_and_model_train_and_estimate_with_every_experiment(
   gin.clear_config()
   est = _write(tmp_path / 'estimate.gin', IMPORTS + EXPERIMENTS)
   result = pipeline.run(workdir, [est], ['Estimator.report = False'],
-                         data_dir=data_dir, log=lambda _: None)
+                        data_dir=data_dir, log=lambda _: None)
   assert set(result['experiments']) == {'ablation', 'removal',
                                         'leave_one_out'}
   out = estimates.estimates_dir(workdir)
@@ -248,7 +248,7 @@ def test_own_builder_and_model_train_and_estimate_with_every_experiment(
   gin.clear_config()
   est_only = _write(tmp_path / 'experiments.gin', EXPERIMENTS)
   pipeline.run(workdir, [tiny, mine, est_only], ['Estimator.report = False'],
-                data_dir=data_dir, log=lambda _: None)
+               data_dir=data_dir, log=lambda _: None)
 
   # A process that has not imported the user's modules is told which to
   # bring and how.

@@ -479,7 +479,7 @@ def test_tiny_images_train_and_estimate(tmp_path):
       'TrialTrainer.epochs = 10'], data_dir=None)
   assert summary.trained == [0, 1, 2, 3]
   result = pipeline_lib.run(workdir, gin_bindings=['Estimator.report = False'],
-                         log=lambda _: None)
+                            log=lambda _: None)
   rows = _memorization_rows(workdir)
   assert [row['id'] for row in rows] == ids.tolist()
   assert [int(row['index']) for row in rows] == list(range(40))
@@ -508,7 +508,7 @@ def test_tabular_breast_cancer_with_mlp(tmp_path):
       'mlp.widths = (32,)', 'TrialTrainer.epochs = 10'], data_dir=None)
   assert summary.trained == [0, 1, 2, 3]
   result = pipeline_lib.run(workdir, gin_bindings=['Estimator.report = False'],
-                         log=lambda _: None)
+                            log=lambda _: None)
   assert result['mean_test_accuracy'] > 0.85, result['mean_test_accuracy']
   rows = _memorization_rows(workdir)
   assert [row['id'] for row in rows] == [str(i) for i in train_rows]

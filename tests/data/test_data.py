@@ -175,7 +175,7 @@ def test_random_crop_is_a_window_of_the_padded_image():
   images = _random_images()
   padding = 2
   out = pipelines.random_crop_flip(tf.constant(images), tf.constant([3, 4]),
-                              padding, crop=True, flip=False).numpy()
+                                   padding, crop=True, flip=False).numpy()
   assert out.shape == images.shape
   offsets = _crop_offsets(images, out, padding)
   assert all(len(o) == 1 for o in offsets), 'each image is exactly one window'
@@ -189,7 +189,7 @@ def test_random_crop_is_a_window_of_the_padded_image():
 def test_random_flip_mirrors_about_half():
   images = _random_images()
   out = pipelines.random_crop_flip(tf.constant(images), tf.constant([3, 4]), 4,
-                              crop=False, flip=True).numpy()
+                                   crop=False, flip=True).numpy()
   assert out.shape == images.shape
   same = np.array([np.array_equal(o, x) for o, x in zip(out, images)])
   mirrored = np.array([np.array_equal(o, x[:, ::-1]) for o, x in
@@ -203,13 +203,13 @@ def test_random_crop_flip_is_a_window_or_its_mirror_and_deterministic():
   padding = 1
   seed = tf.constant([9, 1], tf.int64)
   out = pipelines.random_crop_flip(tf.constant(images), seed, padding, True,
-                              True).numpy()
+                                   True).numpy()
   again = pipelines.random_crop_flip(tf.constant(images), seed, padding, True,
-                                True).numpy()
+                                     True).numpy()
   np.testing.assert_array_equal(out, again)
   other = pipelines.random_crop_flip(tf.constant(images), tf.constant([9, 2],
-                                                                 tf.int64),
-                                padding, True, True).numpy()
+                                                                      tf.int64),
+                                     padding, True, True).numpy()
   assert out.shape == other.shape == images.shape
   assert not np.array_equal(out, other)
   plain = _crop_offsets(images, out, padding)
@@ -221,7 +221,7 @@ def test_random_crop_flip_is_a_window_or_its_mirror_and_deterministic():
 def test_no_augmentation_is_identity():
   images = _random_images(batch=8)
   out = pipelines.random_crop_flip(tf.constant(images), tf.constant([1, 2]), 4,
-                              crop=False, flip=False)
+                                   crop=False, flip=False)
   np.testing.assert_array_equal(out.numpy(), images)
 
 
@@ -275,7 +275,7 @@ def test_evaluation_normalises_per_channel():
         ids=np.array([str(i) for i in range(n)]))
 
   dataset = pipelines.Dataset(name='cifar10', version='0', num_classes=10,
-                         train=split(30), test=split(11))
+                              train=split(30), test=split(11))
   pipe = pipelines.InMemoryPipeline(dataset, NONE)
   mean, std, _ = pipelines.DATASET_DEFAULTS['cifar10']
   for name, part in (('train', dataset.train), ('test', dataset.test)):
@@ -292,13 +292,13 @@ def test_evaluation_normalises_per_channel():
 
 
 STREAM_PREP = pipelines.Preprocessing(augment='none', image_size=8,
-                                 center_crop_fraction=1.0)
+                                      center_crop_fraction=1.0)
 
 
 @pytest.fixture(scope='module')
 def streamed(digits_data_dir):
   return pipelines.load_dataset('sklearn_digits', data_dir=digits_data_dir,
-                           streaming=True)
+                                streaming=True)
 
 
 def test_streaming_load_has_labels_and_ids_only(digits, streamed):
@@ -384,7 +384,7 @@ def test_unprepared_dataset_without_network_says_how_to_prepare(
 
 def test_digits_prepare_offline_with_download_off(tmp_path):
   dataset = pipelines.load_dataset('sklearn_digits', data_dir=str(tmp_path),
-                              download=False)
+                                   download=False)
   assert (len(dataset.train), len(dataset.test)) == (1442, 355)
 
 
@@ -496,7 +496,7 @@ def test_processes_starting_together_prepare_once(tmp_path, digits):
   assert not glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
   # The same data as one process alone prepares.
   _assert_equal_datasets(pipelines.load_dataset('sklearn_digits',
-                                           data_dir=data_dir), digits)
+                                                data_dir=data_dir), digits)
 
 
 @pytest.mark.slow
@@ -535,7 +535,7 @@ def test_killed_preparer_does_not_block_the_next(tmp_path, digits, capfd,
   # The killed attempt's incomplete dir was removed before preparing again.
   assert not glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
   _assert_equal_datasets(pipelines.load_dataset('sklearn_digits',
-                                           data_dir=data_dir), digits)
+                                                data_dir=data_dir), digits)
 
 
 def test_prepared_dataset_takes_no_lock(digits_data_dir, monkeypatch):

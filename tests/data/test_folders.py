@@ -452,7 +452,7 @@ def test_streaming_folder_checks_every_image_before_training(
                       'TrialTrainer.epochs = 1',
                       "get_strategy.kind = 'one_device'", trials='0:1')
   assert line.startswith(f'error: 1 of the 700 images of {root} cannot be '
-                             f'decoded: {broken} (Invalid PNG data')
+                         f'decoded: {broken} (Invalid PNG data')
   assert 'delete or repair it, or move it out of the folder' in line
   assert not os.path.exists(workdir)  # nothing trained
   # Every image that decoded is remembered by (id, size, mtime_ns).
@@ -614,7 +614,7 @@ def test_train_and_estimate_on_a_folder(tmp_path):
       text = f.read()
     assert 'image_folder.root =' in text and repr(root) in text
     pipeline_lib.run(workdir, gin_bindings=['Estimator.report = False'],
-                  log=lambda _: None)
+                     log=lambda _: None)
     gin.clear_config()
     path = os.path.join(workdir, 'estimates', 'memorization.csv')
     with open(path, newline='') as f:

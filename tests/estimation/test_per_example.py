@@ -43,6 +43,7 @@ from tf_memorization.estimation import per_example
 from tf_memorization.estimation import pipeline
 from tf_memorization.stats import masks as masks_lib
 from tf_memorization.stats import proxies as proxies_lib
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.training import dynamics
 from tf_memorization.training import trainer
@@ -214,7 +215,7 @@ def _estimate(workdir, bindings=(), output_dir=None):
   gin.clear_config()
   try:
     summary = pipeline.run(workdir, [], BINDINGS + list(bindings),
-                            output_dir=output_dir, log=lines.append)
+                           output_dir=output_dir, log=lines.append)
   finally:
     gin.clear_config()
   return summary, lines
@@ -223,7 +224,7 @@ def _estimate(workdir, bindings=(), output_dir=None):
 def _estimate_main(workdir, bindings=()):
   """What the estimate binary runs, for run_in_process."""
   return lambda: pipeline.run(workdir, [], BINDINGS + list(bindings),
-                               log=lambda _: None)
+                              log=lambda _: None)
 
 
 def _read_csv(path):
@@ -345,7 +346,7 @@ def test_membership_finds_the_planted_memorized_examples(planted):
   # Exposure to membership inference follows memorization.
   assert result['memorization_spearman'] > 0.6
   assert result['memorization_spearman'] == pytest.approx(
-      proxies_lib.spearman(auc, memorization), abs=1e-6)
+      ranks.spearman(auc, memorization), abs=1e-6)
 
   with open(os.path.join(out, per_example.MEMBERSHIP_PNG), 'rb') as f:
     assert f.read(8) == PNG_MAGIC
@@ -414,7 +415,7 @@ def test_proxy_table_from_few_trials(planted):
       (truth.masks[0] & np.isfinite(memorization)).sum())
   first = np.where(truth.masks[0], loaded.extra['train_csl'][0], np.nan)
   assert csl[1]['spearman'] == pytest.approx(
-      proxies_lib.spearman(first, memorization), abs=1e-9)
+      ranks.spearman(first, memorization), abs=1e-9)
   for name in proxies_lib.LEARNING_DYNAMICS:  # each oriented to memorization
     assert all(r['spearman'] > 0.3 for r in rows if r['proxy'] == name), name
 

@@ -77,7 +77,7 @@ def _estimate(workdir, data_dir, bindings, lines=None):
   lines = [] if lines is None else lines
   try:
     return pipeline.run(workdir, gin_bindings=bindings, data_dir=data_dir,
-                         log=lines.append), lines
+                        log=lines.append), lines
   finally:
     gin.clear_config()
 

@@ -111,7 +111,7 @@ def estimated(workdir, digits_data_dir):
   lines = []
   try:
     summary = pipeline.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                            data_dir=digits_data_dir, log=lines.append)
+                           data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return summary, lines
@@ -126,7 +126,7 @@ def rerun(workdir, estimated, digits_data_dir):
   lines = []
   try:
     summary = pipeline.run(workdir, gin_bindings=ESTIMATE_BINDINGS,
-                            data_dir=digits_data_dir, log=lines.append)
+                           data_dir=digits_data_dir, log=lines.append)
   finally:
     gin.clear_config()
   return before, _record_files(workdir), summary, lines
@@ -416,7 +416,7 @@ def _toy_dataset(n=50, num_classes=5, seed=0):
         ids=np.array([str(i) for i in range(size)]))
 
   return pipelines.Dataset(name='toy', version='0', num_classes=num_classes,
-                      train=split(n), test=split(7))
+                           train=split(n), test=split(7))
 
 
 @pytest.mark.parametrize('fraction', [0.1, 0.27, 0.5])
@@ -460,7 +460,7 @@ def test_workdir_label_noise(workdir, estimated, main, main_mem,
   clean = pipelines.load_dataset('sklearn_digits', data_dir=digits_data_dir)
   assert len(clean.train) == NUM_TRAIN
   noisy, flipped = pipelines.label_noise(clean, fraction=NOISE_FRACTION,
-                                    seed=NOISE_SEED)
+                                         seed=NOISE_SEED)
   count = _round_half_up(NOISE_FRACTION * NUM_TRAIN)
   assert len(flipped) == count == 72
   np.testing.assert_array_equal(main.original_train_labels,
@@ -516,7 +516,7 @@ def test_label_noise_report_ties_and_nan():
 
 def test_label_noise_report_without_positives():
   report = analyses.label_noise_report(np.array([0.1, 0.2]),
-                                          np.array([False, False]))
+                                       np.array([False, False]))
   assert np.isnan(report['auc']) and report['num_flipped'] == 0
 
 

@@ -180,7 +180,7 @@ def compare_in_process(workdir, **flags):
 
 def _compare(workdir, tmp_path, **flags):
   return comparison.run(workdir, output_dir=str(tmp_path / 'out'),
-                     log=lambda _: None, **flags)
+                        log=lambda _: None, **flags)
 
 
 # ------------------------------------------------------------------ joining
@@ -286,14 +286,14 @@ def test_class_influence_matches_brute_force(run):
     rows = np.flatnonzero(run.train_labels == k)
     cols = np.flatnonzero(run.test_labels == k)
     got = released_lib.class_influence(loaded.masks, loaded.test_correct, rows,
-                                    cols, block_size=3)
+                                       cols, block_size=3)
     want = np.array([[brute_influence(run.masks, run.test_correct, i, j)
                       for j in cols] for i in rows])
     assert got.dtype == np.float32 and got.shape == (len(rows), len(cols))
     # 0/1 correctness: the exact difference, rounded once to float32.
     np.testing.assert_array_equal(got, want.astype(np.float32))
     got = released_lib.class_influence(loaded.masks, loaded.test_prob, rows,
-                                    cols, block_size=4)
+                                       cols, block_size=4)
     want = np.array([[brute_influence(run.masks, soft, i, j) for j in cols]
                      for i in rows])
     np.testing.assert_allclose(got, want, atol=1e-3)  # float16 probs
@@ -321,7 +321,7 @@ def _hand_pairs_workdir(run, tmp_path):
   # Ours raw: chosen 0 and 1 and one pair they do not have; a raw = 0 row
   # (a controlled pair only) holds chosen 2, and must not count.
   rows = [(i, j, 1) for i, j in chosen[:2]] + [(other, chosen[0][1], 1),
-                                                (*chosen[2], 0)]
+                                               (*chosen[2], 0)]
   table = [(i, j, f'id{i}', f'id{j}', int(run.train_labels[i]), 0.5, 0.1,
             0.9, '', '', raw, 1 - raw) for i, j, raw in rows]
   with open(os.path.join(workdir, 'estimates', 'influence_pairs.csv'),

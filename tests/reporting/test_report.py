@@ -362,7 +362,7 @@ def test_report_off_and_report_dir(runs, tmp_path):
   lines = []
   try:
     pipeline.run(workdir, gin_bindings=['Estimator.report = False'],
-                  log=lines.append)
+                 log=lines.append)
   finally:
     gin.clear_config()
   assert not os.path.exists(os.path.join(workdir, 'report'))
@@ -371,8 +371,8 @@ def test_report_off_and_report_dir(runs, tmp_path):
   lines = []
   try:
     pipeline.run(workdir,
-                  gin_bindings=[f"Estimator.report_dir = '{elsewhere}'"],
-                  log=lines.append)
+                 gin_bindings=[f"Estimator.report_dir = '{elsewhere}'"],
+                 log=lines.append)
   finally:
     gin.clear_config()
   assert lines[-1] == f'Report: {elsewhere}/index.html'
@@ -384,22 +384,23 @@ def test_read_examples_by_tfds_id(digits_data_dir):
   """The streaming path (ImageNet's) on the digits, against the arrays."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tf_memorization.data import pipelines  # pylint: disable=g-import-not-at-top
-  dataset = pipelines.load_dataset(name='sklearn_digits', data_dir=digits_data_dir)
+  dataset = pipelines.load_dataset(name='sklearn_digits',
+                                   data_dir=digits_data_dir)
   builder = tfds.builder('sklearn_digits', data_dir=digits_data_dir)
   for split, indices in ((dataset.train, [0, 7, 500, 1441]),
                          (dataset.test, [3, 354])):
     found = images_lib.read_examples(builder, split.tfds_split, indices,
-                                        split.ids, size=8)
+                                     split.ids, size=8)
     assert sorted(found) == indices
     for i in indices:
       np.testing.assert_array_equal(found[i], split.images[i])
   # Thumbnails: a central square, resized.
   found = images_lib.read_examples(builder, 'train', [5],
-                                      dataset.train.ids, size=64)
+                                   dataset.train.ids, size=64)
   assert found[5].shape == (64, 64, 1) and found[5].dtype == np.uint8
   # A split given as a slice expression is scanned, filtered by id.
   found = images_lib.read_examples(builder, 'train[:50%]', [2],
-                                      dataset.train.ids, size=8)
+                                   dataset.train.ids, size=8)
   np.testing.assert_array_equal(found[2], dataset.train.images[2])
 
 

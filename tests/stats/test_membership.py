@@ -233,7 +233,7 @@ def test_evaluate_on_trials_equals_a_loop_of_target_scores():
   masks[:, 0] = False  # never in: never scored
   trials = [3, 0, 7]
   evaluation = membership_eval.evaluate(phi, masks, trials=trials,
-                                   fprs=(0.01, 0.05, 0.2))
+                                        fprs=(0.01, 0.05, 0.2))
   members, others, per_target = [], [], []
   for t in trials:
     scores = membership.target_scores(phi, masks, t)

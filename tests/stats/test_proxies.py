@@ -1,4 +1,4 @@
-"""Tests of tf_memorization.stats.proxies against hand-computed and planted truths."""
+"""Tests of stats/proxies.py against hand-computed and planted truths."""
 
 import math
 
@@ -7,6 +7,7 @@ import pytest
 
 from tf_memorization.reporting import estimate_figures
 from tf_memorization.stats import proxies
+from tf_memorization.stats import ranks
 
 nan = np.nan
 
@@ -148,10 +149,10 @@ def test_spearman_against_brute_force_with_ties():
   rng = np.random.default_rng(0)
   for m in (5, 17, 60):
     x, y = _tied_sample(rng, m)
-    assert proxies.spearman(x, y) == pytest.approx(_brute_spearman(x, y),
-                                                   abs=1e-12)
+    assert ranks.spearman(x, y) == pytest.approx(_brute_spearman(x, y),
+                                                 abs=1e-12)
   # Ranks themselves.
-  np.testing.assert_array_equal(proxies.average_ranks([3., 1., 3., 2., 3.]),
+  np.testing.assert_array_equal(ranks.average_ranks([3., 1., 3., 2., 3.]),
                                 [4., 1., 4., 2., 4.])
 
 
@@ -160,9 +161,9 @@ def test_spearman_against_scipy():
   rng = np.random.default_rng(1)
   x, y = _tied_sample(rng, 200)
   ok = np.isfinite(x) & np.isfinite(y)
-  assert proxies.spearman(x, y) == pytest.approx(
+  assert ranks.spearman(x, y) == pytest.approx(
       stats.spearmanr(x[ok], y[ok])[0], abs=1e-12)
-  assert proxies.pearson(x, y) == pytest.approx(
+  assert ranks.pearson(x, y) == pytest.approx(
       stats.pearsonr(x[ok], y[ok])[0], abs=1e-12)
 
 
@@ -170,23 +171,23 @@ def test_pearson_and_cosine_by_hand():
   x = [1.0, 2.0, 3.0, nan]
   y = [2.0, 1.0, 4.0, 5.0]
   # Over the 3 finite pairs: centred x (-1, 0, 1), y (-1/3, -4/3, 5/3).
-  assert proxies.pearson(x, y) == pytest.approx(
+  assert ranks.pearson(x, y) == pytest.approx(
       (1 / 3 + 5 / 3) / math.sqrt(2 * (1 / 9 + 16 / 9 + 25 / 9)), abs=1e-12)
-  assert proxies.cosine(x, y) == pytest.approx(
+  assert ranks.cosine(x, y) == pytest.approx(
       (2 + 2 + 12) / math.sqrt(14 * 21), abs=1e-12)
   # Cosine is not shift-invariant; Pearson and Spearman are.
   shifted = np.asarray(x) + 10
-  assert proxies.pearson(shifted, y) == pytest.approx(proxies.pearson(x, y))
-  assert proxies.cosine(shifted, y) != pytest.approx(proxies.cosine(x, y))
+  assert ranks.pearson(shifted, y) == pytest.approx(ranks.pearson(x, y))
+  assert ranks.cosine(shifted, y) != pytest.approx(ranks.cosine(x, y))
 
 
 def test_undefined_correlations_are_nan():
-  for f in (proxies.spearman, proxies.pearson, proxies.cosine):
+  for f in (ranks.spearman, ranks.pearson, ranks.cosine):
     assert math.isnan(f([1., 2., nan], [1., 3., 4.]))  # 2 pairs
-  for f in (proxies.spearman, proxies.pearson):
+  for f in (ranks.spearman, ranks.pearson):
     assert math.isnan(f([1., 1., 1., 1.], [1., 3., 4., 5.]))  # constant
-  assert math.isnan(proxies.cosine([0., 0., 0.], [1., 2., 3.]))
-  assert proxies.spearman([1., 2., 3.], [3., 2., 1.]) == pytest.approx(-1)
+  assert math.isnan(ranks.cosine([0., 0., 0.], [1., 2., 3.]))
+  assert ranks.spearman([1., 2., 3.], [3., 2., 1.]) == pytest.approx(-1)
 
 
 # ---------------------------------------------------------------------------
@@ -474,4 +475,4 @@ def test_held_out_scores_are_oriented_as_one_minus_the_score():
       x @ y / (np.linalg.norm(x) * np.linalg.norm(y)), abs=1e-12)
   assert row['cosine'] > 0  # -score would give a negative cosine here
   assert row['spearman'] == pytest.approx(
-      -proxies.spearman(values, memorization), abs=1e-12)
+      -ranks.spearman(values, memorization), abs=1e-12)

@@ -1,4 +1,4 @@
-"""Tests of tf_memorization.stats.scores against hand-computed and planted truths."""
+"""Tests of stats/scores.py against hand-computed and planted truths."""
 
 import math
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tf_memorization.stats import masks as masks_lib
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 
 # Thresholds that keep every pair with a defined influence (finite, so that a
@@ -519,10 +520,10 @@ def test_lemma_2_1_bound_by_hand():
 def test_rank_correlations():
   a = np.arange(1.0, 11.0)
   b = a ** 3  # monotone, not linear
-  pearson, spearman = scores.rank_correlations(a, b)
+  pearson, spearman = ranks.correlations(a, b)
   assert spearman == pytest.approx(1.0)
   assert pearson < 0.99
-  pearson, spearman = scores.rank_correlations(a, -np.exp(a))
+  pearson, spearman = ranks.correlations(a, -np.exp(a))
   assert spearman == pytest.approx(-1.0) and -1 < pearson < -0.5
   # NaNs (in either argument) are dropped pairwise.
   a_nan, b_nan = a.copy(), b.copy()
@@ -531,18 +532,18 @@ def test_rank_correlations():
   b_nan[2] = np.inf
   ok = np.ones(10, bool)
   ok[[0, 5, 7, 2]] = False
-  got = scores.rank_correlations(a_nan, b_nan)
-  want = scores.rank_correlations(a[ok], b[ok])
+  got = ranks.correlations(a_nan, b_nan)
+  want = ranks.correlations(a[ok], b[ok])
   assert got == pytest.approx(want)
   assert got[1] == pytest.approx(1.0)
   # Pearson by hand: x = (1,2,3), y = (1,2,4): cov = (-1)(-4/3)+(0)(-1/3)+
   # (1)(5/3) = 3; sx^2 = 2; sy^2 = 16/9+1/9+25/9 = 42/9 -> r = 3/sqrt(2*42/9)
-  pearson, spearman = scores.rank_correlations([1, 2, 3], [1, 2, 4])
+  pearson, spearman = ranks.correlations([1, 2, 3], [1, 2, 4])
   assert pearson == pytest.approx(3 / math.sqrt(2 * 42 / 9))
   assert spearman == pytest.approx(1.0)
   # Too few finite points or a constant side: undefined.
-  assert all(np.isnan(scores.rank_correlations([1, 2, np.nan], [1, 2, 3])))
-  assert all(np.isnan(scores.rank_correlations([1, 1, 1, 1], [1, 2, 3, 4])))
+  assert all(np.isnan(ranks.correlations([1, 2, np.nan], [1, 2, 3])))
+  assert all(np.isnan(ranks.correlations([1, 1, 1, 1], [1, 2, 3, 4])))
 
 
 def test_jaccard():

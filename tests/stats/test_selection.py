@@ -18,6 +18,7 @@ from scipy import stats
 from tf_memorization.estimation.settings import Estimator
 from tf_memorization.stats import assessment
 from tf_memorization.stats import planner
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
 from tf_memorization.stats import views
@@ -84,7 +85,7 @@ def _labelled_pairs(seed, k=200, n_test=100, strong=0.5, boundary=0.15,
   masks = rng.random((k, n)) < r
   base = rng.uniform(0.35, 0.65, n_test)
   p = base + strong * (masks[:, 0::3] - 0.5) + boundary * (masks[:, 1::3]
-                                                            - 0.5)
+                                                           - 0.5)
   test = rng.random((k, n_test)) < p
   return masks, test, np.repeat(np.arange(n_test), 3), np.arange(n_test)
 
@@ -977,7 +978,7 @@ def test_assess_figures_are_those_of_each_view():
     assert row['pairs_raw_jaccard'] == pytest.approx(
         scores.jaccard(set(_pairs(view_pairs)), set(_pairs(want))))
     assert row['memorization_spearman'] == pytest.approx(
-        scores.rank_correlations(view_mem, mem.memorization)[1])
+        ranks.correlations(view_mem, mem.memorization)[1])
   assert result.convergence[-1]['pairs_raw_jaccard'] == 1.0
   assert result.convergence[-1]['pairs_controlled_jaccard'] == 1.0
   # Split halves: even against odd trials.
@@ -993,7 +994,7 @@ def test_assess_figures_are_those_of_each_view():
   assert split['pairs_jaccard'] == pytest.approx(
       scores.jaccard(halves[0][1], halves[1][1]))
   assert split['memorization_pearson'] == pytest.approx(
-      scores.rank_correlations(halves[0][0], halves[1][0])[0])
+      ranks.correlations(halves[0][0], halves[1][0])[0])
 
 
 def test_assess_switches():
@@ -1146,7 +1147,7 @@ def _pair_records(seed, k, effect, num_planted=100, n=300, n_test=100):
   for i, j in zip(rows, range(num_planted)):
     test[:, j] = rng.random(k) < base[j] + effect * (masks[:, i] - 0.5)
   return _records(masks, correct, test), set(zip(rows.tolist(),
-                                                range(num_planted)))
+                                                 range(num_planted)))
 
 
 def test_planner_with_planted_pairs():

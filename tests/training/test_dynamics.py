@@ -63,10 +63,10 @@ def _dataset():
     # an example is right at some visits and wrong at others.
     images = rng.integers(0, 256, (n, 8, 8, 1))
     return pipelines.Split(images.astype(np.uint8), labels,
-                      np.array([f'e{i}' for i in range(n)]))
+                           np.array([f'e{i}' for i in range(n)]))
 
   return pipelines.Dataset('user_data', '1', CLASSES, split(N), split(N_TEST),
-                      normalization=((128.0,), (64.0,)))
+                           normalization=((128.0,), (64.0,)))
 
 
 def user_model(input_shape, num_classes, batch_norm=True):
@@ -85,7 +85,8 @@ def _frozen_trainer(dataset, strategy, batch_norm=True, in_graph='auto'):
       model_fn=lambda **kw: user_model(batch_norm=batch_norm, **kw),
       base_learning_rate=1e-30, momentum=0.0, schedule='constant',
       in_graph_input=in_graph,
-      preprocessing=pipelines.Preprocessing(augment='crop_flip', crop_padding=2))
+      preprocessing=pipelines.Preprocessing(augment='crop_flip',
+                                            crop_padding=2))
 
 
 @pytest.fixture(scope='module')

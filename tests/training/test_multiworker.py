@@ -4,7 +4,7 @@ Two processes of the train binary, each with its own TF_CONFIG naming the
 same two loopback ports, form one cluster: every trial is trained by both, on
 half of each global batch each, with the gradients all-reduced over gRPC. The
 same thing on several machines only changes the host names in TF_CONFIG (see
-docs/usage.md, "Several machines").
+docs/operations.md, "Several machines").
 
 Each worker runs the real binary (`python -m tf_memorization.train`) through
 a shim that prints a line for every file it writes through `records`, so the

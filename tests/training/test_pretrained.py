@@ -340,7 +340,7 @@ def rgb_data():
         ids=np.array([str(i) for i in range(n)]))
 
   return pipelines.Dataset(name='random_rgb', version='0', num_classes=3,
-                      train=split(96), test=split(32))
+                           train=split(96), test=split(32))
 
 
 def _trainer(dataset, path, models_per_step=1, strategy='one_device',
@@ -486,7 +486,7 @@ def test_fine_tune_and_estimate(tmp_path, digits_data_dir, weights,
   for record in found.values():
     assert records.read_metadata(record)['fingerprint'] == summary.fingerprint
   written = pipeline.run(workdir, gin_bindings=['Estimator.report = False'],
-                          log=lambda _: None)
+                         log=lambda _: None)
   assert written
   # The same content elsewhere is the same config: nothing to train.
   moved = str(tmp_path / 'elsewhere' / 'copy.weights.h5')
@@ -515,7 +515,7 @@ def test_backbones_from_scratch_reinitialise_from_the_trial_seed(
 
   def split(n):
     return pipelines.Split(rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
-                      rng.integers(0, 3, n), np.arange(n).astype(str))
+                           rng.integers(0, 3, n), np.arange(n).astype(str))
 
   dataset = pipelines.Dataset('toy', '0', 3, split(32), split(8))
   trainer = trainer_lib.TrialTrainer(

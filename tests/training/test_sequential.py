@@ -142,7 +142,7 @@ def test_a_resumed_run_starts_at_the_trials_on_disk(tmp_path):
      '--max_trials=3 is below SubsetDesign.num_trials = 4'),
 ])
 def test_bad_sequential_flags_exit_2_with_one_line(tmp_path, kwargs, bindings,
-                                                  message):
+                                                   message):
   workdir = tmp_path / 'w'
   status, _, err = run_in_process(lambda: train.run_sequential(
       str(workdir), TINY, bindings, **kwargs))

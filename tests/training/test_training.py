@@ -1,4 +1,4 @@
-"""Tests for tf_memorization.training.trainer: schedule, re-initialisation, trials.
+"""Tests for training/trainer.py: schedule, re-initialisation, trials.
 
 Every trainer here is the real TrialTrainer on the offline digits (1,442 train,
 355 test 8x8 images) with a width-4 small_resnet and one epoch, so a trial
@@ -117,7 +117,7 @@ def test_total_steps_variable_changes_the_schedule_without_retracing():
   total = tf.Variable(100, dtype=tf.int64)
   cosine = schedules.TrialLearningRate(base, total)
   piecewise = schedules.TrialLearningRate(base, total, 'piecewise', (0.5,),
-                                         0.1)
+                                          0.1)
   both = tf.function(lambda step: (cosine(step), piecewise(step)))
   step = tf.constant(60, tf.int64)
   lr_cos, lr_pw = both(step)
@@ -145,7 +145,7 @@ def test_unknown_schedule_raises():
 def test_invalid_epochs_raise(digits):
   with pytest.raises(ValueError, match='epochs'):
     trainer_lib.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
-                          model_fn=TINY, epochs=0)
+                             model_fn=TINY, epochs=0)
 
 
 def test_warmup_epochs_become_a_fraction_of_training(digits):
@@ -396,7 +396,7 @@ def mirrored_trainer(digits):
   mirrored = strategy_lib.get_strategy('mirrored')
   assert mirrored.num_replicas_in_sync == 2  # conftest's 2 logical CPUs
   return trainer_lib.TrialTrainer(digits, mirrored, model_fn=TINY, epochs=1,
-                               batch_size=BATCH, eval_batch_size=EVAL_BATCH)
+                                  batch_size=BATCH, eval_batch_size=EVAL_BATCH)
 
 
 def _predict_split(trainer, name):
@@ -569,7 +569,7 @@ def test_mixed_precision_on_cpu_uses_bfloat16_with_float32_logits(digits):
   keras.mixed_precision.set_global_policy('mixed_bfloat16')
   try:
     trainer_lib.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
-                          model_fn=TINY, epochs=1)
+                             model_fn=TINY, epochs=1)
     assert keras.mixed_precision.global_policy().name == 'float32'
   finally:
     keras.mixed_precision.set_global_policy('float32')
@@ -661,7 +661,7 @@ def test_trials_of_different_lengths_are_not_packed(packed_trainer, digits):
 def test_models_per_step_must_be_positive(digits):
   with pytest.raises(ValueError, match='models_per_step'):
     trainer_lib.TrialTrainer(digits, strategy_lib.get_strategy('one_device'),
-                          model_fn=TINY, epochs=1, models_per_step=0)
+                             model_fn=TINY, epochs=1, models_per_step=0)
 
 
 # --------------------------------------------------------------------------
@@ -697,7 +697,8 @@ def test_in_graph_input_trains_the_same_trial_as_the_pipeline(digits, kind):
 
 
 def test_index_stream_is_the_pipelines_order(digits):
-  pipeline = pipelines.InMemoryPipeline(digits, pipelines.Preprocessing(augment='none'))
+  pipeline = pipelines.InMemoryPipeline(
+      digits, pipelines.Preprocessing(augment='none'))
   indices = np.flatnonzero(_mask(len(digits.train), 0.05, seed=90))
   batches = 3 * len(indices) // 8 + 1  # runs over several passes
   stream = pipeline.index_stream(indices, 91, batches, 8).numpy()

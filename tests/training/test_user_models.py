@@ -153,7 +153,7 @@ def test_a_sequential_without_an_input_trains(unnamed, digits_data_dir):
     assert result.metrics['test_accuracy'] > 0.5  # chance is 0.1
   with pytest.raises(errors.ConfigError, match='model_fn returned a dict'):
     trainer_lib.TrialTrainer(dataset, strategy_lib.get_strategy('one_device'),
-                          model_fn=lambda **_: {}, epochs=1)
+                             model_fn=lambda **_: {}, epochs=1)
 
 
 # --------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def _write(path, text):
 def _estimate(workdir, gin_file, data_dir):
   try:
     return pipeline.run(workdir, [gin_file], [], data_dir=data_dir,
-                         log=lambda _: None)
+                        log=lambda _: None)
   finally:
     gin.clear_config()
 

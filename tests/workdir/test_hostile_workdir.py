@@ -438,7 +438,7 @@ def test_a_null_sample_covers_a_family_in_one_block(tmp_path):
 
 @pytest.mark.slow
 def test_the_binaries_print_no_tensorflow_log_lines(tmp_path):
-  """Run as docs/usage.md says (python -m ...), not through ./run.sh: only
+  """Run as docs/operations.md says (python -m ...), not through ./run.sh: only
   the project's lines (here its one error line); TF_MEMORIZATION_VERBOSE=1
   shows TensorFlow's too, so the lines are there to filter on this
   machine."""

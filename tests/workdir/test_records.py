@@ -1,4 +1,4 @@
-"""Tests for tf_memorization.workdir.records: writing, reading and validating trials."""
+"""Tests for workdir/records.py: writing, reading and validating trials."""
 
 import io
 import json

@@ -112,7 +112,7 @@ def workdir(trained, tmp_path):
 
 
 def test_a_checkpoint_of_another_config_is_not_resumed(digits_data_dir,
-                                                        tmp_path):
+                                                       tmp_path):
   digits = pipelines.load_dataset('sklearn_digits', data_dir=digits_data_dir)
   trainer = trainer_lib.TrialTrainer(
       digits, strategy_lib.get_strategy('one_device'),
@@ -500,7 +500,7 @@ def test_a_fifo_in_the_workdir_is_refused_not_read(workdir, digits_data_dir):
 
 
 def test_a_corrupt_later_record_stops_the_train_binary(workdir,
-                                                        digits_data_dir):
+                                                       digits_data_dir):
   path = records.record_path(workdir, 3)
   with open(path, 'r+b') as f:
     f.seek(200)

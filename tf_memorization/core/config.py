@@ -328,7 +328,7 @@ def parse_gin(gin_files, gin_bindings, skip_unknown=False):
     message = str(e).strip().replace('\n', ' ')
     raise errors.UserError(
         f'Bad gin config ({where}): {message}. Fix the binding (see the '
-        'configurables listed in docs/usage.md).') from e
+        'configurables listed in docs/operations.md).') from e
 
 
 # Bindings that do not change what a trial computes, by prefix

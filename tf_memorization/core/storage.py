@@ -432,8 +432,8 @@ def check_writable(workdir, flag='--workdir', shown=None):
     if full is not None:
       raise full from e
     raise errors.UserError(f'Cannot write to {flag}={shown or workdir} ({e}). '
-                    'Choose a writable directory, or fix its '
-                    'permissions.') from e
+                           'Choose a writable directory, or fix its '
+                           'permissions.') from e
   return created
 
 

@@ -380,8 +380,8 @@ def arrays(paths=None, num_classes=None, class_names=None, name=None):
     ids = _ids(combined.get(f'ids_{split}'), split, len(labels[split]),
                sources[split])
     # The user's ids (or positions) are the examples' ids in their source.
-    splits.append(pipelines.Split(images=x[split], labels=labels[split], ids=ids,
-                             source_ids=ids))
+    splits.append(pipelines.Split(images=x[split], labels=labels[split],
+                                  ids=ids, source_ids=ids))
   kind, origin = errors.ConfigError, 'arrays.class_names'
   if class_names is None and 'class_names' in combined:
     kind, origin = errors.UserError, f'class_names of {paths[0]}'

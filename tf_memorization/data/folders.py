@@ -66,8 +66,8 @@ _CHECKS_FOLDER = 'tf_memorization/image_folder_checks'  # in tfds's data dir
 _CHECKS_FORMAT = 'tf_memorization image_folder checks 1'
 # What the in-memory pipeline uses, so that both compute the same streams.
 # pylint: disable=protected-access
-_Pipeline, _stream_keys, _no_autotune = (pipelines._Pipeline, pipelines._stream_keys,
-                                         pipelines._no_autotune)
+_Pipeline, _stream_keys, _no_autotune = (
+    pipelines._Pipeline, pipelines._stream_keys, pipelines._no_autotune)
 # pylint: enable=protected-access
 # A folder's data is identified by the dataset's version (classes, ids, file
 # sizes and the bindings that change pixels), not by where it lies; streaming
@@ -431,7 +431,8 @@ class FolderPipeline(_Pipeline):
     mean, std = self.mean, self.std
     n = int(self._labels[split].shape[0])
     ds = self._read(split, tf.data.Dataset.range(n)).batch(batch_size)
-    ds = ds.map(lambda x, y: (pipelines.normalize(x, mean, std), self._one_hot(y)))
+    ds = ds.map(lambda x, y: (pipelines.normalize(x, mean, std),
+                              self._one_hot(y)))
     return ds.prefetch(_PREFETCH_BATCHES).with_options(_no_autotune())
 
 

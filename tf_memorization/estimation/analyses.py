@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.workdir import estimates
 
@@ -56,12 +57,13 @@ def write_label_noise(output_dir, report, log):
 
 
 def memorization_vs_influence(output_dir, memorization, max_influence, log):
-  pearson, spearman = scores.rank_correlations(memorization, max_influence)
+  pearson, spearman = ranks.correlations(memorization, max_influence)
   rows = [[i, float(m), float(x)] for i, (m, x) in
           enumerate(zip(memorization, max_influence))]
   summary = {'pearson': pearson, 'spearman': spearman}
   estimates.write_table(output_dir, estimates.MEMORIZATION_VS_INFLUENCE,
-               ['index', 'memorization', 'max_influence'], rows, summary)
+                        ['index', 'memorization', 'max_influence'], rows,
+                        summary)
   log(f'Memorization vs largest influence on a test example: Pearson '
       f'{pearson:.3f}, Spearman {spearman:.3f}.')
   return summary

@@ -38,6 +38,7 @@ from tf_memorization.reporting import estimate_figures
 from tf_memorization.stats import membership
 from tf_memorization.stats import membership_eval
 from tf_memorization.stats import proxies as proxies_lib
+from tf_memorization.stats import ranks
 from tf_memorization.workdir import estimates
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
@@ -209,10 +210,10 @@ def _membership(settings, loaded, mem, output_dir, log):
       'source': ('train_logodds' if settings.membership in ('auto', True)
                  else f'train_{settings.membership}'),
       'targets': len(targets), 'attacks': attacks,
-      'memorization_spearman': proxies_lib.spearman(per['auc'],
-                                                    mem.memorization),
-      'memorization_pearson': proxies_lib.pearson(per['auc'],
-                                                  mem.memorization),
+      'memorization_spearman': ranks.spearman(per['auc'],
+                                              mem.memorization),
+      'memorization_pearson': ranks.pearson(per['auc'],
+                                            mem.memorization),
       'mean_example_auc_memorized': _mean(per['auc'][defined & memorized]),
       'mean_example_auc_others': _mean(per['auc'][defined & ~memorized]),
   }

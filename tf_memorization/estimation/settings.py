@@ -34,10 +34,11 @@ class Estimator:
       their agreement (from the same product as the estimates: views.py).
     influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
     experiments: which retraining experiments to run after the scores:
-      any of experiments.BY_KIND, checked by the pipeline's configure ('ablation', 'removal', 'leave_one_out',
+      any of experiments.BY_KIND ('ablation', 'removal', 'leave_one_out',
       'ratio_sweep'; configured by AblationExperiment, RemovalExperiment,
-      LeaveOneOutExperiment, SubsetRatioSweep).
-    report: write the HTML report (report.py) at the end of the run.
+      LeaveOneOutExperiment, SubsetRatioSweep), checked by
+      pipeline.configure against the kinds registered.
+    report: write the HTML report (reporting/page.py) at the end of the run.
     report_dir: its folder (None: W/report, or OUTPUT_DIR/report when the
       estimates go to another --output_dir). Only the caller's gin files
       and bindings may set it: a workdir's config never chooses a path.

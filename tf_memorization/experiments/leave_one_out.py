@@ -30,6 +30,7 @@ import numpy as np
 from tf_memorization.core import errors
 from tf_memorization.experiments import base
 from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.training import runs
 from tf_memorization.workdir import estimates
@@ -206,7 +207,7 @@ def agreement(loo, loo_stderr, subsampled, subsampled_stderr, select=None):
   if select is not None:
     keep &= np.asarray(select, bool)
   loo, sub, loo_se, sub_se = loo[keep], sub[keep], loo_se[keep], sub_se[keep]
-  pearson, spearman = scores.rank_correlations(loo, sub)
+  pearson, spearman = ranks.correlations(loo, sub)
   flags = differs(loo, loo_se, sub, sub_se)
   stderrs = loo_se[np.isfinite(loo_se)]
   return {'num_examples': int(keep.sum()), 'pearson': pearson,

@@ -10,6 +10,7 @@ import numpy as np
 from tf_memorization.core import errors
 from tf_memorization.experiments import base
 from tf_memorization.stats import masks as masks_lib
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.training import runs
 from tf_memorization.workdir import estimates
@@ -58,8 +59,8 @@ class SubsetRatioSweep(base.Experiment):
               for t in range(design.num_trials)]
       loaded = base.run_jobs(workdir, f'ratio_{ratio:g}', sub, jobs, log)
       mem = scores.memorization(loaded.masks, loaded.train_correct)
-      spearman = scores.rank_correlations(mem.memorization,
-                                          main_mem.memorization)[1]
+      spearman = ranks.correlations(mem.memorization,
+                                    main_mem.memorization)[1]
       effective = float(loaded.masks.mean())
       if abs(effective - ratio) > 0.05:
         log(f'Warning: subset ratio {ratio:g} with {loaded.num_trials} '

@@ -63,6 +63,7 @@ from tf_memorization.core import storage
 from tf_memorization.published import join as join_lib
 from tf_memorization.published import released as published_lib
 from tf_memorization.reporting import estimate_figures
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.workdir import estimate_inputs
 from tf_memorization.workdir import estimates
@@ -170,13 +171,13 @@ def memorization_figures(mine, theirs, top_k):
   mine = np.asarray(mine, np.float64)
   theirs = np.asarray(theirs, np.float64)
   compared = int(np.count_nonzero(np.isfinite(mine) & np.isfinite(theirs)))
-  pearson, spearman = scores.rank_correlations(mine, theirs)
+  pearson, spearman = ranks.correlations(mine, theirs)
   ks = ([min(top_k, compared), min(SECOND_K, compared)] if compared
         else [top_k])
   return {'compared': compared,
           'pearson': _finite(pearson), 'spearman': _finite(spearman),
           'top_overlap': [{'k': int(k), 'overlap': top_overlap(mine, theirs,
-                                                                k)}
+                                                               k)}
                           for k in dict.fromkeys(ks)],  # --top_k first
           'mean': _finite_mean(mine), 'published_mean': _finite_mean(theirs)}
 
@@ -218,7 +219,7 @@ def _influence(released, join, loaded, test_values, scores_kind):
     theirs.append(np.asarray(matrix)[np.ix_(row_ok, col_ok)].ravel())
   mine = np.concatenate(mine) if mine else np.zeros(0, np.float32)
   theirs = np.concatenate(theirs) if theirs else np.zeros(0)
-  pearson, spearman = scores.rank_correlations(mine, theirs)
+  pearson, spearman = ranks.correlations(mine, theirs)
   compared = int(np.count_nonzero(
       np.isfinite(mine) & np.isfinite(np.asarray(theirs, np.float64))))
   note = _left_out('influence', compared, len(mine), mine,
@@ -315,8 +316,9 @@ def _compare(workdir, released, pairs_file, join, ours, arrays, loaded,
       'notes': notes, 'output_dir': output_dir}
   storage.atomic_replace(os.path.join(output_dir, JOINED_CSV),
                          _joined_csv(join, ours, arrays, mine, theirs))
-  estimate_figures.memorization_scatter(os.path.join(output_dir, SCATTER_PNG), mine, theirs,
-           memorization['spearman'], released.path)
+  estimate_figures.memorization_scatter(
+      os.path.join(output_dir, SCATTER_PNG), mine, theirs,
+      memorization['spearman'], released.path)
   storage.atomic_write_text(os.path.join(output_dir, COMPARE_JSON),
                             estimates.json_text(result))
   return json.loads(estimates.json_text(result))

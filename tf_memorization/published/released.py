@@ -7,7 +7,7 @@
     write(path, ...)           our estimates in the same schema (--export)
 
 Which of a workdir's examples each position of a file is (the orders, the
-label check) is published_join.py's.
+label check) is join.py's.
 
 The release (https://pluskid.github.io/influence-memorization/):
 
@@ -26,7 +26,7 @@ The release (https://pluskid.github.io/influence-memorization/):
                                            label)
 
 Every index of the CIFAR release is a position in the source's ORIGINAL
-order (the CIFAR python pickle's), which is not tfds's: published_join.py
+order (the CIFAR python pickle's), which is not tfds's: join.py
 says how such a position meets one of our examples.
 
 A file is untrusted input. Any key, shape, length, index or value that does
@@ -58,7 +58,7 @@ exit status 2, and write nothing) naming the file, the key and the fix:
     (a released file has a number for every example and pair; a NaN would
     sort, rank and tie as if it were one): the one exception is a file our
     --export wrote (metadata 'written_by' is EXPORT_WRITER), where NaN
-    means its workdir had no estimate; compare.py then compares over the
+    means its workdir had no estimate; comparison.py then compares over the
     finite entries and says over how many. A pairs file may hold no NaN.
 """
 
@@ -332,7 +332,7 @@ def _class_matrices(archive, train_labels, test_labels, limits, allow_nan):
     if entries > limits.influence_entries:
       _too_large(archive, matrix_key,
                  f'the {limits.influence_entries} influence entries all '
-                 'matrices together may hold here (published.py: Limits)')
+                 'matrices together may hold here (released.py: Limits)')
   classes = {}
   for k in sorted(every):
     train_key, test_key, matrix_key = (f[k] for f in found)
@@ -373,7 +373,7 @@ def read(path, flag='--published', limits=None):
     path: the .npz file (read once).
     flag: the flag that named it, for the messages.
     limits: the sizes it may declare (default Limits(): a workdir of at
-      most MAX_EXAMPLES examples; compare.py passes Limits.for_run).
+      most MAX_EXAMPLES examples; comparison.py passes Limits.for_run).
   """
   limits = limits or Limits()
   archive = _load(path, flag)
@@ -389,7 +389,7 @@ def read(path, flag='--published', limits=None):
   exported = (metadata or {}).get('written_by') == EXPORT_WRITER
   n = _bounded(archive, 'tr_labels', 'int', limits.train,
                f'the {limits.train} examples a file may hold here '
-               '(published.py: Limits)').count
+               '(released.py: Limits)').count
   declared = _bounded(archive, 'tr_mem', 'real', n, f'the {n} entries of '
                       'tr_labels, one per training example').count
   if declared != n:
@@ -401,7 +401,7 @@ def read(path, flag='--published', limits=None):
   if 'tt_labels' in archive:
     n_test = _bounded(archive, 'tt_labels', 'int', limits.test,
                       f'the {limits.test} examples a file may hold here '
-                      '(published.py: Limits)').count
+                      '(released.py: Limits)').count
   names = {}
   for key, split, size in (('tr_filenames', 'tr_labels', n),
                            ('tt_filenames', 'tt_labels', n_test)):
@@ -459,7 +459,7 @@ def read_pairs(path, released, flag='--published_pairs', limits=None):
   if lengths['tr_idx'] > most:
     _too_large(archive, 'tr_idx', f'the {most} pairs a file may hold here '
                f'(the (train, test) pairs of {released.path}, at most '
-               f'{limits.influence_entries}: published.py: Limits)')
+               f'{limits.influence_entries}: released.py: Limits)')
   train, test, influence, memorization = (
       _values(archive, key).astype(np.int64 if key.endswith('_idx') else
                                    np.float64) for key in PAIRS_KEYS)

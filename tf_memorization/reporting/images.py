@@ -74,8 +74,8 @@ def read_examples(builder, split, indices, ids, size=THUMBNAIL_SIZE, log=None):
   Only the shards holding the examples asked for are read, each up to its
   last such example (slices of the split, when `split` is a plain split
   name), and a filter on each record's tfds id keeps exactly them before any
-  image is decoded, as pipelines.StreamingPipeline does; their images are decoded
-  and cut to a central square of side `size`. (TFRecord shards are read
+  image is decoded, as pipelines.StreamingPipeline does; their images are
+  decoded and cut to a central square of side `size`. (TFRecord shards are read
   sequentially, so for ImageNet this reads on the order of a few GB per
   hundred examples.)
 
@@ -188,7 +188,7 @@ def load_images(inputs, train_indices, test_indices, log):
   try:
     if streaming:
       builder = pipelines.prepare_builder(name, kwargs.get('data_dir'),
-                                     kwargs.get('download', True))
+                                          kwargs.get('download', True))
       log(f'Report: reading {len(train_indices) + len(test_indices)} '
           f'examples of {name} by tfds id.')
       train = read_examples(builder, kwargs.get('train_split', 'train'),

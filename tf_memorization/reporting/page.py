@@ -191,9 +191,9 @@ def _page(workdir, estimates_dir, shown_estimates_dir, inputs,
       inputs.summary,
       os.path.join(shown_estimates_dir, estimates_lib.SUMMARY_JSON), workdir)
   chosen = estimate_inputs.choose(inputs, PER_CLASS, MAX_CLASSES,
-                                MAX_PAIR_TESTS, PER_TEST, MAX_FLIPPED)
+                                  MAX_PAIR_TESTS, PER_TEST, MAX_FLIPPED)
   images = images_lib.load_images(inputs, chosen.train_indices(),
-                                     chosen.test_indices(), log)
+                                  chosen.test_indices(), log)
   return _Page(workdir, estimates_dir, shown_estimates_dir, inputs, summary,
                training_config, log, chosen, images)
 
@@ -213,7 +213,7 @@ def _trust_section(page):
   rows = trust.objs('convergence')
   if rows:
     png = estimate_inputs.copy_figure(page.estimates_dir, page.files,
-                                    estimates_lib.CONVERGENCE_PNG)
+                                      estimates_lib.CONVERGENCE_PNG)
     body += markup.markup('<h3>Convergence with k</h3>')
     if png:
       body += markup.figure(png, 'convergence with k', (
@@ -226,7 +226,7 @@ def _trust_section(page):
 
 def _run_section(page):
   return _Section('run', 'Run', markup.table(['quantity', 'value'],
-                                           markup.run_rows(page.summary)))
+                                             markup.run_rows(page.summary)))
 
 
 def _config_section(page):
@@ -260,8 +260,8 @@ def _histogram_section(page):
       page.estimates_dir, page.files, estimates_lib.ABLATION_PNG)
   if ablation_png:
     body += markup.figure(ablation_png, 'ablation histogram',
-                        'The ablation\'s histogram (its records were not '
-                        'found to redraw it).')
+                          'The ablation\'s histogram (its records were not '
+                          'found to redraw it).')
   return _Section('memorization-histogram', 'Memorization histogram', body)
 
 
@@ -334,7 +334,7 @@ def _pairs_section(page):
             'any training example, beside their most influential training '
             'examples.')
   body = (page.note + markup.figure('influence_pairs.png', 'influence pairs',
-                                  what + ' Red border: a flipped label.') +
+                                    what + ' Red border: a flipped label.') +
           markup.pairs_table(inputs, pair_rows))
   return _Section('influence-pairs', 'High-influence pairs', body, drawn)
 
@@ -481,8 +481,8 @@ def _not_run_section(page, sections):
   that enables each (None when every one ran)."""
   ids = {s.id for s in sections}
   body = markup.not_run([kind for kind in estimates_lib.TITLES
-                       if kind.replace('_', '-') not in ids],
-                      page.summary.obj('label_noise'))
+                         if kind.replace('_', '-') not in ids],
+                        page.summary.obj('label_noise'))
   return _Section('not-run', 'Not run', body) if body else None
 
 
@@ -491,9 +491,9 @@ def _document(page, sections):
   title = markup.markup('Memorization report: {}', markup.fmt(
       page.summary.obj('dataset').get('name')))
   line = markup.markup('{} trials, built {} from {}.',
-                     markup.fmt(page.summary.get('num_trials')),
-                     time.strftime('%Y-%m-%d %H:%M:%S %Z'),
-                     page.shown_estimates_dir)
+                       markup.fmt(page.summary.get('num_trials')),
+                       time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+                       page.shown_estimates_dir)
   advice = page.summary.obj('planner').get('advice')
   if advice:
     line = markup.markup('{} {}', line, markup.fmt(advice))

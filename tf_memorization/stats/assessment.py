@@ -36,6 +36,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
 from tf_memorization.stats import views
@@ -147,8 +148,8 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
   if s.convergence and all(name in results for name in views.NESTED):
     for name in views.NESTED:
       view = results[name]
-      pearson, spearman = scores.rank_correlations(view_mem[name],
-                                                   mem.memorization)
+      pearson, spearman = ranks.correlations(view_mem[name],
+                                             mem.memorization)
       del pearson
       convergence.append({
           'view': name, 'trials': view.num_trials,
@@ -165,8 +166,8 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
   summary['convergence'] = convergence
   if 'odd' in results:
     even, odd = results['k/2'], results['odd']
-    pearson, spearman = scores.rank_correlations(view_mem['k/2'],
-                                                 view_mem['odd'])
+    pearson, spearman = ranks.correlations(view_mem['k/2'],
+                                           view_mem['odd'])
     summary['split_half'] = {
         'trials_per_half': [even.num_trials, odd.num_trials],
         'memorization_pearson': pearson, 'memorization_spearman': spearman,
@@ -175,7 +176,7 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
         'controlled_pairs_per_half': [int(even.selected.sum()),
                                       int(odd.selected.sum())],
         'controlled_pairs_jaccard': _jaccard(even.controlled_set(),
-                                                   odd.controlled_set()),
+                                             odd.controlled_set()),
         'memorized_jaccard': _jaccard(
             np.flatnonzero(view_mem['k/2'] >= s.memorization_threshold),
             np.flatnonzero(view_mem['odd'] >= s.memorization_threshold)),

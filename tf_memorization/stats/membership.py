@@ -70,6 +70,8 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import ranks
+
 VARIANCES = ('per_example', 'global')
 ATTACKS = ('online', 'offline')
 SD_FLOOR = 1e-3            # log-odds units
@@ -322,39 +324,6 @@ def target_scores(confidence, masks, trial, variance='per_example',
   return _scores(x, masks[trial][None], inside, outside, variance, attack)[0]
 
 
-def _average_ranks(values):
-  """1-based ranks along the last axis of a 2-D array, ties averaged; NaNs
-  sort last (their ranks mean nothing; the others' ranks are among the
-  non-NaN values)."""
-  order = np.argsort(values, axis=1, kind='stable')
-  ordered = np.take_along_axis(values, order, axis=1)
-  m = ordered.shape[1]
-  position = np.arange(m)
-  first = np.ones(ordered.shape, bool)
-  first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-  last = np.ones(ordered.shape, bool)
-  last[:, :-1] = first[:, 1:]
-  start = np.maximum.accumulate(np.where(first, position, 0), axis=1)
-  end = np.minimum.accumulate(np.where(last, position, m)[:, ::-1],
-                              axis=1)[:, ::-1]
-  ranks = np.empty(ordered.shape)
-  np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
-  return ranks
-
-
-def _rank_auc(values, positive, negative):
-  """Per row: Mann–Whitney P(positive > negative) + ½ P(=) from ranks
-  (NaN where a row has no positive or no negative); NaN values are left
-  out (they must be in neither set)."""
-  ranks = _average_ranks(values)
-  n_pos = positive.sum(1).astype(np.float64)
-  n_neg = negative.sum(1).astype(np.float64)
-  rank_sum = np.where(positive, ranks, 0.0).sum(1)
-  with np.errstate(invalid='ignore', divide='ignore'):
-    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-  return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
 @dataclasses.dataclass(frozen=True)
 class ExampleScores:
   """How exposed each example is to membership inference, [n] each (NaN
@@ -390,7 +359,7 @@ def per_example_scores(confidence, masks, variance='per_example'):
   for start in range(0, n, width):
     columns = slice(start, start + width)
     member = masks[:, columns].T
-    auc[columns] = _rank_auc(confidence[:, columns].T.astype(np.float64),
-                             member, ~member)
+    auc[columns] = ranks.rank_auc(
+        confidence[:, columns].T.astype(np.float64), member, ~member)
   return ExampleScores(separation=separation, auc=auc, k_in=gaussians.k_in,
                        k_out=gaussians.k_out, variance=variance)

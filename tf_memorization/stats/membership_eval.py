@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from tf_memorization.stats import membership
+from tf_memorization.stats import ranks
 
 ROC_POINTS = 2_000         # most points of a returned ROC curve
 EXACT_ROC_VERTICES = 500   # non-member scores kept exactly at the low-FPR end
@@ -189,7 +190,7 @@ def evaluate(confidence, masks, variance='per_example', attack='online',
     finite = np.isfinite(scores)
     members.append(scores[finite & member])
     others.append(scores[finite & ~member])
-    target_auc[start:start + rows] = membership._rank_auc(
+    target_auc[start:start + rows] = ranks.rank_auc(
         np.where(finite, scores, np.nan), finite & member, finite & ~member)
   members = np.sort(np.concatenate(members or [np.zeros(0)]))
   others = np.sort(np.concatenate(others or [np.zeros(0)]))

@@ -60,7 +60,7 @@ def _side_variances(masks, values, chunk=4096):
     for x, size in ((x_in, k_in), (x_out, k_out)):
       p = x / size
       out.append(np.where(size > 1, p * (1 - p) * size / np.maximum(size - 1,
-                                                                     1),
+                                                                    1),
                           np.nan))
     for x, size in ((x_in, k_in), (x_out, k_out)):
       p = (x + 0.5) / (size + 1.0)

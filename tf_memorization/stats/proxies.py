@@ -45,10 +45,10 @@ numpy only; reporting/estimate_figures.proxies draws the table.
 """
 
 import collections
-import math
 
 import numpy as np
 
+from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 
 # +1: a larger value means more memorized; -1: a smaller one does.
@@ -87,8 +87,6 @@ TITLES = {'csl': 'cumulative sample loss',
           'heldout_prob': 'held-out probability',
           REFERENCE: 'memorization from the first trials'}
 TRIAL_COUNTS = (1, 2, 4, 8, 16)
-# Fewer finite pairs than this: every correlation is NaN.
-MIN_PAIRS = 3
 # Cumulative sample loss vs the paper's CIFAR-100 memorization (Ravikumar et
 # al. 2025): a reference figure, not comparable on other data.
 RAVIKUMAR_2025 = {'cosine': 0.87, 'pearson': 0.79}
@@ -162,80 +160,16 @@ def proxy_values(name, arrays, masks, first):
   return _mean_where(values, valid)
 
 
-def _finite_pairs(x, y):
-  x = np.asarray(x, np.float64).ravel()
-  y = np.asarray(y, np.float64).ravel()
-  if x.shape != y.shape:
-    raise ValueError(f'the two sides have {x.size} and {y.size} values.')
-  ok = np.isfinite(x) & np.isfinite(y)
-  return x[ok], y[ok]
-
-
-def _defined(x, y):
-  """At least MIN_PAIRS pairs and neither side constant."""
-  return (len(x) >= MIN_PAIRS and np.ptp(x) > 0 and np.ptp(y) > 0)
-
-
-def average_ranks(values):
-  """1-based ranks of `values` [m], ties sharing the mean of their ranks."""
-  values = np.asarray(values, np.float64)
-  order = np.argsort(values, kind='mergesort')
-  ordered = values[order]
-  starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
-  group = np.cumsum(starts_group) - 1
-  starts = np.flatnonzero(starts_group)
-  sizes = np.diff(np.r_[starts, len(values)])
-  ranks = np.empty(len(values))
-  ranks[order] = (starts + (sizes + 1) / 2.0)[group]
-  return ranks
-
-
-def _pearson(x, y):
-  x = x - x.mean()
-  y = y - y.mean()
-  r = float(np.dot(x, y) / math.sqrt(float(np.dot(x, x)) *
-                                     float(np.dot(y, y))))
-  return min(1.0, max(-1.0, r))
-
-
-def pearson(x, y):
-  """Pearson correlation over the pairs where both are finite (NaN with
-  fewer than MIN_PAIRS pairs or a constant side)."""
-  x, y = _finite_pairs(x, y)
-  return _pearson(x, y) if _defined(x, y) else float('nan')
-
-
-def spearman(x, y):
-  """Spearman correlation: the Pearson of the average ranks (ties share the
-  mean of their ranks) over the pairs where both are finite (NaN with fewer
-  than MIN_PAIRS pairs or a constant side)."""
-  x, y = _finite_pairs(x, y)
-  if not _defined(x, y):
-    return float('nan')
-  return _pearson(average_ranks(x), average_ranks(y))
-
-
-def cosine(x, y):
-  """x·y / (|x| |y|) over the pairs where both are finite (NaN with fewer
-  than MIN_PAIRS pairs or an all-zero side). Not centred: it depends on
-  where each side's zero lies."""
-  x, y = _finite_pairs(x, y)
-  norm = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
-  if len(x) < MIN_PAIRS or norm == 0:
-    return float('nan')
-  return min(1.0, max(-1.0, float(np.dot(x, y)) / norm))
-
-
 def _row(name, direction, trials, all_trials, values, memorization):
   # A held-out score in [0, 1] turns into 1 − score (not −score), so that its
   # cosine with memorization (≈ 1 − C-score) means something too.
   oriented = 1.0 - values if name in HELDOUT else direction * values
-  x, _ = _finite_pairs(oriented, memorization)
+  x, _ = ranks.finite_pairs(oriented, memorization)
   return {'proxy': name, 'direction': direction, 'trials': trials,
           'all_trials': all_trials, 'examples': int(len(x)),
-          'spearman': spearman(oriented, memorization),
-          'pearson': pearson(oriented, memorization),
-          'cosine': cosine(oriented, memorization)}
+          'spearman': ranks.spearman(oriented, memorization),
+          'pearson': ranks.pearson(oriented, memorization),
+          'cosine': ranks.cosine(oriented, memorization)}
 
 
 def _counts(trial_counts, available):
@@ -314,7 +248,7 @@ def summary_line(rows):
             np.isfinite(r['spearman'])]
   if not finite:
     return ('No proxy could be compared with the memorization estimate '
-            f'(fewer than {MIN_PAIRS} examples with both).')
+            f'(fewer than {ranks.MIN_PAIRS} examples with both).')
   by_proxy = collections.defaultdict(set)
   for r in finite:
     by_proxy[r['proxy']].add(r['trials'])
@@ -441,9 +375,7 @@ def detection_auc(scores_, is_flipped, lower_is_issue=True):
   num_neg = len(positive) - num_pos
   if not num_pos or not num_neg:
     return Detection(float('nan'), float('nan'))
-  ranks = average_ranks(suspicion)
-  auc = ((ranks[positive].sum() - num_pos * (num_pos + 1) / 2.0)
-         / (num_pos * num_neg))
+  auc = float(ranks.rank_auc(suspicion, positive))
   order = np.argsort(-suspicion, kind='mergesort')
   ordered = suspicion[order]
   last_of_tie = np.r_[ordered[1:] != ordered[:-1], True]

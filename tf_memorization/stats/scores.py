@@ -280,7 +280,7 @@ def _merge_topk(best_val, best_idx, block, start, topk):
 
 
 def pair_family(memorization_values, memorization_threshold, train_labels,
-                 test_labels, same_label):
+                test_labels, same_label):
   """(candidate rows bool [n], label arrays): the pairs tested are those of a
   training example with memorization >= the threshold and (same_label) a
   test example of its label."""
@@ -387,7 +387,7 @@ def influence(masks, test_correct, train_labels, test_labels,
   n_test = test_values.shape[1]
   topk = max(0, min(int(topk), n))
   family = pair_family(memorization_values, memorization_threshold,
-                        train_labels, test_labels, same_label)
+                       train_labels, test_labels, same_label)
   reducer = Reducer(n, n_test, topk, dense_path)
   pair_rows, pair_cols = [], []
   for start in range(0, n, block_size):
@@ -412,17 +412,6 @@ def influence(masks, test_correct, train_labels, test_labels,
       pair_train=pair_train, pair_test=pair_test,
       pair_influence=pair_influence, pair_stderr=pair_stderr,
       max_influence=reducer.max_influence)
-
-
-def rank_correlations(a, b):
-  """Pearson and Spearman correlation over entries finite in both."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  ok = np.isfinite(a) & np.isfinite(b)
-  if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-    return float('nan'), float('nan')
-  return (float(stats.pearsonr(a[ok], b[ok])[0]),
-          float(stats.spearmanr(a[ok], b[ok])[0]))
 
 
 def jaccard(pairs_a, pairs_b):

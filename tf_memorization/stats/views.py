@@ -343,9 +343,9 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   results = {}
   for view in views:
     raw = scores.exact_pairs(view.masks, view.test_values,
-                              scores.concat_indices(view.raw[0]),
-                              scores.concat_indices(view.raw[1]),
-                              influence_threshold)
+                             scores.concat_indices(view.raw[0]),
+                             scores.concat_indices(view.raw[1]),
+                             influence_threshold)
     rows, cols, pvalue, qvalue, selected, m, coverage = _tests(
         view, binary, delta, level, method)
     results[view.spec.name] = ViewPairs(

@@ -29,11 +29,11 @@ from tf_memorization.training import models as models_lib
 # `<name>_initializer` (or the other initializers named here: a depthwise
 # convolution's `kernel` has a `depthwise_initializer`).
 WEIGHT_ATTRIBUTES = ('kernel', 'bias', 'gamma', 'beta', 'moving_mean',
-                      'moving_variance', 'embeddings', 'depthwise_kernel',
-                      'pointwise_kernel')
+                     'moving_variance', 'embeddings', 'depthwise_kernel',
+                     'pointwise_kernel')
 INITIALIZERS = {'kernel': ('kernel_initializer', 'depthwise_initializer'),
-                 'depthwise_kernel': ('depthwise_initializer',),
-                 'pointwise_kernel': ('pointwise_initializer',)}
+                'depthwise_kernel': ('depthwise_initializer',),
+                'pointwise_kernel': ('pointwise_initializer',)}
 
 
 class BuiltValue:

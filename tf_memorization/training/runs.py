@@ -117,7 +117,7 @@ def build(workdir, write=True, design=None, trainer_kwargs=None):
     clean = data_lib.load_dataset()
     dataset, flipped = data_lib.label_noise(clean)
     trainer = trainer_lib.TrialTrainer(dataset, strategy,
-                                    **(trainer_kwargs or {}))
+                                       **(trainer_kwargs or {}))
   except (ValueError, TypeError) as e:
     if isinstance(e, errors.USER_ERRORS):
       raise

@@ -10,7 +10,7 @@ Build the model, optimizer and metrics inside `strategy.scope()`.
 * 'mirrored': MirroredStrategy over all visible GPUs; with no GPU, over the
   logical CPU devices (`split_cpu` makes them; tests use 2).
 * 'multi_worker': MultiWorkerMirroredStrategy from the TF_CONFIG environment
-  variable (one process per machine; see docs/usage.md). It must be built
+  variable (one process per machine; see docs/operations.md). It must be built
   before TensorFlow initialises its devices; `is_chief` says which process
   writes.
 """
@@ -85,7 +85,7 @@ def _multi_worker_strategy():
     return _CACHE['multi_worker']
   if 'TF_CONFIG' not in os.environ:
     raise ValueError('get_strategy.kind="multi_worker" needs the TF_CONFIG '
-                     'environment variable (cluster and task); see docs/usage.md.')
+                     'environment variable (cluster and task); see docs/operations.md.')
   try:  # fail here with a clear message, not deep inside TF
     config = json.loads(os.environ['TF_CONFIG'])
     cluster = dict(config['cluster'])

@@ -22,7 +22,7 @@ alone).
                            against all (assessment.py)
     influence_topk.npz     train_indices [n_test, topk], influence [n_test,
                            topk], test_ids, train_ids
-    summary.json           run figures (see docs/results.md)
+    summary.json           run figures (see docs/estimators.md)
     influence_dense.npy    float16 [n, n_test] (Estimator.dense_influence)
     membership.csv/.json   LiRA (per_example.py): per example the in/out
                            Gaussians of its log-odds, lira_auc and

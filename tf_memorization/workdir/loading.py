@@ -310,7 +310,7 @@ def upgrade_format_1(directory, log=print):
         'format_version': records.FORMAT_VERSION, 'upgraded_from_format': 1,
         'design': None if planned else meta.get('design'),
         'diverged': records.diverged_reason(arrays, meta.get('metrics') or {},
-                                    int(dataset_info['num_classes']))})
+                                            int(dataset_info['num_classes']))})
     meta['checksum'] = records.record_checksum(arrays, meta)
     arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
     storage.atomic_replace(path, storage.npz_bytes(arrays))

@@ -472,8 +472,8 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   path = os.path.join(workdir, files.DATASET_FILE)
   if not write:
     return info
-  # Each example's id in its source (compare.py joins published scores by
-  # it). Checked by a checksum of its own, outside the data's identity, so
+  # Each example's id in its source (published/join.py joins the released
+  # scores by it). Checked by a checksum of its own, outside the data's identity, so
   # that workdirs written before it still match their data.
   sources = {f'{split}_source_ids': _source_ids(getattr(dataset, split))
              for split in ('train', 'test')}
@@ -536,7 +536,7 @@ def read_dataset_file(workdir):
   info.pop('source_ids_checksum', None)
   _check_dataset_dtypes(path, arrays, sources)
   for split, fields in (('train', ('train_labels', 'train_ids',
-                                    'original_train_labels')),
+                                   'original_train_labels')),
                         ('test', ('test_labels', 'test_ids'))):
     fields += tuple(f for f in (f'{split}_source_ids',) if f in sources)
     shapes = {(arrays.get(f, sources.get(f))).shape for f in fields}

@@ -1,0 +1,73 @@
+"""stats/ranks.py: average ranks, the rank AUC and the correlations, against
+hand-computed cases and brute force."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from tf_memorization.stats import ranks
+
+
+def test_average_ranks_by_hand():
+  np.testing.assert_array_equal(ranks.average_ranks([3., 1., 3., 2., 3.]),
+                                [4., 1., 4., 2., 4.])
+  np.testing.assert_array_equal(ranks.average_ranks([[2., 2.], [5., 1.]]),
+                                [[1.5, 1.5], [2., 1.]])
+  # NaNs sort last, each its own rank; the others rank among themselves.
+  np.testing.assert_array_equal(ranks.average_ranks([np.nan, 0., np.nan]),
+                                [2., 1., 3.])
+
+
+def test_rows_rank_as_each_row_alone():
+  rng = np.random.default_rng(0)
+  values = rng.integers(0, 4, size=(7, 25)).astype(float)
+  values[rng.random(values.shape) < 0.1] = np.nan
+  rows = ranks.average_ranks(values)
+  for row, got in zip(values, rows):
+    np.testing.assert_array_equal(ranks.average_ranks(row), got)
+
+
+def _brute_auc(values, positive, negative):
+  """P(pos > neg) + P(pos = neg) / 2 over every pair."""
+  pos = [v for v, p in zip(values, positive) if p]
+  neg = [v for v, n in zip(values, negative) if n]
+  if not pos or not neg:
+    return math.nan
+  wins = sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg))
+  return wins / (len(pos) * len(neg))
+
+
+def test_rank_auc_against_every_pair_with_ties_and_left_out_entries():
+  rng = np.random.default_rng(1)
+  values = rng.integers(0, 5, size=(6, 30)).astype(float)
+  positive = rng.random(values.shape) < 0.4
+  negative = ~positive & (rng.random(values.shape) < 0.8)
+  values[~positive & ~negative] = np.nan  # in neither set: left out
+  positive[0] = False  # a row without positives: NaN
+  got = ranks.rank_auc(values, positive, negative)
+  want = [_brute_auc(*row) for row in zip(values, positive, negative)]
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+  assert math.isnan(got[0])
+  assert ranks.rank_auc([1., 2., 2., 3.], [False, True, False, True]) == (
+      pytest.approx(0.875))
+
+
+def test_correlations_agree_with_the_numpy_ones():
+  rng = np.random.default_rng(2)
+  for m in (3, 10, 200):
+    x = np.round(rng.normal(size=m), 1)
+    y = x + rng.normal(size=m)
+    pearson, spearman = ranks.correlations(x, y)
+    assert pearson == pytest.approx(ranks.pearson(x, y), abs=1e-12)
+    assert spearman == pytest.approx(ranks.spearman(x, y), abs=1e-12)
+
+
+def test_correlations_are_nan_without_enough_finite_pairs():
+  for f in (ranks.correlations, lambda a, b: (ranks.pearson(a, b),
+                                              ranks.spearman(a, b))):
+    assert all(map(math.isnan, f([1., 2., np.nan], [1., 2., 3.])))
+    assert all(map(math.isnan, f([1., 1., 1., 1.], [1., 2., 3., 4.])))
+  assert ranks.correlations([1, 2, 3, np.inf], [1, 2, 4, 0]) == pytest.approx(
+      ranks.correlations([1, 2, 3], [1, 2, 4]))

@@ -1,0 +1,143 @@
+"""Rank statistics, written once: average ranks, the rank (Mann–Whitney)
+AUC, and the correlations between two score vectors.
+
+    average_ranks(values)   1-based ranks along the last axis, ties sharing
+                            the mean of their ranks (NaNs sort last, each
+                            its own rank)
+    rank_auc(values, positive, negative)
+                            per row, P(a positive scores above a negative),
+                            ties counting 1/2, from average ranks
+    pearson, spearman, cosine
+                            over the pairs finite on both sides; NaN with
+                            fewer than MIN_PAIRS pairs or a constant side
+    correlations(a, b)      (Pearson, Spearman) as scipy computes them: the
+                            estimate's tables (memorization against
+                            influence, convergence, split halves, the
+                            experiments, the comparison with the released
+                            scores) have always been written from scipy's
+                            figures, and stay so bit for bit
+
+LiRA's per-example AUC (membership.py), its per-trial AUC
+(membership_eval.py), the proxies' correlations and the label-issue AUC
+(proxies.py) use the numpy functions here, which handle 2-D arrays row by
+row without a Python loop.
+"""
+
+import math
+
+import numpy as np
+
+# Fewer finite pairs than this: every correlation is NaN.
+MIN_PAIRS = 3
+
+
+def average_ranks(values):
+  """1-based ranks along the last axis of `values` (1-D or 2-D), ties
+  sharing the mean of their ranks.
+
+  NaNs sort last, each unequal to every value (their ranks mean nothing;
+  the others' ranks are among the non-NaN values).
+  """
+  values = np.asarray(values, np.float64)
+  rows = values.reshape(-1, values.shape[-1]) if values.ndim else (
+      values.reshape(1, 1))
+  order = np.argsort(rows, axis=1, kind='stable')
+  ordered = np.take_along_axis(rows, order, axis=1)
+  m = ordered.shape[1]
+  position = np.arange(m)
+  first = np.ones(ordered.shape, bool)
+  first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+  last = np.ones(ordered.shape, bool)
+  last[:, :-1] = first[:, 1:]
+  start = np.maximum.accumulate(np.where(first, position, 0), axis=1)
+  end = np.minimum.accumulate(np.where(last, position, m)[:, ::-1],
+                              axis=1)[:, ::-1]
+  ranks = np.empty(ordered.shape)
+  np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
+  return ranks.reshape(values.shape)
+
+
+def rank_auc(values, positive, negative=None):
+  """The Mann–Whitney AUC along the last axis: P(positive > negative) +
+  ½ P(=), from average ranks.
+
+  Args:
+    values: float [..., m]; an entry in neither set must be NaN (it is left
+      out).
+    positive: bool, the shape of values.
+    negative: bool, the shape of values (default: ~positive).
+
+  Returns:
+    float [...]: NaN where a row has no positive or no negative.
+  """
+  values = np.asarray(values, np.float64)
+  positive = np.asarray(positive, bool)
+  negative = ~positive if negative is None else np.asarray(negative, bool)
+  ranks = average_ranks(values)
+  n_pos = positive.sum(-1).astype(np.float64)
+  n_neg = negative.sum(-1).astype(np.float64)
+  rank_sum = np.where(positive, ranks, 0.0).sum(-1)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+  return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def finite_pairs(x, y):
+  """(x, y) as float64 vectors, kept where both are finite."""
+  x = np.asarray(x, np.float64).ravel()
+  y = np.asarray(y, np.float64).ravel()
+  if x.shape != y.shape:
+    raise ValueError(f'the two sides have {x.size} and {y.size} values.')
+  ok = np.isfinite(x) & np.isfinite(y)
+  return x[ok], y[ok]
+
+
+def _defined(x, y):
+  """At least MIN_PAIRS pairs and neither side constant."""
+  return len(x) >= MIN_PAIRS and np.ptp(x) > 0 and np.ptp(y) > 0
+
+
+def _pearson(x, y):
+  x = x - x.mean()
+  y = y - y.mean()
+  r = float(np.dot(x, y) / math.sqrt(float(np.dot(x, x)) *
+                                     float(np.dot(y, y))))
+  return min(1.0, max(-1.0, r))
+
+
+def pearson(x, y):
+  """Pearson correlation over the pairs where both are finite (NaN with
+  fewer than MIN_PAIRS pairs or a constant side)."""
+  x, y = finite_pairs(x, y)
+  return _pearson(x, y) if _defined(x, y) else float('nan')
+
+
+def spearman(x, y):
+  """Spearman correlation: the Pearson of the average ranks (ties share the
+  mean of their ranks) over the pairs where both are finite (NaN with fewer
+  than MIN_PAIRS pairs or a constant side)."""
+  x, y = finite_pairs(x, y)
+  if not _defined(x, y):
+    return float('nan')
+  return _pearson(average_ranks(x), average_ranks(y))
+
+
+def cosine(x, y):
+  """x·y / (|x| |y|) over the pairs where both are finite (NaN with fewer
+  than MIN_PAIRS pairs or an all-zero side). Not centred: it depends on
+  where each side's zero lies."""
+  x, y = finite_pairs(x, y)
+  norm = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
+  if len(x) < MIN_PAIRS or norm == 0:
+    return float('nan')
+  return min(1.0, max(-1.0, float(np.dot(x, y)) / norm))
+
+
+def correlations(a, b):
+  """(Pearson, Spearman) over the entries finite in both, as scipy computes
+  them (NaN with fewer than MIN_PAIRS entries or a constant side)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  a, b = finite_pairs(a, b)
+  if not _defined(a, b):
+    return float('nan'), float('nan')
+  return (float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0]))
