@@ -2,7 +2,9 @@
 # tf_memorization launcher.
 #
 #   ./run.sh demo [train flags...]          offline demo on the bundled digits
-#   ./run.sh test [pytest args...]          the test suite
+#   ./run.sh test [pytest args...]          the test suite (two worker
+#                                           processes; TF_MEMORIZATION_TEST_WORKERS=N
+#                                           sets how many, 0 runs it in this one)
 #   ./run.sh cifar100|cifar10|mnist|imagenet [--per_gpu_workers] [train flags...]
 #
 # Creates .venv and installs the package (with test extras) when missing or
@@ -109,7 +111,10 @@ case "$cmd" in
     ;;
   test)
     ensure_env
-    "$PY" -m pytest -q tests "$@"
+    # Test modules go to the workers whole (--dist loadfile), so that a
+    # module's trained fixtures are trained once.
+    "$PY" -m pytest -q -n "${TF_MEMORIZATION_TEST_WORKERS:-2}" \
+      --dist loadfile tests "$@"
     ;;
   cifar100|cifar10|mnist|imagenet)
     ensure_env

@@ -15,7 +15,7 @@ import shutil
 import stat
 import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # tfds's default data dir, for this process and the binaries it starts: a
 # test that passes no data dir never writes to ~/tensorflow_datasets.
 _DEFAULT_DATA_DIR = tempfile.mkdtemp(prefix='tfds_default_')

@@ -7,6 +7,7 @@ loads TensorFlow, defines the binary's flags and runs its main.
 """
 
 import importlib
+import sys
 
 from tf_memorization.core import quiet
 
@@ -14,8 +15,14 @@ from tf_memorization.core import quiet
 def _run(binary):
   quiet.filter_library_logs()  # before the binary's module loads TensorFlow
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f'tf_memorization.{binary}')
   module.define_flags()
+  # --help prints the main module's doc and flags: the script's, here the
+  # binary's.
+  sys.modules['__main__'].__doc__ = module.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(module.main)
 
 

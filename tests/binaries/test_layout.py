@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'tf_memorization')
@@ -224,6 +226,7 @@ def test_no_module_is_over_the_size_limit():
   assert not too_long, too_long
 
 
+@pytest.mark.slow
 def test_what_the_binaries_load_at_import():
   """In fresh processes: the report loads none of the training stack,
   nor cli; the inspect and train binaries read the planner's settings

@@ -107,6 +107,7 @@ def test_shards_and_ranges_resume_and_extend(tmp_path, digits_data_dir):
   assert list(records.list_records(workdir)) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_trial_metrics_go_to_tensorboard(tmp_path, digits_data_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'w')
@@ -126,6 +127,7 @@ def test_trial_metrics_go_to_tensorboard(tmp_path, digits_data_dir):
     assert ('trial/train_seconds', t) in seen
 
 
+@pytest.mark.slow
 def test_another_config_in_the_same_workdir_is_refused(tmp_path,
                                                        digits_data_dir):
   workdir = str(tmp_path / 'w')

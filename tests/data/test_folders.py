@@ -432,6 +432,7 @@ def _checks(data_dir):
     return found[0], json.load(f)
 
 
+@pytest.mark.slow
 def test_streaming_folder_checks_every_image_before_training(
     tmp_path, monkeypatch):
   """One image of 700 does not decode, outside the normalization sample."""

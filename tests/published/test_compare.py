@@ -870,6 +870,7 @@ def test_estimates_of_other_trials_than_the_records(run, tmp_path):
   assert compare_in_process(workdir, published=memorization_only)[0] == 0
 
 
+@pytest.mark.slow
 def test_the_binary_refuses_a_file_that_is_no_npz(run, tmp_path):
   path = tmp_path / 'infl.npz'
   path.write_text('tr_mem,tr_labels\n0.5,1\n')

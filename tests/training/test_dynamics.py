@@ -142,6 +142,7 @@ def test_proxies_equal_an_eager_recomputation_from_the_same_batches(
   assert expected['csl'][~inside].sum() == 0  # never visited
 
 
+@pytest.mark.slow
 def test_the_tf_data_path_and_a_mirrored_pair_record_the_same(frozen_run):
   # Without batch norm, whose statistics a replica takes over its half of
   # the batch, every way of feeding the trial computes the same losses.

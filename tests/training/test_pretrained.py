@@ -227,6 +227,7 @@ def test_loads_the_file_and_declares_it_pretrained(weights, tmp_path):
   assert not _equal(model.get_layer('backbone').get_weights(), values)
 
 
+@pytest.mark.slow
 def test_trainable_choices(weights):
   path = weights[0]
   head = _build(path, trainable='head')

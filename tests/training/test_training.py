@@ -177,6 +177,7 @@ def test_reinitialize_is_a_function_of_the_seed(trainer):
                             first[kernels[2]].ravel()[:16])
 
 
+@pytest.mark.slow
 def test_training_then_reinitialize_restores_bn_stats_and_optimizer(
     trainer, digits):
   mask = _mask(len(digits.train), 0.3, seed=3)
@@ -285,6 +286,7 @@ def test_constant_weights_without_initializer_restart_at_their_value(digits):
 # train_trial
 
 
+@pytest.mark.slow
 def test_trials_reuse_the_model_and_compiled_functions(trainer, digits):
   n = len(digits.train)
   trainer.train_trial(_mask(n, 0.5, seed=10), seed=10)
@@ -306,6 +308,7 @@ def test_trials_reuse_the_model_and_compiled_functions(trainer, digits):
   assert [f.experimental_get_tracing_count() for f in compiled] == traces
 
 
+@pytest.mark.slow
 def test_same_seed_and_mask_give_identical_trials(trainer, digits):
   # No tf.config.experimental.enable_op_determinism(): on this CPU build the
   # ops of a trial are deterministic run to run, so the equality below holds
@@ -406,6 +409,7 @@ def _predict_split(trainer, name):
   return trainer.inference_model.predict(inputs, verbose=0)
 
 
+@pytest.mark.slow
 def test_mirrored_inference_is_in_dataset_order(mirrored_trainer, digits):
   trainer = mirrored_trainer
   for name, split in (('test', digits.test), ('train', digits.train)):
@@ -450,6 +454,7 @@ def mirrored_trial(mirrored_trainer, digits):
   }
 
 
+@pytest.mark.slow
 def test_mirrored_trial_predicts_in_dataset_order(mirrored_trial, digits):
   result = mirrored_trial['result']
   for name in ('test', 'train'):
@@ -545,6 +550,7 @@ def test_a_second_mirrored_strategy_in_one_process_trains(digits_data_dir):
       run.stderr[-3000:])
 
 
+@pytest.mark.slow
 def test_mixed_precision_on_cpu_uses_bfloat16_with_float32_logits(digits):
   try:
     trainer = trainer_lib.TrialTrainer(
@@ -600,6 +606,7 @@ def _same_steps_masks(trainer, n, count, seed):
   return masks
 
 
+@pytest.mark.slow
 def test_a_packed_trial_equals_the_same_trial_trained_alone(
     trainer, packed_trainer, digits):
   masks = _same_steps_masks(packed_trainer, len(digits.train), 3, seed=40)
@@ -622,6 +629,7 @@ def test_a_packed_trial_equals_the_same_trial_trained_alone(
   assert not np.array_equal(together[1].train_margin, together[2].train_margin)
 
 
+@pytest.mark.slow
 def test_a_trial_does_not_depend_on_its_slot_or_companions(
     packed_trainer, digits):
   masks = _same_steps_masks(packed_trainer, len(digits.train), 3, seed=50)
@@ -636,6 +644,7 @@ def test_a_trial_does_not_depend_on_its_slot_or_companions(
   assert not np.array_equal(first[1].train_margin, other[1].train_margin)
 
 
+@pytest.mark.slow
 def test_a_partial_group_is_padded_and_returns_its_trials_only(
     packed_trainer, digits):
   masks = _same_steps_masks(packed_trainer, len(digits.train), 2, seed=60)

@@ -112,6 +112,7 @@ def test_frozen_layers_by_position_in_another_build(unnamed):
                                 layer_names(first, keep))
 
 
+@pytest.mark.slow
 def test_the_ablation_trainer_moves_only_the_head_of_every_copy(
     unnamed, digits_data_dir):
   """The trainer builds the model again (twice: two copies per step); the
@@ -138,6 +139,7 @@ def test_the_ablation_trainer_moves_only_the_head_of_every_copy(
     assert moved == set(head)
 
 
+@pytest.mark.slow
 def test_a_sequential_without_an_input_trains(unnamed, digits_data_dir):
   """keras.Sequential([Flatten(), Dense(...)]) has no weights until built:
   the trainer builds it for the data's shape, and every copy learns."""

@@ -231,6 +231,7 @@ def test_resigned_metrics_out_of_range_are_refused(workdir, metric, value):
     assert f"trial_000003.npz: its metadata field 'metrics.{metric}'" in line
 
 
+@pytest.mark.slow
 def test_accuracies_are_derived_from_the_predictions(workdir):
   """A record re-signed with plausible but wrong accuracies changes
   nothing: summary.json's means come from the predictions."""

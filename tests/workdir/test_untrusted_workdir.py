@@ -111,6 +111,7 @@ def workdir(trained, tmp_path):
 # 1. A checkpoint is resumed only by the config that wrote it
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_not_resumed(digits_data_dir,
                                                        tmp_path):
   digits = pipelines.load_dataset('sklearn_digits', data_dir=digits_data_dir)
@@ -230,6 +231,7 @@ def test_the_workdir_config_holds_no_location(trained):
   assert 'load_dataset.name' in text  # the bindings that matter are kept
 
 
+@pytest.mark.slow
 def test_the_fingerprint_does_not_depend_on_the_data_dir(tmp_path,
                                                          digits_data_dir):
   # gin wraps a long value onto a continuation line; the fingerprint must
@@ -402,6 +404,7 @@ def _diverge(path):
   rewrite_record(path, metadata={'diverged': 'planted'}, **nan, **zero)
 
 
+@pytest.mark.slow
 def test_diverged_trials_are_refused_or_skipped_with_a_count(
     workdir, digits_data_dir):
   _diverge(records.record_path(workdir, 2))
@@ -511,6 +514,7 @@ def test_a_corrupt_later_record_stops_the_train_binary(workdir,
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_records_of_other_models_in_an_experiment_folder_are_refused(
     workdir, digits_data_dir):
   # The removal experiment's trials folder is a link to the main trials:

@@ -1,0 +1,44 @@
+"""Every binary answers --help, as `python -m` and as its console script:
+absl prints the binary's doc and flags and exits with status 1, as every
+absl binary does for --help."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BINARIES = {'train': 'tfmem-train', 'estimate': 'tfmem-estimate',
+            'report': 'tfmem-report', 'inspect_workdir': 'tfmem-inspect',
+            'compare': 'tfmem-compare'}
+# A flag of each binary its --help must list.
+FLAGS = {'train': '--target_stderr', 'estimate': '--output_dir',
+         'report': '--estimates_dir', 'inspect_workdir': '--upgrade_records',
+         'compare': '--published_pairs'}
+
+
+@pytest.mark.slow
+def test_every_binary_answers_help():
+  """The five binaries at once (each loads TensorFlow), and the console
+  scripts setup.py installs beside this Python (./run.sh installs them)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  commands = {name: [sys.executable, '-m', f'tf_memorization.{name}',
+                     '--help'] for name in BINARIES}
+  scripts = os.path.dirname(sys.executable)
+  for name, script in BINARIES.items():
+    path = os.path.join(scripts, script)
+    assert os.path.exists(path), (
+        f'{path} is missing: install the package (./run.sh test does)')
+    commands[script] = [path, '--help']
+  running = {name: subprocess.Popen(
+      command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for name, command in
+             commands.items()}
+  for name, proc in running.items():
+    out, _ = proc.communicate(timeout=300)
+    binary = next(b for b, s in BINARIES.items() if name in (b, s))
+    assert proc.returncode == 1, (name, out[-2000:])  # absl's --help
+    assert FLAGS[binary] in out, (name, out[-2000:])
+    assert 'Traceback' not in out, (name, out[-2000:])
