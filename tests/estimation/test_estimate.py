@@ -25,13 +25,14 @@ import numpy as np
 import pytest
 
 from tf_memorization.core import files
+from tf_memorization.estimation import pipeline
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
 from tf_memorization import train
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
 
-from conftest import GIN_DIR, REPO, train_tiny
+from conftest import GIN_DIR, REPO, run_in_process, train_tiny
 
 pytestmark = pytest.mark.slow  # trains real runs; see conftest
 
@@ -81,6 +82,12 @@ def _estimate_binary(*args):
   return [sys.executable, '-m', 'tf_memorization.estimate', *args]
 
 
+def _estimate_main(workdir, *bindings):
+  """What the estimate binary runs for --workdir and --gin_bindings."""
+  return lambda: pipeline.run(workdir, gin_bindings=bindings,
+                              log=lambda line: print(line, flush=True))
+
+
 @pytest.fixture(scope='module')
 def runs(workdir, other_config_record, tmp_path_factory):
   """Starts every subprocess of the module at once; {name: (rc, out, err)}."""
@@ -108,20 +115,24 @@ def runs(workdir, other_config_record, tmp_path_factory):
     os.remove(records.record_path(one_trial, t))
   bindings_out = str(root / 'bindings_out')
 
+  # The binary itself runs as a subprocess (twice, in the background); the
+  # bad-input cases run its main in this process meanwhile (each fails
+  # before any heavy work), as conftest.run_in_process does.
   commands = {
       'run': [sys.executable, '-c', RUN_SCRIPT, workdir],
       'bindings': _estimate_binary(
           f'--workdir={workdir}', f'--output_dir={bindings_out}',
           '--gin_bindings=Estimator.topk = 3',
           '--gin_bindings=Estimator.dense_influence = True'),
-      'mixed': _estimate_binary(f'--workdir={mixed}'),
-      'truncated': _estimate_binary(f'--workdir={truncated}'),
-      'no_records': _estimate_binary(f'--workdir={no_records}'),
-      'no_dataset': _estimate_binary(f'--workdir={no_dataset}'),
-      'unknown_binding': _estimate_binary(
-          f'--workdir={copy("unknown_binding")}',
-          '--gin_bindings=Estimator.top_k = 3'),
-      'one_trial': _estimate_binary(f'--workdir={one_trial}'),
+  }
+  calls = {
+      'mixed': _estimate_main(mixed),
+      'truncated': _estimate_main(truncated),
+      'no_records': _estimate_main(no_records),
+      'no_dataset': _estimate_main(no_dataset),
+      'unknown_binding': _estimate_main(copy('unknown_binding'),
+                                        'Estimator.top_k = 3'),
+      'one_trial': _estimate_main(one_trial),
   }
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   procs = {name: subprocess.Popen(cmd, cwd=REPO, env=env, text=True,
@@ -130,6 +141,8 @@ def runs(workdir, other_config_record, tmp_path_factory):
            for name, cmd in commands.items()}
   results = {}
   try:
+    for name, call in calls.items():
+      results[name] = run_in_process(call)
     for name, proc in procs.items():
       out, err = proc.communicate(timeout=300)
       results[name] = (proc.returncode, out, err)

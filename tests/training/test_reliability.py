@@ -152,8 +152,8 @@ def _finish(process):
   return out
 
 
-KILL_RUN = ['--gin_bindings=SubsetDesign.num_trials = 4',
-            '--gin_bindings=TrialTrainer.epochs = 6',
+KILL_RUN = ['--gin_bindings=SubsetDesign.num_trials = 3',
+            '--gin_bindings=TrialTrainer.epochs = 4',
             '--gin_bindings=TrialTrainer.checkpoint_seconds = 0']
 
 
