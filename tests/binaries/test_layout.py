@@ -69,24 +69,16 @@ def _stage(name):
 
 
 def _imports(path):
-  """(line, imported module, at import time) of every import in a module:
-  those inside functions and classes too (at import time False)."""
-  tree = ast.parse(open(path).read(), path)
+  """(line, imported module) of every import in a module, those inside
+  functions and classes too."""
   found = []
-
-  def visit(node, deferred):
-    for child in ast.iter_child_nodes(node):
-      inner = deferred or isinstance(
-          child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-      if isinstance(child, ast.Import):
-        found.extend((child.lineno, a.name, not inner) for a in child.names)
-      elif isinstance(child, ast.ImportFrom) and child.module:
-        found.extend((child.lineno, f'{child.module}.{a.name}', not inner)
-                     for a in child.names)
-      visit(child, inner)
-
-  visit(tree, False)
-  return found
+  for node in ast.walk(ast.parse(open(path).read(), path)):
+    if isinstance(node, ast.Import):
+      found.extend((node.lineno, a.name) for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      found.extend((node.lineno, f'{node.module}.{a.name}')
+                   for a in node.names)
+  return sorted(found)
 
 
 def _package_imports(path, modules=None):
@@ -95,7 +87,7 @@ def _package_imports(path, modules=None):
   workdir.records)."""
   modules = _modules() if modules is None else modules
   found = []
-  for line, name, _ in _imports(path):
+  for line, name in _imports(path):
     if not name.startswith('tf_memorization'):
       continue
     name = name.removeprefix('tf_memorization').lstrip('.')
@@ -120,7 +112,7 @@ def _offenders(modules):
           other not in STAGES[stage]):
         offenders.append(f'{name} line {line}: {stage}/ imports {imported} '
                          f'({other}/), not among {STAGES[stage] or "none"}')
-    for line, imported, _ in _imports(path):
+    for line, imported in _imports(path):
       top = imported.partition('.')[0]
       if top in FORBIDDEN.get(stage, ()):
         offenders.append(f'{name} line {line}: {stage}/ imports {top}')

@@ -17,8 +17,8 @@
    influence_pairs.csv, influence_topk.npz, the analyses that need no
    retraining (analyses.py: label noise, memorization vs influence), the
    experiments (experiments/: ablation, removal, leave-one-out, ratio
-   sweep), summary.json, and the HTML report (reporting/page.py), which gets the
-   estimates in memory.
+   sweep), summary.json, and the HTML report (reporting/page.py), which
+   gets the estimates in memory.
 
 Everything goes to a staging folder beside W/estimates that is swapped in
 whole when the run succeeds (storage.staged_output): a failed or killed
