@@ -123,7 +123,8 @@ def runs(workdir, other_config_record, tmp_path_factory):
       'bindings': _estimate_binary(
           f'--workdir={workdir}', f'--output_dir={bindings_out}',
           '--gin_bindings=Estimator.topk = 3',
-          '--gin_bindings=Estimator.dense_influence = True'),
+          '--gin_bindings=Estimator.dense_influence = True',
+          "--gin_bindings=Estimator.influence_scope = 'all'"),
   }
   calls = {
       'mixed': _estimate_main(mixed),
@@ -132,6 +133,8 @@ def runs(workdir, other_config_record, tmp_path_factory):
       'no_dataset': _estimate_main(no_dataset),
       'unknown_binding': _estimate_main(copy('unknown_binding'),
                                         'Estimator.top_k = 3'),
+      'dense_within_classes': _estimate_main(
+          copy('dense_within_classes'), 'Estimator.dense_influence = True'),
       'one_trial': _estimate_main(one_trial),
   }
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
@@ -297,12 +300,17 @@ def test_influence_topk_npz(workdir, run_output, loaded, direct_influence):
     np.testing.assert_array_equal(npz['train_ids'], loaded.train_ids)
   assert indices.shape == values.shape == (NUM_TEST, 10)
   infl, _ = direct_influence
-  # Many ties (multiples of 1/3): compare the values, and that each listed
-  # train example really has the listed influence.
-  expected = -np.sort(-infl, axis=0)[:10].T
+  # The default scope ranks the training examples of each test example's
+  # label. Many ties (multiples of 1/3): compare the values, and that each
+  # listed train example really has the listed influence and label.
+  same = loaded.train_labels[:, None] == loaded.test_labels[None, :]
+  expected = -np.sort(-np.where(same, infl, -np.inf), axis=0)[:10].T
   np.testing.assert_allclose(values, expected, atol=1e-5)
   np.testing.assert_allclose(values, infl[indices, np.arange(NUM_TEST)[:, None]],
                              atol=1e-5)
+  np.testing.assert_array_equal(
+      loaded.train_labels[indices],
+      np.broadcast_to(loaded.test_labels[:, None], indices.shape))
   assert all(len(set(row)) == 10 for row in indices.tolist())
 
 
@@ -343,6 +351,7 @@ def test_summary(workdir, run_output, loaded):
   assert 0.0 <= split['pairs_jaccard'] <= 1.0
   assert -1.0 <= split['memorization_spearman'] <= 1.0
   assert summary['topk'] == 10 and summary['influence_scores'] == 'correct'
+  assert summary['influence_scope'] == 'same_label'
   table = '\n'.join(run_output['lines'])
   assert 'Loaded 6 trials of sklearn_digits (1442 train, 355 test)' in table
   pair_lines = [l for l in table.splitlines() if 'high-influence pairs' in l]
@@ -359,12 +368,12 @@ def test_estimator_bindings_through_the_binary(workdir, runs, run_output,
     assert npz['train_indices'].shape == (NUM_TEST, 3)
     assert npz['influence'].shape == (NUM_TEST, 3)
     three = npz['influence']
-  with np.load(os.path.join(workdir, 'estimates', 'influence_topk.npz')) as npz:
-    np.testing.assert_allclose(three, npz['influence'][:, :3])
+  infl, _ = direct_influence
+  # Scope 'all': the top 3 over every training example.
+  np.testing.assert_allclose(three, -np.sort(-infl, axis=0)[:3].T, atol=1e-5)
   dense = np.load(os.path.join(output_dir, 'influence_dense.npy'),
                   mmap_mode='r')
   assert dense.dtype == np.float16 and dense.shape == (NUM_TRAIN, NUM_TEST)
-  infl, _ = direct_influence
   np.testing.assert_allclose(dense.astype(np.float64), infl, atol=2 ** -10,
                              rtol=0)
   # Without the binding no dense matrix is written.
@@ -381,6 +390,8 @@ def test_estimator_bindings_through_the_binary(workdir, runs, run_output,
     ('no_records', ['no trial records']),
     ('no_dataset', ['dataset.npz is missing']),
     ('unknown_binding', ['Estimator.top_k']),
+    ('dense_within_classes', ['Estimator.dense_influence = True',
+                              "Estimator.influence_scope = 'all'"]),
     ('one_trial', ['1 trial record(s)', 'trials']),
 ])
 def test_bad_input_exits_2_with_one_error_line(runs, case, messages):

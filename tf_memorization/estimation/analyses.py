@@ -56,7 +56,11 @@ def write_label_noise(output_dir, report, log):
       f'{report["precision_at_flipped"]:.3f}.')
 
 
-def memorization_vs_influence(output_dir, memorization, max_influence, log):
+def memorization_vs_influence(output_dir, memorization, max_influence, log,
+                              scope='all'):
+  """memorization_vs_influence.csv / .json: each training example's
+  memorization against its largest influence on a test example (of its
+  label under influence scope 'same_label')."""
   pearson, spearman = ranks.correlations(memorization, max_influence)
   rows = [[i, float(m), float(x)] for i, (m, x) in
           enumerate(zip(memorization, max_influence))]
@@ -64,7 +68,9 @@ def memorization_vs_influence(output_dir, memorization, max_influence, log):
   estimates.write_table(output_dir, estimates.MEMORIZATION_VS_INFLUENCE,
                         ['index', 'memorization', 'max_influence'], rows,
                         summary)
-  log(f'Memorization vs largest influence on a test example: Pearson '
+  where = 'a test example' + (' of its label' if scope == 'same_label'
+                              else '')
+  log(f'Memorization vs largest influence on {where}: Pearson '
       f'{pearson:.3f}, Spearman {spearman:.3f}.')
   return summary
 

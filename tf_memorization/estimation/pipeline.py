@@ -289,7 +289,8 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
     summary['label_noise'] = {key: v for key, v in noise.items()
                               if not key.startswith('roc_')}
   summary['memorization_vs_influence'] = analyses.memorization_vs_influence(
-      output_dir, mem.memorization, infl.max_influence, log)
+      output_dir, mem.memorization, infl.max_influence, log,
+      estimator.influence_scope)
   summary.update(per_example.compute(settings, workdir, loaded, mem,
                                      output_dir, log,
                                      estimator.diverged_trials))
@@ -416,6 +417,7 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
       'median_pair_stderr': (float(np.median(infl.pair_stderr))
                              if len(infl.pair_stderr) else None),
       'influence_scores': estimator.influence_scores,
+      'influence_scope': estimator.influence_scope,
       'topk': estimator.topk,
       'split_half': split,
       'diverged_trials': {

@@ -12,6 +12,7 @@ import numpy as np
 
 from tf_memorization.core import config
 from tf_memorization.core import errors
+from tf_memorization.stats import blocks
 from tf_memorization.stats import scores
 
 config.not_fingerprinted('Estimator.')
@@ -27,9 +28,18 @@ class Estimator:
     memorization_threshold: pairs need the training example's memorization
       >= this (paper: 0.25).
     same_label: pairs need the same label (paper: yes).
+    influence_scope: which influences are computed (stats/blocks.py):
+      'same_label' (the default) only those of a training example on the
+      test examples of its label, the pairs the paper reads, at 1/C of the
+      cost over C classes: the top-k per test example are then among the
+      training examples of its label, and each training example's largest
+      influence is over the test examples of its label; 'all' every
+      (training, test) pair (needed for same_label = False and for
+      dense_influence).
     memorization_thresholds: the summary counts examples over each.
     block_size: training examples per influence matrix product.
-    dense_influence: also write the dense float16 influence matrix.
+    dense_influence: also write the dense float16 influence matrix (n x
+      n_test; needs influence_scope = 'all').
     split_half: estimate from the even and the odd trials and report
       their agreement (from the same product as the estimates: views.py).
     influence_scores: 'correct' (0/1, the paper) or 'prob' (soft).
@@ -75,7 +85,7 @@ class Estimator:
 
   def __init__(self, topk=10, influence_threshold=0.15,
                memorization_threshold=0.25, same_label=True,
-               memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
+               influence_scope='same_label', memorization_thresholds=(0.1, 0.25, 0.5, 0.75),
                block_size=2048, dense_influence=False, split_half=True,
                influence_scores='correct', experiments=(), report=True,
                report_dir=None, diverged_trials='refuse', pair_fdr=0.1,
@@ -92,6 +102,8 @@ class Estimator:
     self.memorization_threshold = errors.number(
         name + 'memorization_threshold', memorization_threshold)
     self.same_label = errors.boolean(name + 'same_label', same_label)
+    self.influence_scope = errors.choice(name + 'influence_scope',
+                                         influence_scope, blocks.SCOPES)
     self.memorization_thresholds = errors.sequence(
         name + 'memorization_thresholds', memorization_thresholds,
         errors.number)
@@ -99,6 +111,17 @@ class Estimator:
                                      minimum=1)
     self.dense_influence = errors.boolean(name + 'dense_influence',
                                           dense_influence)
+    if influence_scope != 'all':
+      for binding, asked, what in (
+          ('same_label = False', not self.same_label,
+           'pairs of different labels'),
+          ('dense_influence = True', self.dense_influence,
+           'the dense n x n_test matrix')):
+        if asked:
+          raise ValueError(
+              f'{name}{binding} asks for {what}, which {name}influence_scope '
+              f"= {influence_scope!r} does not compute: bind {name}"
+              "influence_scope = 'all' as well.")
     self.split_half = errors.boolean(name + 'split_half', split_half)
     self.influence_scores = influence_scores
     self.experiments = tuple(errors.sequence(name + 'experiments', experiments,
@@ -159,4 +182,4 @@ class Estimator:
         influence_threshold=self.influence_threshold,
         memorization_threshold=self.memorization_threshold,
         same_label=self.same_label, block_size=self.block_size,
-        dense_path=dense_path, progress=progress)
+        dense_path=dense_path, progress=progress, scope=self.influence_scope)

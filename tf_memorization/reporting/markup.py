@@ -49,6 +49,16 @@ details { margin: 0.5em 0; }
 summary { cursor: pointer; color: #1f4e99; }
 """
 
+# What each Estimator.influence_scope computes, as the report says it.
+SCOPE_WORDS = {
+    'same_label': ('within each label: the top-k training examples of a '
+                   'test example and each training example\'s largest '
+                   'influence are among examples of the same label; '
+                   'influence across labels is not computed '
+                   '(Estimator.influence_scope = \'same_label\')'),
+    'all': 'every (training, test) pair (Estimator.influence_scope = \'all\')',
+}
+
 
 class Html(str):
   """Markup, safe to put in the page as it is (from markup, escape, fmt)."""
@@ -302,8 +312,11 @@ def run_rows(summary):
     rows.append(('memorization vs largest influence: Pearson / Spearman',
                  markup('{} / {}', fmt(correlation.get('pearson'), 3),
                         fmt(correlation.get('spearman'), 3))))
-  rows += [('influence scores', fmt(summary.get('influence_scores'))),
-           ('config fingerprint', fmt(summary.get('fingerprint'))),
+  rows.append(('influence scores', fmt(summary.get('influence_scores'))))
+  scope = summary.get('influence_scope')
+  if scope is not None:  # summaries written before it had every pair
+    rows.append(('influence computed', SCOPE_WORDS.get(scope, fmt(scope))))
+  rows += [('config fingerprint', fmt(summary.get('fingerprint'))),
            ('workdir', fmt(summary.get('workdir')))]
   return rows
 

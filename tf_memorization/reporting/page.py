@@ -318,6 +318,9 @@ def _pairs_section(page):
   thresholds = page.summary.obj('pair_thresholds')
   influence, memorization = (markup.text(thresholds.get(key), None)
                              for key in ('influence', 'memorization'))
+  of_label = (' of its label (influence across labels is not computed: '
+              "Estimator.influence_scope = 'same_label')"
+              if page.summary.get('influence_scope') == 'same_label' else '')
   if len(inputs.pairs['train']):
     what = (f'The {len(pair_rows)} test examples with the most influential '
             f'high-influence pairs (influence ≥ {influence}, memorization ≥ '
@@ -325,14 +328,14 @@ def _pairs_section(page):
             + (', same label' if thresholds.get('same_label') else '') +
             f'; {markup.text(page.summary.get("num_pairs"))} pairs in all), '
             f'each beside its up to {PER_TEST} most influential training '
-            'examples. Blue border: a pair over the thresholds (± its '
-            'standard error).')
+            f'examples{of_label}. Blue border: a pair over the thresholds (± '
+            'its standard error).')
   else:
     what = (f'No pair passes the thresholds (influence ≥ {influence}, '
             f'memorization ≥ {memorization}); shown instead: the '
             f'{len(pair_rows)} test examples with the largest influence of '
-            'any training example, beside their most influential training '
-            'examples.')
+            f'any training example, beside their most influential training '
+            f'examples{of_label}.')
   body = (page.note + markup.figure('influence_pairs.png', 'influence pairs',
                                     what + ' Red border: a flipped label.') +
           markup.pairs_table(inputs, pair_rows))

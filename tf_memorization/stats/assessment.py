@@ -108,7 +108,7 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
       memorization_threshold=s.memorization_threshold,
       same_label=s.same_label, delta=s.pair_null, level=s.pair_fdr,
       method=s.fdr_method, block_size=s.block_size, dense_path=dense_path,
-      progress=progress)
+      progress=progress, scope=s.influence_scope)
   full = results['all']
   raw_memorized = int(np.sum(mem.memorization >= s.memorization_threshold))
   summary = {

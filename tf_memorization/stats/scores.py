@@ -31,6 +31,8 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import blocks
+
 
 def _safe_divide(numerator, denominator):
   with np.errstate(invalid='ignore', divide='ignore'):
@@ -230,55 +232,6 @@ def pair_statistics(masks, test_values, pair_train, pair_test, chunk=1024,
   return out if full else (out['estimate'], out['stderr'])
 
 
-def _nonzero_2d(condition):
-  """np.nonzero of a C-contiguous 2-D bool array, in the same (row-major)
-  order; via the flat indices, several times faster on a sparse block."""
-  flat = np.flatnonzero(condition)
-  if not condition.shape[1]:
-    return flat, flat
-  return np.divmod(flat, condition.shape[1])
-
-
-def _merge_topk(best_val, best_idx, block, start, topk):
-  """Merges a block [b, n_test] into the running top-k per test example.
-
-  Only entries that beat their test example's current k-th best are looked
-  at (a sparse set after the first blocks), so merging costs about one
-  comparison pass over the block.
-  """
-  beats = block > np.ascontiguousarray(best_val[:, -1])[None, :]
-  if not np.isfinite(best_val[:, -1]).all():
-    # Early blocks: (almost) every entry is a candidate; partition densely.
-    kk = min(topk, block.shape[0])
-    rows = np.argpartition(-block, kk - 1, axis=0)[:kk]
-    cols = np.broadcast_to(np.arange(block.shape[1]), rows.shape)
-    rows, cols = rows.ravel(), cols.ravel()
-    take = beats[rows, cols]
-    rows, cols = rows[take], cols[take]
-  else:
-    rows, cols = _nonzero_2d(beats)
-  if not len(rows):
-    return
-  vals = block[rows, cols]
-  order = np.lexsort((-vals, cols))            # by test example, best first
-  rows, cols, vals = rows[order], cols[order], vals[order]
-  group_starts = np.r_[0, np.flatnonzero(np.diff(cols)) + 1]
-  group_sizes = np.diff(np.r_[group_starts, len(cols)])
-  rank = np.arange(len(cols)) - np.repeat(group_starts, group_sizes)
-  group = np.repeat(np.arange(len(group_starts)), group_sizes)
-  keep = rank < topk
-  touched = cols[group_starts]
-  cand_val = np.full((len(touched), topk), -np.inf, np.float32)
-  cand_idx = np.full((len(touched), topk), -1, np.int64)
-  cand_val[group[keep], rank[keep]] = vals[keep]
-  cand_idx[group[keep], rank[keep]] = rows[keep] + start
-  all_val = np.concatenate([best_val[touched], cand_val], axis=1)
-  all_idx = np.concatenate([best_idx[touched], cand_idx], axis=1)
-  order = np.argsort(-all_val, axis=1, kind='stable')[:, :topk]
-  best_val[touched] = np.take_along_axis(all_val, order, axis=1)
-  best_idx[touched] = np.take_along_axis(all_idx, order, axis=1)
-
-
 def pair_family(memorization_values, memorization_threshold, train_labels,
                 test_labels, same_label):
   """(candidate rows bool [n], label arrays): the pairs tested are those of a
@@ -297,53 +250,19 @@ def family_size(family):
   return int(sum(counts.get(label, 0) for label in train_labels[candidates]))
 
 
-def select_pairs(block, start, threshold, defined, family):
-  """(rows, cols) of the block's entries >= threshold in the family; float32
-  slack, re-checked exactly by the caller. `start`: the training index of
-  the block's first row, or an array of each row's index."""
+def select_pairs(block, index, cols, threshold, defined, family):
+  """(rows, cols), local to the block, of its entries >= threshold in the
+  family; float32 slack, re-checked exactly by the caller. `index`: the
+  training index of each row; `cols`: the test index of each column (None:
+  all)."""
   candidates, train_labels, test_labels, same_label = family
-  rows, cols = _nonzero_2d(block >= threshold - PAIR_SLACK)
-  keep = defined[rows]
-  rows = start[rows] if np.ndim(start) else rows + start
-  keep &= candidates[rows]
+  rows, local_cols = blocks.nonzero_2d(block >= threshold - PAIR_SLACK)
+  train = index[rows]
+  keep = defined[rows] & candidates[train]
   if same_label:
-    keep &= train_labels[rows] == test_labels[cols]
-  return rows[keep], cols[keep]
-
-
-class Reducer:
-  """What the full view keeps of each block: top-k per test example, each
-  training example's largest influence, the dense matrix, the pairs."""
-
-  def __init__(self, n, n_test, topk, dense_path):
-    self.topk = topk
-    self.best_val = np.full((n_test, topk), -np.inf, np.float32)
-    self.best_idx = np.full((n_test, topk), -1, np.int64)
-    self.max_influence = np.full(n, np.nan, np.float32)
-    self.dense = None
-    if dense_path is not None:
-      self.dense = np.lib.format.open_memmap(
-          dense_path, mode='w+', dtype=np.float16, shape=(n, n_test))
-
-  def add(self, block, start, defined):
-    stop = start + block.shape[0]
-    if not defined.all():
-      block[~defined] = -np.inf  # never a top-k entry, a maximum or a pair
-    if self.dense is not None:
-      self.dense[start:stop] = np.where(defined[:, None], block, np.nan)
-    if block.shape[1]:
-      self.max_influence[start:stop] = np.where(defined, block.max(axis=1),
-                                                np.nan)
-    if self.topk:
-      _merge_topk(self.best_val, self.best_idx, block, start, self.topk)
-
-  def finish(self):
-    if self.dense is not None:
-      self.dense.flush()
-      self.dense = None
-    finite = np.isfinite(self.best_val)
-    self.best_idx[~finite] = -1
-    self.best_val[~finite] = np.nan
+    test = local_cols if cols is None else cols[local_cols]
+    keep &= train_labels[train] == test_labels[test]
+  return rows[keep], local_cols[keep]
 
 
 def concat_indices(parts):
@@ -361,7 +280,7 @@ def exact_pairs(masks, test_values, rows, cols, threshold):
 def influence(masks, test_correct, train_labels, test_labels,
               memorization_values, topk=10, influence_threshold=0.15,
               memorization_threshold=0.25, same_label=True, block_size=2048,
-              dense_path=None, progress=None):
+              dense_path=None, progress=None, scope='all'):
   """Blocked influence: top-k per test example and pairs over thresholds.
 
   Args:
@@ -375,8 +294,10 @@ def influence(masks, test_correct, train_labels, test_labels,
     same_label: pairs need equal labels (the paper's filter).
     block_size: training examples per matrix product.
     dense_path: if set, also write the dense float16 [n, n_test] matrix there
-      as a memory-mapped .npy (NaN rows for undefined examples).
+      as a memory-mapped .npy (NaN rows for undefined examples; scope 'all').
     progress: optional callable(done, total) after each block.
+    scope: 'all' or 'same_label' (blocks.py: which pairs are computed; the
+      top-k and the largest influences are then within each class).
 
   Returns:
     An InfluenceResult.
@@ -388,21 +309,26 @@ def influence(masks, test_correct, train_labels, test_labels,
   topk = max(0, min(int(topk), n))
   family = pair_family(memorization_values, memorization_threshold,
                        train_labels, test_labels, same_label)
-  reducer = Reducer(n, n_test, topk, dense_path)
+  reducer = blocks.Reducer(n, n_test, topk, dense_path)
   pair_rows, pair_cols = [], []
-  for start in range(0, n, block_size):
-    stop = min(start + block_size, n)
-    weights, defined = influence_weights(masks[:, start:stop])
-    block = weights.T @ test_values                        # [b, n_test]
+  done = 0
+  for take, index, cols in blocks.blocks(train_labels, test_labels,
+                                         block_size, scope):
+    weights, defined = influence_weights(masks[:, take])
+    values = test_values if cols is None else test_values[:, cols]
+    block = weights.T @ values                             # [b, m]
     # float32 products can land a hair below a threshold the exact value
     # meets (3/4 - 3/5 = 0.15); candidates are re-checked exactly below.
-    rows, cols = select_pairs(block, start, influence_threshold, defined,
-                              family)
-    pair_rows.append(rows)
-    pair_cols.append(cols)
-    reducer.add(block, start, defined)
+    rows, local = select_pairs(block, index, cols, influence_threshold,
+                               defined, family)
+    pair_rows.append(index[rows])
+    pair_cols.append(local if cols is None else cols[local])
+    reducer.add(block, take, index, cols, defined)
+    done += len(index)
     if progress is not None:
-      progress(stop, n)
+      progress(done, n)
+  if progress is not None and done < n:  # classes without test examples
+    progress(n, n)
   reducer.finish()
   pair_train, pair_test, pair_influence, pair_stderr = exact_pairs(
       masks, test_values, concat_indices(pair_rows), concat_indices(pair_cols),

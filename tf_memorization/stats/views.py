@@ -32,6 +32,7 @@ from typing import Optional
 
 import numpy as np
 
+from tf_memorization.stats import blocks
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
 
@@ -181,62 +182,69 @@ class _View:
     self.delta = delta
     self.raw, self.tested = ([], []), ([], [], [])
     self.covered = np.zeros(len(self.k_in), bool)
-    self.sampled = None  # the blocks a view of Spec.every > 1 covers
+    self.sampled = None  # bool [n]: the examples a view of every > 1 covers
 
   def sample_blocks(self, n, block_size):
-    """Chooses the blocks a view of Spec.every > 1 covers: every
-    `every`-th of the blocks that hold pairs of its family, so that a
-    family of any size is sampled (a family in one block of many, as when
-    a run memorizes one example, is covered whole)."""
+    """Chooses the training examples a view of Spec.every > 1 covers: those
+    in every `every`-th of the blocks of block_size consecutive examples
+    that hold pairs of its family, so that a family of any size is sampled
+    (a family in one block of many, as when a run memorizes one example, is
+    covered whole). The same examples under either influence scope."""
     if self.spec.every == 1:
       return
     candidates = self.family[0]
     holding = [b for b, start in enumerate(range(0, n, block_size))
                if candidates[start:start + block_size].any()]
-    self.sampled = set(holding[::self.spec.every])
+    sampled = np.zeros(len(candidates), bool)
+    for b in holding[::self.spec.every]:
+      sampled[b * block_size:(b + 1) * block_size] = True
+    self.sampled = sampled
 
-  def covers(self, block_index):
-    return self.sampled is None or block_index in self.sampled
+  def sampled_rows(self, index):
+    """The block's rows (local positions) this view covers."""
+    if self.sampled is None:
+      return np.arange(len(index))
+    return np.flatnonzero(self.sampled[index])
 
-  def family_rows(self, start, stop):
-    """The block's rows (local indices) that hold pairs of the family: the
-    only ones a view other than the full one looks at."""
-    return np.flatnonzero(self.family[0][start:stop] & self.defined[start:stop])
+  def family_rows(self, index):
+    """The block's rows (local positions) that hold pairs of the family and
+    that the view covers: the only ones a view other than the full one
+    looks at."""
+    keep = self.family[0][index] & self.defined[index]
+    if self.sampled is not None:
+      keep &= self.sampled[index]
+    return np.flatnonzero(keep)
 
-  def block(self, counts, start, stop, threshold, rows=None):
-    """The view's influence block from its in-trial counts [b, n_test] (or
-    [len(rows), n_test] of the block's `rows`); collects its pairs and
-    candidates."""
-    local = np.arange(stop - start) if rows is None else rows
-    self.covered[start:stop] = True
+  def block(self, counts, index, cols, threshold):
+    """The view's influence block from its in-trial counts [b, m] of the
+    training examples `index` and the test examples `cols` (None: all);
+    collects its pairs and candidates."""
     # Row chunks small enough to stay in cache: the scaling and the
     # rank-one correction cost one pass over memory, not three.
     block = np.empty(counts.shape, np.float32)
-    scale = self.scale[start:stop][local]
-    inv_out = self.inv_out[start:stop][local]
+    scale = self.scale[index]
+    inv_out = self.inv_out[index]
+    totals = self.totals32 if cols is None else self.totals32[cols]
     for r in range(0, len(block), _CHUNK_ROWS):
       part = slice(r, r + _CHUNK_ROWS)
       np.multiply(counts[part], scale[part, None], out=block[part])
-      block[part] -= inv_out[part, None] * self.totals32[None, :]
-    defined = self.defined[start:stop][local]
-    index = local + start
+      block[part] -= inv_out[part, None] * totals[None, :]
+    defined = self.defined[index]
     slack = scores.PAIR_SLACK
-    found = scores.select_pairs(block, index, threshold, defined,
-                                self.family)
-    self.raw[0].append(found[0])
-    self.raw[1].append(found[1])
-    position = np.full(stop - start, -1, np.int64)
-    position[local] = np.arange(len(local))
+    rows, local = scores.select_pairs(block, index, cols, threshold, defined,
+                                      self.family)
+    self.raw[0].append(index[rows])
+    self.raw[1].append(local if cols is None else cols[local])
     if self.delta >= threshold:  # the candidates are among these
-      rows_, cols = found
-      keep = block[position[rows_ - start], cols] >= self.delta + slack
-      rows_, cols = rows_[keep], cols[keep]
+      keep = block[rows, local] >= self.delta + slack
+      rows, local = rows[keep], local[keep]
     else:
-      rows_, cols = scores.select_pairs(block, index, self.delta + 2 * slack,
-                                        defined, self.family)
-    self.tested[0].append(rows_)
-    self.tested[1].append(cols)
-    self.tested[2].append(counts[position[rows_ - start], cols])
+      rows, local = scores.select_pairs(block, index, cols,
+                                        self.delta + 2 * slack, defined,
+                                        self.family)
+    self.tested[0].append(index[rows])
+    self.tested[1].append(local if cols is None else cols[local])
+    self.tested[2].append(counts[rows, local])
     return block, defined
 
 
@@ -267,11 +275,18 @@ def _tests(view, binary, delta, level, method):
                                                    else 1.0)
 
 
+def _product(masks, values, cols):
+  """masks [k, b] and values [k, n_test] (of the test examples `cols`;
+  None: all): the in-trial sums [b, m] in float32."""
+  return masks.T.astype(np.float32) @ (values if cols is None
+                                       else values[:, cols])
+
+
 def influence_views(masks, test_values, train_labels, test_labels, specs,
                     full='all', *, topk=10, influence_threshold=0.15,
                     memorization_threshold=0.25, same_label=True, delta=None,
                     level=0.1, method='bh', block_size=2048, dense_path=None,
-                    progress=None):
+                    progress=None, scope='all'):
   """Every view's pairs and tests, and the full view's top-k, in one pass.
 
   Args:
@@ -280,7 +295,7 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
     specs: [Spec]; `full` names the one whose top-k, largest influences and
       dense matrix are kept.
     topk, influence_threshold, memorization_threshold, same_label,
-      block_size, dense_path, progress: as in scores.influence.
+      block_size, dense_path, progress, scope: as in scores.influence.
     delta: each pair's null, H0: infl <= delta (None: the influence
       threshold).
     level, method: the false-discovery control (selection.fdr_select).
@@ -301,44 +316,49 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   if full not in by_name:
     raise ValueError(f'no view named {full!r} among {sorted(by_name)}.')
   segments = [(masks[as_index(rows)], test_values[as_index(rows)], members)
-              for rows, members in _segments(specs, k)]
+                for rows, members in _segments(specs, k)]
   plan = _sum_plan(specs, segments)
-  reducer = scores.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
+  reducer = blocks.Reducer(n, n_test, max(0, min(int(topk), n)), dense_path)
   for view in views:
     view.sample_blocks(n, block_size)
-  for block_index, start in enumerate(range(0, n, block_size)):
-    stop = min(start + block_size, n)
-    active = [view.covers(block_index) for view in views]
-    counts = [seg_masks[:, start:stop].T.astype(np.float32) @ seg_values
-              if any(active[i] for i in members) else None
-              for seg_masks, seg_values, members in segments]
+  done = 0
+  for take, index, cols in blocks.blocks(train_labels, test_labels,
+                                         block_size, scope):
+    covered = [view.sampled_rows(index) for view in views]
+    for view, rows in zip(views, covered):
+      view.covered[index[rows]] = True
+    counts = [_product(seg_masks[:, take], seg_values, cols)
+              for seg_masks, seg_values, _ in segments]
     sums = {}
     for i, base, extra, last_use in plan:
       view = views[i]
       # Views other than the full one need only the family's rows.
-      rows = None if i == by_name[full] else view.family_rows(start, stop)
+      rows = None if i == by_name[full] else view.family_rows(index)
       if view.spec.permutation is not None:
-        total = (view.masks[:, start:stop][:, rows].T.astype(np.float32)
-                 @ view.test_values) if active[i] else None
-      elif not active[i]:
-        total = None
+        total = (_product(view.masks[:, index[rows]], view.test_values, cols)
+                 if len(covered[i]) and len(rows) else None)
       else:
         total = sums[base] if base is not None else counts[extra[0]]
         for s_index in extra[1 if base is None else 0:]:
           total = total + counts[s_index]
       sums[i] = total
       if total is not None:
-        if rows is not None and view.spec.permutation is None:
-          total = total[rows]
-        block, defined = view.block(total, start, stop, influence_threshold,
-                                    rows)
+        chosen = index
+        if rows is not None:
+          chosen = index[rows]
+          if view.spec.permutation is None:
+            total = total[rows]
+        block, defined = view.block(total, chosen, cols, influence_threshold)
         if i == by_name[full]:
-          reducer.add(block, start, defined)
+          reducer.add(block, take, index, cols, defined)
         del block
       for j in last_use:  # no later view sums from these
         sums.pop(j, None)
+    done += len(index)
     if progress is not None:
-      progress(stop, n)
+      progress(done, n)
+  if progress is not None and done < n:  # classes without test examples
+    progress(n, n)
   reducer.finish()
   results = {}
   for view in views:
