@@ -24,6 +24,7 @@ from tf_memorization.stats import planner  # pylint: disable=g-import-not-at-top
 from tf_memorization.training import sequential  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
+from tf_memorization.workdir import upgrading  # pylint: disable=g-import-not-at-top
 
 def define_flags():
   """Defines the flags; only when run as a binary, so that the library
@@ -53,7 +54,7 @@ def upgrade(workdir, log=print):
   count = 0
   for folder in folders:
     if records.list_records(folder):
-      count += len(loading.upgrade_format_1(folder, log))
+      count += len(upgrading.upgrade_format_1(folder, log))
   log(f'Upgraded {count} records of format 1 in {workdir}.')
   return count
 

@@ -251,7 +251,8 @@ def _npy(tmp_path):
 
 def _truncated(tmp_path):
   path = _file(tmp_path, 'cut.npz')
-  payload = open(path, 'rb').read()
+  with open(path, 'rb') as f:
+    payload = f.read()
   with open(path, 'wb') as f:
     f.write(payload[:len(payload) // 2])
   return path

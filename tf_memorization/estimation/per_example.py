@@ -255,9 +255,13 @@ def _proxies(settings, workdir, loaded, mem, output_dir, log, diverged):
   else:
     _skipped(log, 'Learning-dynamics proxies', found,
              next(f for f in fields if f in found.missing_fields))
+  # Only the first trials are read (the rows of the largest count).
+  first_rows = slice(0, max(counts or [1]))
   rows = proxies_lib.prediction_table(
-      mem.memorization, loaded.masks, arrays, loaded.train_correct,
-      loaded.train_prob, tuple(counts))
+      mem.memorization, np.asarray(loaded.masks[first_rows], bool), arrays,
+      np.asarray(loaded.train_correct[first_rows], bool),
+      np.asarray(loaded.train_prob[first_rows]), tuple(counts),
+      all_trials=loaded.num_trials)
   line = proxies_lib.summary_line(rows)
   estimates.write_table(output_dir, PROXIES, PROXIES_HEADER,
                         [[r[h] for h in PROXIES_HEADER] for r in rows],

@@ -237,11 +237,24 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   start = time.perf_counter()
   settings = estimator.per_example
   required, optional = settings.load_fields()
+  # Compact: masks and correctness bit-packed, the other training-side
+  # fields on a temporary spill read a block of examples at a time, so
+  # memory does not grow with k (loading.load's `compact`).
   loaded = loading.load(
       workdir, margins=settings.margins, diverged=estimator.diverged_trials,
       fields=required, if_present=optional,
-      missing_fix=per_example.missing_fix)
+      missing_fix=per_example.missing_fix, compact=True)
   timings['load_seconds'] = time.perf_counter() - start
+  try:
+    return _estimate_loaded(workdir, output_dir, shown_dir, estimator,
+                            experiments, log, loaded, timings)
+  finally:
+    loaded.close()
+
+
+def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
+                     log, loaded, timings):
+  """_estimate's work once the records are loaded."""
   k, n = loaded.masks.shape
   log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
       f'{loaded.test_correct.shape[1]} test) in '
@@ -291,12 +304,13 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
   summary['memorization_vs_influence'] = analyses.memorization_vs_influence(
       output_dir, mem.memorization, infl.max_influence, log,
       estimator.influence_scope)
-  summary.update(per_example.compute(settings, workdir, loaded, mem,
-                                     output_dir, log,
+  summary.update(per_example.compute(estimator.per_example, workdir, loaded,
+                                     mem, output_dir, log,
                                      estimator.diverged_trials))
   if experiments:
     inputs = experiments_lib.Inputs(
-        workdir=workdir, output_dir=output_dir, setup=setup, records=loaded,
+        workdir=workdir, output_dir=output_dir, setup=setup,
+        records=loaded.dense(),
         memorization=mem, influence=infl,
         influence_of=estimator.influence_of,
         new_trainer=functools.partial(trainer.TrialTrainer, setup.dataset,

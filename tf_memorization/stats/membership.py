@@ -70,6 +70,7 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import bits
 from tf_memorization.stats import ranks
 
 VARIANCES = ('per_example', 'global')
@@ -88,8 +89,9 @@ _P_LOW = 2.0**-24
 
 def _check(confidence, masks):
   """(confidence, masks as bool), or a ValueError saying what is wrong."""
-  confidence = np.asarray(confidence)
-  masks = np.asarray(masks)
+  confidence = bits.as_columns(confidence)  # a spill stays on its file
+  if not isinstance(masks, bits.BitMatrix):
+    masks = np.asarray(masks)
   if confidence.ndim != 2 or confidence.shape != masks.shape:
     raise ValueError(
         f'confidence {confidence.shape} and masks {masks.shape} must be '

@@ -184,7 +184,7 @@ def evaluate(confidence, masks, variance='per_example', attack='online',
   rows = max(1, membership._CHUNK_VALUES // max(n, 1))
   for start in range(0, len(targets), rows):
     chunk = targets[start:start + rows]
-    member = masks[chunk]
+    member = np.asarray(masks[chunk], bool)
     scores = membership._scores(confidence[chunk].astype(np.float64), member,
                                 inside, outside, variance, attack)
     finite = np.isfinite(scores)

@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import bits
+
 
 GRID = np.linspace(-1.0, 1.0, 101)
 _BINS = 40
@@ -44,8 +46,8 @@ def _side_variances(masks, values, chunk=4096):
   """Per column of 0/1 values: (k_in, k_out, estimate, unbiased v_in,
   v_out, smoothed v_in, v_out), from the in- and out-trial counts (one
   pass, in column chunks)."""
-  masks = np.asarray(masks, bool)
-  values = np.asarray(values, bool)
+  masks = bits.as_bool(masks)
+  values = bits.as_bool(values)
   k, n = masks.shape
   x_in, x_all = np.empty(n), np.empty(n)
   for start in range(0, n, chunk):

@@ -181,7 +181,7 @@ def _counts(trial_counts, available):
 
 
 def prediction_table(memorization, masks, proxies, train_correct, train_prob,
-                     trial_counts=TRIAL_COUNTS):
+                     trial_counts=TRIAL_COUNTS, all_trials=None):
   """How well each proxy from the first K trials ranks the memorization.
 
   For each proxy P and each K in trial_counts (those above the trials P has
@@ -200,6 +200,8 @@ def prediction_table(memorization, masks, proxies, train_correct, train_prob,
     train_prob: float [k, n] true-class probabilities, or None (no
       heldout_prob rows).
     trial_counts: the K to try.
+    all_trials: k, the trials `memorization` comes from (default: the
+      masks' rows; the arrays may hold only the first max(trial_counts)).
 
   Returns:
     [dict]: proxy, direction, trials (K), all_trials (k), examples (pairs
@@ -218,7 +220,7 @@ def prediction_table(memorization, masks, proxies, train_correct, train_prob,
   arrays['train_correct'] = np.asarray(train_correct, bool)
   if train_prob is not None:
     arrays['train_prob'] = train_prob
-  k = masks.shape[0]
+  k = masks.shape[0] if all_trials is None else int(all_trials)
   rows = []
   for name in LEARNING_DYNAMICS + HELDOUT:
     source = HELDOUT_SOURCES.get(name, name)

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import bits
 from tf_memorization.stats import blocks
 
 
@@ -52,8 +53,9 @@ def difference_of_means(masks, values, chunk=2048):
   """Per column: mean over in-trials minus mean over out-trials, with stderr.
 
   Args:
-    masks: bool [k, n].
-    values: [k, n] 0/1 correctness or soft scores.
+    masks: bool [k, n] (or a bits.BitMatrix).
+    values: [k, n] 0/1 correctness or soft scores (or anything read a
+      block of columns at a time, bits.as_columns).
     chunk: columns processed at a time (bounds the temporaries: a few
       [k, chunk] arrays; the sums run down the trials, so the result does not
       depend on it).
@@ -62,11 +64,11 @@ def difference_of_means(masks, values, chunk=2048):
     dict of float64 [n] arrays: estimate, stderr, mean_in, mean_out, and
     int arrays k_in, k_out. NaN where k_in or k_out is 0.
   """
-  masks = np.asarray(masks, bool)
+  masks = bits.as_bool(masks)
   if masks.shape != np.shape(values):
     raise ValueError(f'masks {masks.shape} and values {np.shape(values)} '
                      'differ.')
-  values = np.asarray(values)
+  values = bits.as_columns(values)
   k, n = masks.shape
   sums = np.zeros((4, n))  # sum_in, sq_in, sum_all, sq_all
   if values.dtype == bool:

@@ -41,6 +41,8 @@ delta and the number of tests `m` in the family; the rest count as p = 1
 
 import numpy as np
 
+from tf_memorization.stats import bits
+
 FDR_METHODS = ('bh', 'by')
 
 
@@ -194,7 +196,7 @@ def memorization_tests(masks, correct, delta, level, method='bh'):
   """Per example, the test of H0: mem(i) <= delta and the FDR selection.
 
   Args:
-    masks: bool [k, n]; correct: bool [k, n].
+    masks: bool [k, n]; correct: bool [k, n] (or bits.BitMatrix).
     delta: the null's largest memorization (0, or the threshold).
     level, method: as in fdr_select.
 
@@ -203,14 +205,12 @@ def memorization_tests(masks, correct, delta, level, method='bh'):
     scores.memorization), pvalue and qvalue (NaN where undefined), selected
     (bool); and 'num_tests' (defined examples).
   """
-  masks = np.asarray(masks, bool)
-  correct = np.asarray(correct, bool)
-  k = masks.shape[0]
-  k_in = masks.sum(axis=0)
+  masks = bits.as_bool(masks)
+  correct = bits.as_bool(correct)
+  k, n = masks.shape
+  k_in, x_in, x_all = bits.column_counts(masks, correct)
   k_out = k - k_in
-  x_in = np.count_nonzero(masks & correct, axis=0)
-  x_out = np.count_nonzero(correct, axis=0) - x_in
-  n = masks.shape[1]
+  x_out = x_all - x_in
   pvalue = np.full(n, np.nan)
   qvalue = np.full(n, np.nan)
   selected = np.zeros(n, bool)

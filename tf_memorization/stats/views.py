@@ -32,6 +32,7 @@ from typing import Optional
 
 import numpy as np
 
+from tf_memorization.stats import bits
 from tf_memorization.stats import blocks
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
@@ -290,7 +291,8 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   """Every view's pairs and tests, and the full view's top-k, in one pass.
 
   Args:
-    masks: bool [k, n]; test_values: bool or float [k, n_test].
+    masks: bool [k, n] (or a bits.BitMatrix); test_values: bool or float
+      [k, n_test].
     train_labels, test_labels: int [n], [n_test].
     specs: [Spec]; `full` names the one whose top-k, largest influences and
       dense matrix are kept.
@@ -303,7 +305,7 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
   Returns:
     (scores.InfluenceResult of the full view, {name: ViewPairs}).
   """
-  masks = np.asarray(masks, bool)
+  masks = bits.as_bool(masks)
   binary = np.asarray(test_values).dtype == bool
   test_values = np.asarray(test_values, np.float32)
   k, n = masks.shape

@@ -18,19 +18,25 @@ naming the file and what to do.
 import collections
 import concurrent.futures
 import dataclasses
-import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from tf_memorization.core import files
+from tf_memorization.core import spill
 from tf_memorization.core import storage
+from tf_memorization.stats import bits
 from tf_memorization.workdir import record_checks
 from tf_memorization.workdir import records
 
 RecordError = records.RecordError
 _hint = records.fix_hint  # what to do about a bad file, as a sentence
+
+
+# The [k, ...] fields of Records (one row per trial), but trial_indices.
+_PER_TRIAL = ('masks', 'train_correct', 'test_correct', 'train_prob',
+              'test_prob', 'train_margin', 'test_margin', 'train_pred',
+              'test_pred')
 
 
 @dataclasses.dataclass
@@ -91,13 +97,32 @@ class Records:
   def num_trials(self):
     return len(self.trial_indices)
 
+  def close(self):
+    """Frees the temporary files of a compact load (load's `compact`)."""
+    for value in self._per_trial_values():
+      if isinstance(value, spill.ColumnSpill):
+        value.close()
+
+  def _per_trial_values(self):
+    return [getattr(self, name) for name in _PER_TRIAL] + list(
+        self.extra.values())
+
+  def dense(self):
+    """These records with every per-trial field an array (a compact load
+    unpacked: for the code that needs arrays, e.g. the experiments)."""
+    def as_array(value):
+      if isinstance(value, (bits.BitMatrix, spill.ColumnSpill)):
+        return np.asarray(value)
+      return value
+    return dataclasses.replace(
+        self, extra={name: as_array(v) for name, v in self.extra.items()},
+        **{name: as_array(getattr(self, name)) for name in _PER_TRIAL})
+
   def first(self, k):
     """The records of the first k trials (by trial index): what a run
     stopped at k would have had."""
     rows = slice(0, int(k))
-    per_trial = ('masks', 'train_correct', 'test_correct', 'train_prob',
-                 'test_prob', 'train_margin', 'test_margin', 'train_pred',
-                 'test_pred', 'trial_indices')
+    per_trial = _PER_TRIAL + ('trial_indices',)
     if self.heldout_prob_sum is not None and int(k) < self.num_trials:
       raise ValueError('Records.first: the held-out probability sums cover '
                        'every trial.')
@@ -267,64 +292,6 @@ def check(directory, trial_indices=None, jobs=None, fingerprint=None,
   return verified
 
 
-def upgrade_format_1(directory, log=print):
-  """Re-signs the format-1 records of `directory` as format 2, after checks.
-
-  Format 1's checksum covered only the arrays. Each such record is read
-  with that checksum verified, its margins clipped as the writer now clips
-  them, its diverged flag computed, and its metadata signed with the format-2
-  checksum; it replaces the file only if it then passes every check `load`
-  makes (dataset, fingerprint, mask and seed against its design or its
-  folder's plan.json, values). The records must agree on one fingerprint
-  (W/run.json's, when present). What the checks cannot know is whether the
-  metadata was edited before: run this only on workdirs you trust.
-
-  Returns:
-    The trial indices upgraded.
-  """
-  found = records.list_records(directory)
-  old, fingerprints = {}, set()
-  for t, path in found.items():
-    meta = records.read_metadata(path)
-    fingerprints.add(meta.get('fingerprint'))
-    if meta.get('format_version') == 1:
-      old[t] = path
-  if not old:
-    return []
-  fixed = records.read_run_file(directory)
-  if fixed is None and len(fingerprints) > 1:
-    raise RecordError(f'{directory} holds records of {len(fingerprints)} '
-                      'configs: move each config\'s records to its own '
-                      'workdir before upgrading them.')
-  planned = tf.io.gfile.exists(os.path.join(directory, files.PLAN_FILE))
-  dataset_info = records.read_dataset_file(directory)[1]
-  upgraded = []
-  for t, path in old.items():
-    original = storage.read_bytes(path, _hint(path))
-    arrays, meta = records.read_record(path, allow_format_1=True)
-    arrays = {name: np.array(a) for name, a in arrays.items()}
-    for field in ('train_margin', 'test_margin'):
-      arrays[field] = np.clip(arrays[field], -records.FLOAT16_MAX,
-                              records.FLOAT16_MAX)
-    meta.update({
-        'format_version': records.FORMAT_VERSION, 'upgraded_from_format': 1,
-        'design': None if planned else meta.get('design'),
-        'diverged': records.diverged_reason(arrays, meta.get('metrics') or {},
-                                            int(dataset_info['num_classes']))})
-    meta['checksum'] = records.record_checksum(arrays, meta)
-    arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
-    storage.atomic_replace(path, storage.npz_bytes(arrays))
-    try:
-      check(directory, trial_indices=[t],
-            fingerprint=None if fixed else next(iter(fingerprints)))
-    except RecordError:
-      storage.atomic_replace(path, original)
-      raise
-    upgraded.append(t)
-    log(f'{path}: upgraded from record format 1 to {records.FORMAT_VERSION}.')
-  return upgraded
-
-
 def _refuse_mixed(directory, by_fingerprint):
   if len(by_fingerprint) > 1:
     groups = '; '.join(f'fingerprint {fp}: {len(p)} records, e.g. {p[0]}'
@@ -337,7 +304,7 @@ def _refuse_mixed(directory, by_fingerprint):
 
 def load(workdir, predictions=False, margins=True, trial_indices=None,
          jobs=None, fingerprint=None, diverged='refuse', threads=None,
-         fields=(), missing_fix=None, if_present=()):
+         fields=(), missing_fix=None, if_present=(), compact=False):
   """Loads and validates every trial record of `workdir`.
 
   Every record is checked before any of its values is used: the zip
@@ -374,6 +341,13 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
       function of the field, says what to do).
     if_present: format-3 fields loaded like `fields` when every record
       holds them; otherwise left out and counted in Records.missing_fields.
+    compact: memory that does not grow with k beyond 2 bits per (trial,
+      example): the masks and the training correctness as bit-packed
+      stats/bits.BitMatrix, and every other [k, n] training-side field on
+      a core/spill.ColumnSpill (a temporary file read a block of examples
+      at a time); the test-side fields stay arrays. Every reader of the
+      estimator takes these in place of arrays (they index as [rows],
+      [:, a:b] and [rows, cols]); Records.close() frees the spills.
 
   Returns:
     A `Records`.
@@ -402,17 +376,27 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
                       'records: run the train binary with this --workdir '
                       'first.')
   k = len(found)
-  out = {'masks': np.zeros((k, n), bool),
-         'train_correct': np.zeros((k, n), bool),
+
+  def train_side(dtype, name):
+    """A [k, n] training-side field: an array, or spilled (compact)."""
+    if compact and dtype != bool:
+      return spill.ColumnSpill(k, n, dtype, what=name)
+    if compact:
+      return bits.BitMatrix.empty(k, n)
+    return np.zeros((k, n), dtype)
+
+  out = {'masks': train_side(bool, 'masks'),
+         'train_correct': train_side(bool, 'train_correct'),
          'test_correct': np.zeros((k, n_test), bool),
-         'train_prob': np.zeros((k, n), np.float16),
+         'train_prob': train_side(np.float16, 'train_prob'),
          'test_prob': np.zeros((k, n_test), np.float16)}
   if margins:
-    out['train_margin'] = np.zeros((k, n), np.float16)
+    out['train_margin'] = train_side(np.float16, 'train_margin')
     out['test_margin'] = np.zeros((k, n_test), np.float16)
   if predictions:
     num_classes = int(dataset_info['num_classes'])
-    out['train_pred'] = np.zeros((k, n), records.pred_dtype(num_classes))
+    out['train_pred'] = train_side(records.pred_dtype(num_classes),
+                                   'train_pred')
     out['test_pred'] = np.zeros((k, n_test), records.pred_dtype(num_classes))
   required = set(fields)
   fields = tuple(fields) + tuple(f for f in if_present if f not in required)
@@ -422,11 +406,12 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     raise ValueError(f'load: unknown fields {unknown}.')
   extra = {}
   for field in fields:
-    if field in record_checks.COUNT_FIELDS:
-      extra[field] = np.zeros((k, n), np.int32)
+    if field.startswith('test'):
+      extra[field] = np.zeros((k, n_test), np.float16)
     elif field != records.HELDOUT_PROBS:
-      extra[field] = np.zeros((k, n_test if field.startswith('test') else n),
-                              np.float16)
+      extra[field] = train_side(
+          np.int32 if field in record_checks.COUNT_FIELDS else np.float16,
+          field)
   prob_sum = prob_count = None
   if records.HELDOUT_PROBS in fields:
     prob_sum = np.zeros((n, int(dataset_info['num_classes'])))
@@ -434,8 +419,6 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
   missing_fix = missing_fix or (
       'Retrain into a new --workdir with this version of tf_memorization, '
       'or do not ask for it.')
-  metadata, paths, kept, by_fingerprint = [], [], [], {}
-  diverged_trials = {}
   labels_as = {}  # the labels in each prediction dtype (a cheaper compare)
 
   def is_label(pred, labels, name):
@@ -452,92 +435,130 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
   checker = _Checker(workdir, dataset_info, n, n_test, jobs,
                      _expected_fingerprint(workdir, fingerprint),
                      (train_labels, test_labels))
-  row = 0
-  for t, path, arrays, meta in _checked_records(found, checker, threads):
-    by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
-    if meta.get('diverged') is not None:
-      diverged_trials[t] = meta['diverged']
-      if diverged != 'keep':
-        continue
-    out['masks'][row] = np.unpackbits(arrays['mask'], count=n).view(bool)
-    out['train_correct'][row] = is_label(arrays['train_pred'], train_labels,
-                                         'train')
-    out['test_correct'][row] = is_label(arrays['test_pred'], test_labels,
-                                        'test')
-    for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
-                  'train_pred', 'test_pred'):
-      if field in out:
-        out[field][row] = arrays[field]
-    for field in fields:
-      if field not in arrays:
-        if field in required:
-          raise record_checks.missing_field_error(
-              path, meta, field,
-              missing_fix(field) if callable(missing_fix) else missing_fix)
-        count, first = missing.get(field, (0, path))
-        missing[field] = (count + 1, first)
-        continue
-      if field in missing:
-        continue
-      if field in extra:
-        extra[field][row] = arrays[field]
+  metadata, paths, kept, by_fingerprint = [], [], [], {}
+  diverged_trials = {}
+
+  def fill():
+    """The pass over the records: fills `out` and `extra` row by row."""
+    row = 0
+    for t, path, arrays, meta in _checked_records(found, checker, threads):
+      by_fingerprint.setdefault(meta.get('fingerprint'), []).append(path)
+      if meta.get('diverged') is not None:
+        diverged_trials[t] = meta['diverged']
+        if diverged != 'keep':
+          continue
+      mask = np.unpackbits(arrays['mask'], count=n).view(bool)
+      correct = is_label(arrays['train_pred'], train_labels, 'train')
+      if compact:
+        out['masks'].packed[row] = arrays['mask']
+        out['train_correct'].packed[row] = np.packbits(correct)
       else:
-        held_out = ~out['masks'][row]
-        prob_sum[held_out] += arrays[field]
-        prob_count[held_out] += 1
-    metadata.append(meta)
-    paths.append(path)
-    kept.append(t)
-    row += 1
-  _refuse_mixed(workdir, by_fingerprint)
-  if diverged_trials and diverged == 'refuse':
-    shown = sorted(diverged_trials)[:10]
-    first = shown[0]
-    raise RecordError(
-        f'{len(diverged_trials)} of the {k} trials in {workdir} diverged '
-        f'(trials {shown}{", ..." if len(diverged_trials) > 10 else ""}; '
-        f'#{first}: {diverged_trials[first]}, see {found[first]}): their '
-        'predictions say nothing about memorization. Fix the training config '
-        '(e.g. lower TrialTrainer.base_learning_rate) and train into a new '
-        '--workdir, or estimate without them: bind Estimator.diverged_trials '
-        "= 'skip' (summary.json counts them).")
-  if not kept:
-    raise RecordError(
-        f'Every one of the {k} trials in {workdir} diverged (e.g. #'
-        f'{next(iter(diverged_trials))}: '
-        f'{next(iter(diverged_trials.values()))}): nothing can be estimated. '
-        'Fix the training config (e.g. lower TrialTrainer.base_learning_rate) '
-        'and train into a new --workdir.')
-  trimmed = {name: array[:row] for name, array in out.items()}
-  return Records(
-      train_labels=train_labels, test_labels=test_labels,
-      original_train_labels=dataset_arrays['original_train_labels'],
-      train_ids=dataset_arrays['train_ids'],
-      test_ids=dataset_arrays['test_ids'],
-      trial_indices=np.array(kept, np.int64), metadata=metadata,
-      dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
-      paths=paths, train_margin=trimmed.pop('train_margin', None),
-      test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
-      extra={name: array[:row] for name, array in extra.items()
-             if name not in missing},
-      heldout_prob_sum=(None if records.HELDOUT_PROBS in missing
-                        else prob_sum),
-      heldout_count=None if records.HELDOUT_PROBS in missing else prob_count,
-      missing_fields=missing, **trimmed)
+        out['masks'][row] = mask
+        out['train_correct'][row] = correct
+      out['test_correct'][row] = is_label(arrays['test_pred'], test_labels,
+                                          'test')
+      for field in ('train_prob', 'test_prob', 'train_margin', 'test_margin',
+                    'train_pred', 'test_pred'):
+        if field in out:
+          _put(out[field], row, arrays[field])
+      for field in fields:
+        if field not in arrays:
+          if field in required:
+            raise record_checks.missing_field_error(
+                path, meta, field,
+                missing_fix(field) if callable(missing_fix) else missing_fix)
+          count, first = missing.get(field, (0, path))
+          missing[field] = (count + 1, first)
+          continue
+        if field in missing:
+          continue
+        if field in extra:
+          _put(extra[field], row, arrays[field])
+        else:
+          held_out = ~mask
+          prob_sum[held_out] += arrays[field]
+          prob_count[held_out] += 1
+      metadata.append(meta)
+      paths.append(path)
+      kept.append(t)
+      row += 1
+    _refuse_mixed(workdir, by_fingerprint)
+    if diverged_trials and diverged == 'refuse':
+      shown = sorted(diverged_trials)[:10]
+      first = shown[0]
+      raise RecordError(
+          f'{len(diverged_trials)} of the {k} trials in {workdir} diverged '
+          f'(trials {shown}{", ..." if len(diverged_trials) > 10 else ""}; '
+          f'#{first}: {diverged_trials[first]}, see {found[first]}): their '
+          'predictions say nothing about memorization. Fix the training config '
+          '(e.g. lower TrialTrainer.base_learning_rate) and train into a new '
+          '--workdir, or estimate without them: bind Estimator.diverged_trials '
+          "= 'skip' (summary.json counts them).")
+    if not kept:
+      raise RecordError(
+          f'Every one of the {k} trials in {workdir} diverged (e.g. #'
+          f'{next(iter(diverged_trials))}: '
+          f'{next(iter(diverged_trials.values()))}): nothing can be estimated. '
+          'Fix the training config (e.g. lower TrialTrainer.base_learning_rate) '
+          'and train into a new --workdir.')
+    for name in missing:  # a field some record lacks: left out
+      if isinstance(extra.get(name), spill.ColumnSpill):
+        extra[name].close()
+    trimmed = {name: _first_rows(array, row) for name, array in out.items()}
+    return Records(
+        train_labels=train_labels, test_labels=test_labels,
+        original_train_labels=dataset_arrays['original_train_labels'],
+        train_ids=dataset_arrays['train_ids'],
+        test_ids=dataset_arrays['test_ids'],
+        trial_indices=np.array(kept, np.int64), metadata=metadata,
+        dataset_info=dataset_info, fingerprint=next(iter(by_fingerprint)),
+        paths=paths, train_margin=trimmed.pop('train_margin', None),
+        test_margin=trimmed.pop('test_margin', None), diverged=diverged_trials,
+        extra={name: _first_rows(array, row) for name, array in extra.items()
+               if name not in missing},
+        heldout_prob_sum=(None if records.HELDOUT_PROBS in missing
+                          else prob_sum),
+        heldout_count=None if records.HELDOUT_PROBS in missing else prob_count,
+        missing_fields=missing, **trimmed)
+
+
+  try:
+    return fill()
+  except BaseException:  # a bad record: free the spills, then say so
+    for value in list(out.values()) + list(extra.values()):
+      if isinstance(value, spill.ColumnSpill):
+        value.close()
+    raise
+
+
+def _put(target, row, values):
+  """Row `row` of a field: an array's row, or the spill's next row (the
+  rows are filled in order)."""
+  if isinstance(target, spill.ColumnSpill):
+    if target.rows != row:
+      raise ValueError(f'{target.what}: row {row} after {target.rows} rows.')
+    target.append(values)
+  else:
+    target[row] = values
+
+
+def _first_rows(array, rows):
+  """The first `rows` rows of a field (a spill holds only those)."""
+  return array if isinstance(array, spill.ColumnSpill) else array[:rows]
 
 
 def mean_accuracies(loaded):
   """Mean train (in-subset), held-out and test accuracy over the trials,
   computed from the predictions the records hold (never read from their
   metadata): {'train': ..., 'heldout': ..., 'test': ...}."""
-  masks, train, test = loaded.masks, loaded.train_correct, loaded.test_correct
+  masks, test = loaded.masks, loaded.test_correct
   k = len(masks)
-  in_subset = np.count_nonzero(masks, axis=1)
+  in_subset, right_in, right_out = bits.row_counts(masks, loaded.train_correct)
   held_out = masks.shape[1] - in_subset
   with np.errstate(invalid='ignore', divide='ignore'):
     per_trial = {
-        'train': np.count_nonzero(train & masks, axis=1) / in_subset,
-        'heldout': np.count_nonzero(train & ~masks, axis=1) / held_out,
+        'train': right_in / in_subset,
+        'heldout': right_out / held_out,
         'test': np.count_nonzero(test, axis=1) / test.shape[1]}
   return {name: (float(np.nanmean(values))
                  if k and not np.isnan(values).all() else float('nan'))
