@@ -4,7 +4,11 @@ Each trial trains on an independent 70% subset; example i is correct with a
 probability that depends on whether it is in the subset (some examples are
 memorized), and a few test examples depend on single training examples (planted
 influence). Written through records.write_record, exactly as the train binary
-writes them.
+writes them, in record format 3 (format3=True, the default): the log-odds of
+the true class (higher for the subset's examples, so LiRA has a signal) and
+the five learning-dynamics proxies, so that LiRA and the proxy table are
+measured at scale too. Probabilities, margins and predictions agree with
+each other as a model's would (record_checks.check_consistency).
 """
 
 import dataclasses
@@ -39,8 +43,49 @@ class _Dataset:
             'num_test': len(self.test), 'image_shape': [32, 32, 3]}
 
 
+def _side(rng, correct, labels, num_classes, member=None):
+  """pred, prob, margin and log-odds of one split, consistent as a model's:
+  log-odds phi > 0 when correct (the subset's examples higher), < 0 when
+  wrong; p = sigmoid(phi); margin of phi's sign."""
+  size = len(correct)
+  phi = rng.normal(0.0, 1.0, size).astype(np.float32)
+  phi = np.where(correct, 1.0 + np.abs(phi), -0.5 - np.abs(phi))
+  if member is not None:
+    phi = phi + np.where(member & correct, 1.5, 0.0)
+  prob = 1.0 / (1.0 + np.exp(-phi))
+  margin = np.where(correct, 0.5 + 0.5 * phi, -0.5 + 0.5 * phi)
+  wrong = (labels + 1) % num_classes
+  return (np.where(correct, labels, wrong), prob.astype(np.float32),
+          margin.astype(np.float32), phi.astype(np.float32))
+
+
+def _result(rng, mask, correct, test_correct, train_labels, test_labels,
+            num_classes, format3):
+  """A trainer.TrialResult of the planted outcomes (format 3: with the
+  log-odds and the learning-dynamics proxies)."""
+  train = _side(rng, correct, train_labels, num_classes, mask)
+  test = _side(rng, test_correct, test_labels, num_classes)
+  extra = {}
+  if format3:
+    n = len(mask)
+    visits = np.where(mask, 8, 0).astype(np.int16)
+    learned = np.where(mask, rng.integers(0, 9, n), -1).astype(np.int16)
+    forgetting = np.where(mask, rng.integers(0, 8, n), -1).astype(np.int16)
+    loss = np.where(mask, rng.exponential(0.5, n), np.nan).astype(np.float32)
+    extra = dict(train_logodds=train[3], test_logodds=test[3], dynamics={
+        'train_csl': loss * 8, 'train_final_loss': loss,
+        'train_learned_epoch': learned, 'train_forgetting': forgetting,
+        'train_visits': visits})
+  return trainer.TrialResult(
+      train_pred=train[0], train_prob=train[1], train_margin=train[2],
+      test_pred=test[0], test_prob=test[1], test_margin=test[2],
+      metrics={'train_accuracy': float(correct[mask].mean()),
+               'heldout_accuracy': float(correct[~mask].mean()),
+               'test_accuracy': float(test_correct.mean())}, **extra)
+
+
 def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
-                 subset_ratio=0.7, seed=0, log=print):
+                 subset_ratio=0.7, seed=0, log=print, format3=True):
   """Writes `num_trials` synthetic records (skips those already there)."""
   rng = np.random.default_rng(seed)
   train_labels = rng.integers(0, num_classes, num_train)
@@ -75,18 +120,8 @@ def make_records(workdir, num_trials, num_train, num_test, num_classes=100,
     correct = trial_rng.random(num_train) < np.where(mask, p_in, p_out)
     test_correct = trial_rng.random(num_test) < test_p
     test_correct[:len(planted)] = mask[planted]
-    wrong = (train_labels + 1) % num_classes
-    wrong_test = (test_labels + 1) % num_classes
-    result = trainer.TrialResult(
-        train_pred=np.where(correct, train_labels, wrong),
-        train_prob=np.where(correct, 0.9, 0.1).astype(np.float32),
-        train_margin=np.where(correct, 2.0, -2.0).astype(np.float32),
-        test_pred=np.where(test_correct, test_labels, wrong_test),
-        test_prob=np.where(test_correct, 0.9, 0.1).astype(np.float32),
-        test_margin=np.where(test_correct, 2.0, -2.0).astype(np.float32),
-        metrics={'train_accuracy': float(correct[mask].mean()),
-                 'heldout_accuracy': float(correct[~mask].mean()),
-                 'test_accuracy': float(test_correct.mean())})
+    result = _result(trial_rng, mask, correct, test_correct, train_labels,
+                     test_labels, num_classes, format3)
     records.write_record(workdir, t, mask, result, {
         'fingerprint': 'synthetic', 'seed': design.trial_seed(t),
         'dataset': info,
