@@ -559,6 +559,30 @@ def test_jaccard():
   assert scores.jaccard([(1, 2)], [(2, 1)]) == 0.0  # ordered pairs
 
 
+def _keys(pairs):
+  pairs = np.array(pairs, np.int64).reshape(-1, 2)
+  return scores.pair_keys(pairs[:, 0], pairs[:, 1])
+
+
+def test_jaccard_keys_is_jaccard_of_the_pairs():
+  a = [(1, 2), (3, 4), (5, 6)]
+  b = [(3, 4), (5, 6), (7, 8), (9, 10)]
+  assert scores.jaccard_keys(_keys(a), _keys(b)) == pytest.approx(2 / 5)
+  assert scores.jaccard_keys(_keys(a), _keys(a + a)) == 1.0
+  assert scores.jaccard_keys(_keys(a), _keys([])) == 0.0
+  assert scores.jaccard_keys(_keys([]), _keys([])) == 1.0
+  assert scores.jaccard_keys(_keys([(1, 2)]), _keys([(2, 1)])) == 0.0
+  # Large indices (an ImageNet-sized train set) stay distinct pairs.
+  big = [(1_281_166, 49_999), (1_281_166, 0), (0, 49_999)]
+  assert len(_keys(big)) == 3
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    x = [tuple(p) for p in rng.integers(0, 30, (rng.integers(0, 60), 2))]
+    y = [tuple(p) for p in rng.integers(0, 30, (rng.integers(0, 60), 2))]
+    assert scores.jaccard_keys(_keys(x), _keys(y)) == pytest.approx(
+        scores.jaccard(x, y))
+
+
 def test_difference_stderr_by_hand():
   # sqrt(0.25 / 4 + 0.09 / 9) = sqrt(0.0625 + 0.01)
   assert scores.difference_stderr(0.25, 4, 0.09, 9) == pytest.approx(

@@ -5,6 +5,7 @@ experiments' retraining and the estimator's influence pass all print their
 progress through it.
 """
 
+import contextlib
 import time
 
 
@@ -54,3 +55,34 @@ class Progress:
       self._last = now
       return True
     return False
+
+
+def peak_rss_mib():
+  """The process's peak resident memory so far, in MiB (Linux: ru_maxrss
+  is in KiB)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stages:
+  """Seconds and peak memory of the stages of one run, into `timings`:
+
+      stages = Stages(timings)
+      with stages('influence'):
+        ...
+
+  sets timings['influence_seconds'] and timings['peak_rss_mib']['influence']
+  (the process's peak so far, so the stage that raised it stands out).
+  """
+
+  def __init__(self, timings, clock=time.perf_counter):
+    self.timings = timings
+    self._clock = clock
+
+  @contextlib.contextmanager
+  def __call__(self, name):
+    start = self._clock()
+    yield
+    self.timings[f'{name}_seconds'] = self._clock() - start
+    self.timings.setdefault('peak_rss_mib', {})[name] = round(
+        peak_rss_mib(), 1)

@@ -33,6 +33,7 @@ import numpy as np
 
 from tf_memorization.core import config
 from tf_memorization.core import errors
+from tf_memorization.core import progress
 from tf_memorization.core import storage
 from tf_memorization.reporting import estimate_figures
 from tf_memorization.stats import membership
@@ -130,14 +131,18 @@ def missing_fix(field):
 
 
 def compute(settings, workdir, loaded, mem, output_dir, log,
-            diverged='refuse'):
-  """The parts `settings` asks for; summary.json's entries of them."""
+            diverged='refuse', stages=None):
+  """The parts `settings` asks for; summary.json's entries of them
+  (`stages`: a progress.Stages timing each part)."""
+  stages = stages or progress.Stages({})
   summary = {}
-  result = _membership(settings, loaded, mem, output_dir, log)
+  with stages('membership'):
+    result = _membership(settings, loaded, mem, output_dir, log)
   if result:
     summary[MEMBERSHIP] = result
-  result = _proxies(settings, workdir, loaded, mem, output_dir, log,
-                    diverged)
+  with stages('proxies'):
+    result = _proxies(settings, workdir, loaded, mem, output_dir, log,
+                      diverged)
   if result:
     summary[PROXIES] = result
   result = _heldout_probs(settings, loaded, mem, output_dir, log)

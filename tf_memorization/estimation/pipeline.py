@@ -234,27 +234,29 @@ def _estimate(workdir, output_dir, shown_dir, estimator, experiments, log):
     The estimates.Estimates written.
   """
   timings = {}
-  start = time.perf_counter()
+  stages = progress_lib.Stages(timings)
   settings = estimator.per_example
   required, optional = settings.load_fields()
   # Compact: masks and correctness bit-packed, the other training-side
   # fields on a temporary spill read a block of examples at a time, so
   # memory does not grow with k (loading.load's `compact`).
-  loaded = loading.load(
-      workdir, margins=settings.margins, diverged=estimator.diverged_trials,
-      fields=required, if_present=optional,
-      missing_fix=per_example.missing_fix, compact=True)
-  timings['load_seconds'] = time.perf_counter() - start
+  with stages('load'):
+    loaded = loading.load(
+        workdir, margins=settings.margins, diverged=estimator.diverged_trials,
+        fields=required, if_present=optional,
+        missing_fix=per_example.missing_fix, compact=True)
   try:
     return _estimate_loaded(workdir, output_dir, shown_dir, estimator,
-                            experiments, log, loaded, timings)
+                            experiments, log, loaded, stages)
   finally:
     loaded.close()
 
 
 def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
-                     log, loaded, timings):
-  """_estimate's work once the records are loaded."""
+                     log, loaded, stages):
+  """_estimate's work once the records are loaded (each stage's seconds
+  and the peak memory after it go to summary.json's timings)."""
+  timings = stages.timings
   k, n = loaded.masks.shape
   log(f'Loaded {k} trials of {loaded.dataset_info["name"]} ({n} train, '
       f'{loaded.test_correct.shape[1]} test) in '
@@ -271,42 +273,42 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
     setup = runs.build(workdir, write=False)
     check_fingerprint(workdir, setup, loaded)
 
-  start = time.perf_counter()
-  mem = scores.memorization(loaded.masks, loaded.train_correct,
-                            loaded.train_prob)
-  check_estimable(workdir, loaded, mem)
-  timings['memorization_seconds'] = time.perf_counter() - start
-  start = time.perf_counter()
-  trust = _influence(estimator, loaded, mem, output_dir, log)
+  with stages('memorization'):
+    mem = scores.memorization(loaded.masks, loaded.train_correct,
+                              loaded.train_prob)
+    check_estimable(workdir, loaded, mem)
+  with stages('influence'):
+    trust = _influence(estimator, loaded, mem, output_dir, log)
   infl = trust.influence
-  timings['influence_seconds'] = time.perf_counter() - start
   split = trust.summary.pop('split_half')
   plan = None
   if estimator.planner:
-    start = time.perf_counter()
-    plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
-        estimator.target_stderr, estimator.target_pair_jaccard)
-    timings['planner_seconds'] = time.perf_counter() - start
+    with stages('planner'):
+      plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
+          estimator.target_stderr, estimator.target_pair_jaccard)
 
-  tables = _write_scores(output_dir, loaded, mem, trust)
+  with stages('write_scores'):
+    tables = _write_scores(output_dir, loaded, mem, trust)
   summary = _summary(workdir, estimator, loaded, mem, infl, split, timings,
                      operative_config)
   summary['trust'] = trust.summary
   summary['planner'] = plan
-  if trust.convergence:
-    analyses.write_convergence(output_dir, trust.convergence, log)
-  flipped = loaded.train_labels != loaded.original_train_labels
-  if flipped.any():
-    noise = analyses.label_noise_report(mem.memorization, flipped)
-    analyses.write_label_noise(output_dir, noise, log)
-    summary['label_noise'] = {key: v for key, v in noise.items()
-                              if not key.startswith('roc_')}
-  summary['memorization_vs_influence'] = analyses.memorization_vs_influence(
-      output_dir, mem.memorization, infl.max_influence, log,
-      estimator.influence_scope)
+  with stages('analyses'):
+    if trust.convergence:
+      analyses.write_convergence(output_dir, trust.convergence, log)
+    flipped = loaded.train_labels != loaded.original_train_labels
+    if flipped.any():
+      noise = analyses.label_noise_report(mem.memorization, flipped)
+      analyses.write_label_noise(output_dir, noise, log)
+      summary['label_noise'] = {key: v for key, v in noise.items()
+                                if not key.startswith('roc_')}
+    summary['memorization_vs_influence'] = (
+        analyses.memorization_vs_influence(
+            output_dir, mem.memorization, infl.max_influence, log,
+            estimator.influence_scope))
   summary.update(per_example.compute(estimator.per_example, workdir, loaded,
                                      mem, output_dir, log,
-                                     estimator.diverged_trials))
+                                     estimator.diverged_trials, stages))
   if experiments:
     inputs = experiments_lib.Inputs(
         workdir=workdir, output_dir=output_dir, setup=setup,

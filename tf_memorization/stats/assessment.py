@@ -116,8 +116,9 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
                 'method': s.fdr_method,
                 'null_influence': (s.influence_threshold if s.pair_null is None
                                    else s.pair_null),
-                'controlled_in_raw': len(full.controlled_set()
-                                         & full.raw_set())},
+                'controlled_in_raw': len(np.intersect1d(
+                    full.controlled_keys(), full.raw_keys(),
+                    assume_unique=True))},
       'memorized': {'raw': raw_memorized,
                     'controlled': int(mem_tests['all']['selected'].sum()),
                     'tested': mem_tests['all']['num_tests'],
@@ -146,6 +147,7 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
     }
   convergence = []
   if s.convergence and all(name in results for name in views.NESTED):
+    full_raw, full_controlled = full.raw_keys(), full.controlled_keys()
     for name in views.NESTED:
       view = results[name]
       pearson, spearman = ranks.correlations(view_mem[name],
@@ -159,9 +161,10 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
           'memorized_controlled': int(mem_tests[name]['selected'].sum()),
           'pairs_raw': int(len(view.raw_train)),
           'pairs_controlled': int(view.selected.sum()),
-          'pairs_raw_jaccard': scores.jaccard(view.raw_set(), full.raw_set()),
-          'pairs_controlled_jaccard': _jaccard(
-              view.controlled_set(), full.controlled_set()),
+          'pairs_raw_jaccard': scores.jaccard_keys(view.raw_keys(),
+                                                   full_raw),
+          'pairs_controlled_jaccard': _jaccard(view.controlled_keys(),
+                                               full_controlled),
       })
   summary['convergence'] = convergence
   if 'odd' in results:
@@ -172,11 +175,12 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
         'trials_per_half': [even.num_trials, odd.num_trials],
         'memorization_pearson': pearson, 'memorization_spearman': spearman,
         'pairs_per_half': [len(even.raw_train), len(odd.raw_train)],
-        'pairs_jaccard': scores.jaccard(even.raw_set(), odd.raw_set()),
+        'pairs_jaccard': scores.jaccard_keys(even.raw_keys(),
+                                             odd.raw_keys()),
         'controlled_pairs_per_half': [int(even.selected.sum()),
                                       int(odd.selected.sum())],
-        'controlled_pairs_jaccard': _jaccard(even.controlled_set(),
-                                             odd.controlled_set()),
+        'controlled_pairs_jaccard': _jaccard(even.controlled_keys(),
+                                             odd.controlled_keys()),
         'memorized_jaccard': _jaccard(
             np.flatnonzero(view_mem['k/2'] >= s.memorization_threshold),
             np.flatnonzero(view_mem['odd'] >= s.memorization_threshold)),
@@ -192,10 +196,9 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
 
 
 def _jaccard(a, b):
-  """scores.jaccard, but None when both sets are empty (no agreement to
-  measure)."""
-  a, b = set(a), set(b)
-  return scores.jaccard(a, b) if a or b else None
+  """scores.jaccard_keys of two key arrays, but None when both are empty
+  (no agreement to measure)."""
+  return scores.jaccard_keys(a, b) if len(a) or len(b) else None
 
 
 def _ratio(numerator, denominator):
@@ -217,10 +220,13 @@ def pair_table(loaded, pairs):
   train = np.concatenate([pairs.raw_train, pairs.test_train[extra]])
   test = np.concatenate([pairs.raw_test, pairs.test_test[extra]])
   keys = train * len(loaded.test_labels) + test
-  position = {key: i for i, key in enumerate(tested_keys.tolist())}
-  where = np.array([position.get(key, -1) for key in keys.tolist()],
-                   np.int64)
-  found = where >= 0
+  # Each pair's row among the tested ones (distinct keys), or -1.
+  order = np.argsort(tested_keys, kind='stable')
+  at = np.minimum(np.searchsorted(tested_keys[order], keys),
+                  max(len(order) - 1, 0))
+  found = (tested_keys[order][at] == keys) if len(order) else np.zeros(
+      len(keys), bool)
+  where = np.where(found, order[at] if len(order) else 0, -1)
   pvalue = np.full(len(keys), np.nan)
   qvalue = np.full(len(keys), np.nan)
   controlled = np.zeros(len(keys), np.int64)

@@ -99,6 +99,14 @@ class ViewPairs:
     return set(zip(self.test_train[self.selected].tolist(),
                    self.test_test[self.selected].tolist()))
 
+  def raw_keys(self):
+    """The raw pairs as scores.pair_keys (what the figures compare)."""
+    return scores.pair_keys(self.raw_train, self.raw_test)
+
+  def controlled_keys(self):
+    return scores.pair_keys(self.test_train[self.selected],
+                            self.test_test[self.selected])
+
 
 def as_index(rows):
   """`rows` as a slice when they step evenly (a view of the records, not a

@@ -129,8 +129,22 @@ def csv_bytes(header, rows):
 
 
 def cells(column):
-  """A column (numpy array or list) as the CSV cells written for it."""
-  return [_cell(v) for v in np.asarray(column).tolist()]
+  """A column (numpy array or list) as the CSV cells written for it.
+
+  Each distinct value is formatted once (a column of n = 1.28M examples
+  holds far fewer: memorization takes O(k^2) values), integers in C."""
+  values = np.asarray(column)
+  if values.dtype.kind in 'iu':
+    return values.astype(str).tolist()
+  if (values.dtype.kind != 'f' or values.ndim != 1 or len(values) < 1024 or
+      len(np.unique(values[:4096])) > 2048):  # mostly distinct: no gain
+    return [_cell(v) for v in values.tolist()]
+  # Distinct bit patterns (0.0 and -0.0 are written differently).
+  bits = np.ascontiguousarray(values).view(f'u{values.itemsize}')
+  distinct, inverse = np.unique(bits, return_inverse=True)
+  formatted = np.array([_cell(v) for v in
+                        distinct.view(values.dtype).tolist()], object)
+  return formatted[inverse.ravel()].tolist()
 
 
 def cells_bytes(header, columns):
