@@ -42,6 +42,7 @@ from tf_memorization.stats import masks  # pylint: disable=g-import-not-at-top,w
 from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import record_checks  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_memorization.workdir import signatures  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGET = 1.10
 
@@ -63,7 +64,7 @@ def load_unchecked(workdir):
     payload = storage.read_bytes(path)
     arrays = storage.npz_views(payload, unchecked=records._ARRAY_FIELDS)  # pylint: disable=protected-access
     records._json_field(path, arrays, 'metadata')  # pylint: disable=protected-access
-    records._checksum(arrays)  # pylint: disable=protected-access
+    signatures.arrays_digest(arrays)
     if train_cast is None:
       train_cast = train_labels.astype(arrays['train_pred'].dtype)
       test_cast = test_labels.astype(arrays['test_pred'].dtype)

@@ -129,13 +129,13 @@ def rewrite_record(path, fix_checksum=True, **replace):
   computes it (over arrays and metadata), so only the checks after the
   checksum can catch what was changed.
   """
-  from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import signatures  # pylint: disable=g-import-not-at-top
   arrays = read_npz(path)
   meta = json.loads(str(arrays.pop('metadata')))
   meta.update(replace.pop('metadata', {}))
   arrays.update(replace)
   if fix_checksum:
-    meta['checksum'] = records.record_checksum(arrays, meta)
+    meta = signatures.sign(arrays, meta)
   arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)

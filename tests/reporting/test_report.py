@@ -31,6 +31,7 @@ from tf_memorization.reporting import page as page_lib
 from tf_memorization import train
 from tf_memorization.workdir import estimate_inputs
 from tf_memorization.workdir import records
+from tf_memorization.workdir import signatures
 
 from conftest import GIN_DIR, REPO
 
@@ -482,7 +483,7 @@ def _rewrite_dataset_ids(workdir, hostile):
   # The source ids have a checksum of their own, as the writer keeps them.
   sources = {f: arrays.pop(f) for f in ('train_source_ids', 'test_source_ids')
              if f in arrays}
-  info['checksum'] = records._checksum(arrays)  # pylint: disable=protected-access
+  info['checksum'] = signatures.arrays_digest(arrays)
   arrays.update(sources)
   arrays['info'] = np.array(json.dumps(info, sort_keys=True))
   with open(path, 'wb') as f:

@@ -52,3 +52,33 @@ def test_rank_auc_against_every_pair_with_ties_and_left_out_entries():
   assert math.isnan(got[0])
   assert ranks.rank_auc([1., 2., 2., 3.], [False, True, False, True]) == (
       pytest.approx(0.875))
+
+
+@pytest.mark.parametrize('k,m,seed', [(1, 5, 0), (2, 7, 1), (9, 300, 2),
+                                      (64, 1000, 3), (2000, 40, 4)])
+def test_column_auc_float16_is_rank_auc(k, m, seed):
+  rng = np.random.default_rng(seed)
+  values = rng.normal(0, 2, (k, m)).astype(np.float16)
+  # Ties of every kind: few distinct values, 0.0 against -0.0, infinities,
+  # the float16 extremes.
+  few = rng.random((k, m)) < 0.3
+  values[few] = rng.integers(-2, 3, few.sum()).astype(np.float16)
+  values[rng.random((k, m)) < 0.05] = np.float16(-0.0)
+  values[rng.random((k, m)) < 0.02] = np.inf
+  values[rng.random((k, m)) < 0.02] = -np.inf
+  values[rng.random((k, m)) < 0.02] = np.finfo(np.float16).max
+  positive = rng.random((k, m)) < 0.7
+  positive[:, :2] = [True, False]   # columns with no negative / positive
+  got = ranks.column_auc_float16(values, positive)
+  want = ranks.rank_auc(values.T.astype(np.float64), positive.T,
+                        ~positive.T)
+  np.testing.assert_array_equal(got, want)
+  assert np.isnan(got[:2]).all()
+
+
+def test_column_auc_float16_by_hand():
+  # One example, 5 trials: members score 3, 1 and 1; the others 1 and 0.
+  # Pairs (member > other): 3>1, 3>0, 1=1 (1/2), 1>0, 1=1 (1/2), 1>0 -> 5/6.
+  values = np.array([[3], [1], [1], [1], [0]], np.float16)
+  positive = np.array([[True], [True], [True], [False], [False]])
+  assert ranks.column_auc_float16(values, positive)[0] == pytest.approx(5 / 6)

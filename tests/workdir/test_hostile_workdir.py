@@ -44,6 +44,7 @@ from tf_memorization.training import runs
 from tf_memorization.training import trainer
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
+from tf_memorization.workdir import signatures
 
 from conftest import (REPO, LabelsDataset, LabelsSplit, error_line,
                       read_npz, rewrite_record, run_in_process)
@@ -207,7 +208,7 @@ def test_resigned_metadata_without_metrics_is_one_error_line(workdir, binary):
   arrays = read_npz(path)
   meta = json.loads(str(arrays.pop('metadata')))
   del meta['metrics']
-  meta['checksum'] = records.record_checksum(arrays, meta)
+  meta = signatures.sign(arrays, meta)
   arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
@@ -269,7 +270,7 @@ def _resign_dataset(workdir, **replace):
   info = json.loads(str(arrays.pop('info')))
   arrays.update(replace)
   identity = {k: v for k, v in arrays.items() if 'source_ids' not in k}
-  info['checksum'] = records._checksum(identity)  # pylint: disable=protected-access
+  info['checksum'] = signatures.arrays_digest(identity)
   # The records name the dataset's checksum: re-sign them with the new one.
   for t in range(4):
     rewrite_record(records.record_path(workdir, t),

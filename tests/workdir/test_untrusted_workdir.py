@@ -44,6 +44,7 @@ from tf_memorization.training import strategy as strategy_lib
 from tf_memorization.training import trainer as trainer_lib
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
+from tf_memorization.workdir import signatures
 
 from conftest import (REPO, TINY_BINDINGS, error_line, read_npz,
                       rewrite_record, run_in_process, snapshot, train_tiny)
@@ -321,7 +322,7 @@ def _as_format_1(path, **replace):
   meta = json.loads(str(arrays.pop('metadata')))
   arrays.update(replace)
   del meta['diverged']
-  meta.update(format_version=1, checksum=records._checksum(arrays))  # pylint: disable=protected-access
+  meta.update(format_version=1, checksum=signatures.arrays_digest(arrays))
   arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
@@ -585,7 +586,7 @@ def _as_format_2(path):
   for field in records.OPTIONAL_FIELDS:
     arrays.pop(field, None)
   meta['format_version'] = 2
-  meta['checksum'] = records.record_checksum(arrays, meta)
+  meta = signatures.sign(arrays, meta)
   arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
@@ -624,4 +625,29 @@ def test_resigned_format_3_fields_out_of_range_are_refused(
   mask = np.unpackbits(arrays['mask'], count=n).astype(bool)
   rewrite_record(path, **{field: change(arrays[field], mask)})
   with pytest.raises(records.RecordError, match=message):
+    loading.load(workdir, fields=(field,))  # a field is checked when read
+  with pytest.raises(records.RecordError, match=message):
+    loading.check(workdir)                  # and by every full check
+
+
+def test_a_load_reads_only_the_members_it_uses(workdir):
+  """Format 4: each array signed alone. An altered member that a load does
+  not use is not read (and so cannot mislead it); a load or check that
+  uses it refuses the record."""
+  path = records.record_path(workdir, 2)
+  arrays = read_npz(path)
+  rewrite_record(path, fix_checksum=False,
+                 train_csl=np.zeros_like(arrays['train_csl']))
+  plain = loading.load(workdir)                      # no proxies: not read
+  assert plain.num_trials == NUM_TRIALS
+  for read in (lambda: loading.load(workdir, fields=('train_csl',)),
+               lambda: loading.check(workdir),
+               lambda: records.read_record(path)):
+    with pytest.raises(records.RecordError,
+                       match=r'trial_000002.npz fails its checksum .*over '
+                       r'its train_csl array'):
+      read()
+  # The metadata is signed as a whole: editing it fails every read.
+  rewrite_record(path, fix_checksum=False, metadata={'seed': 12345})
+  with pytest.raises(records.RecordError, match='fails its checksum'):
     loading.load(workdir)

@@ -31,6 +31,7 @@ import functools
 import io
 import json
 import math
+import mmap
 import os
 import socket
 import stat
@@ -280,6 +281,18 @@ def read_bytes(path, hint=RERUN_HINT):
     return f.read()
 
 
+def mapped_bytes(path, hint=RERUN_HINT):
+  """A local file's bytes mapped read-only (mmap): only the pages a reader
+  touches are read from disk, so a caller that uses a few members of an
+  .npz (npz_views) reads those. URLs: read_bytes. An empty file is b''."""
+  if '://' in path:
+    return read_bytes(path, hint)
+  with open_regular(path, hint) as f:
+    if not os.fstat(f.fileno()).st_size:
+      return b''
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def npz_error(path, e, hint=RERUN_HINT):
   return errors.RecordError(
       f'{path} is truncated or not a valid record ({type(e).__name__}: '
@@ -352,11 +365,13 @@ def npz_views(payload, unchecked=()):
   ValueError or zipfile.BadZipFile on a malformed file, as np.load does.
 
   Args:
-    payload: the file's bytes.
+    payload: the file's bytes, or their mmap (mapped_bytes: the members'
+      bytes are then read when touched).
     unchecked: members whose zip CRC is not checked (the caller verifies
       them another way, e.g. the records' sha256).
   """
-  with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+  source = payload if isinstance(payload, mmap.mmap) else io.BytesIO(payload)
+  with zipfile.ZipFile(source) as archive:
     infos = archive.infolist()
   arrays = {}
   for info in infos:

@@ -61,8 +61,6 @@ PROXIES_HEADER = ('proxy', 'trials', 'examples', 'spearman', 'pearson',
 ATTACKS = (('online', 'online', 'per_example'),
            ('online, global variance', 'online', 'global'),
            ('offline', 'offline', 'per_example'))
-# Per-example fits a chunk of this many examples at a time (memory).
-_COLUMNS = 8192
 _CHOICES = ('auto', True, False)
 
 
@@ -171,21 +169,14 @@ def _confidence(settings, loaded, log):
   return loaded.extra['train_logodds']
 
 
-def _per_example(confidence, masks):
-  """membership.fit and per_example_scores, a chunk of examples at a time."""
-  n = masks.shape[1]
-  names = ('mu_in', 'sd_in', 'k_in', 'mu_out', 'sd_out', 'k_out', 'auc',
-           'separation')
-  out = {name: np.full(n, np.nan) for name in names}
-  for start in range(0, n, _COLUMNS):
-    part = slice(start, start + _COLUMNS)
-    values = np.asarray(confidence[:, part], np.float64)
-    fitted = membership.fit(values, masks[:, part])
-    scored = membership.per_example_scores(values, masks[:, part])
-    for name in names[:6]:
-      out[name][part] = getattr(fitted, name)
-    out['auc'][part] = scored.auc
-    out['separation'][part] = scored.separation
+def _per_example(confidence, masks, sides):
+  """membership.fit and per_example_scores of every example (`sides`:
+  membership.moments, shared with the attacks' evaluation)."""
+  fitted = membership.fit(confidence, masks, sides=sides)
+  scored = membership.per_example_scores(confidence, masks, gaussians=fitted)
+  out = {name: np.asarray(getattr(fitted, name), np.float64) for name in
+         ('mu_in', 'sd_in', 'k_in', 'mu_out', 'sd_out', 'k_out')}
+  out['auc'], out['separation'] = scored.auc, scored.separation
   return out
 
 
@@ -196,11 +187,12 @@ def _membership(settings, loaded, mem, output_dir, log):
   k = loaded.num_trials
   targets = np.unique(np.linspace(0, k - 1, min(k, settings.membership_targets))
                       .round().astype(np.int64))
-  per = _per_example(confidence, loaded.masks)
+  sides = membership.moments(confidence, loaded.masks)
+  per = _per_example(confidence, loaded.masks, sides)
   evaluations, attacks = {}, {}
   for name, attack, variance in ATTACKS:
     evaluation = membership_eval.evaluate(confidence, loaded.masks, variance,
-                                          attack, trials=targets)
+                                          attack, trials=targets, sides=sides)
     evaluations[name] = evaluation
     attacks[name] = {
         'auc': evaluation.auc, 'accuracy': evaluation.accuracy,

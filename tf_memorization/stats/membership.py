@@ -238,20 +238,28 @@ class Gaussians:
   variance: str
 
 
-def fit(confidence, masks, variance='per_example'):
+def moments(confidence, masks):
+  """Both sides' sufficient statistics over all k trials (one pass over
+  the values, a block of examples at a time), for fit and
+  membership_eval.evaluate to share."""
+  return _moments(*_check(confidence, masks))
+
+
+def fit(confidence, masks, variance='per_example', sides=None):
   """The in and out Gaussians of every example over all k trials.
 
   Args:
     confidence: [k, n] φ_t(i) (any float dtype; float64 inside).
     masks: bool [k, n], True where trial t trained on example i.
     variance: 'per_example' or 'global' (module docstring).
+    sides: moments(confidence, masks) when the caller has them.
 
   Returns:
     Gaussians.
   """
   _choice(variance, VARIANCES, 'variance')
   confidence, masks = _check(confidence, masks)
-  inside, outside = _moments(confidence, masks)
+  inside, outside = sides or _moments(confidence, masks)
   mu_in, sd_in, global_in = _gaussian(inside, variance)
   mu_out, sd_out, global_out = _gaussian(outside, variance)
   return Gaussians(k_in=inside.count, mu_in=mu_in, sd_in=sd_in,
@@ -339,18 +347,21 @@ class ExampleScores:
   variance: str
 
 
-def per_example_scores(confidence, masks, variance='per_example'):
+def per_example_scores(confidence, masks, variance='per_example',
+                       gaussians=None):
   """Per-example separation and Mann–Whitney AUC over all k trials.
 
   Args:
     confidence: [k, n] φ.
     masks: bool [k, n].
     variance: the σ of the separation, 'per_example' or 'global'.
+    gaussians: fit(confidence, masks, variance) when the caller has it.
 
   Returns:
     ExampleScores.
   """
-  gaussians = fit(confidence, masks, variance)
+  if gaussians is None:
+    gaussians = fit(confidence, masks, variance)
   confidence, masks = _check(confidence, masks)
   with np.errstate(invalid='ignore'):
     separation = (gaussians.mu_in - gaussians.mu_out) / np.sqrt(
@@ -360,8 +371,12 @@ def per_example_scores(confidence, masks, variance='per_example'):
   width = max(1, _CHUNK_VALUES // max(k, 1))
   for start in range(0, n, width):
     columns = slice(start, start + width)
-    member = masks[:, columns].T
-    auc[columns] = ranks.rank_auc(
-        confidence[:, columns].T.astype(np.float64), member, ~member)
+    member = np.asarray(masks[:, columns], bool)
+    values = np.asarray(confidence[:, columns])
+    if values.dtype == np.float16 and not np.isnan(values).any():
+      auc[columns] = ranks.column_auc_float16(values, member)
+    else:
+      auc[columns] = ranks.rank_auc(values.T.astype(np.float64), member.T,
+                                    ~member.T)
   return ExampleScores(separation=separation, auc=auc, k_in=gaussians.k_in,
                        k_out=gaussians.k_out, variance=variance)

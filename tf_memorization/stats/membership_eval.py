@@ -149,7 +149,7 @@ def _roc_curve(members, others, points=ROC_POINTS, exact=EXACT_ROC_VERTICES):
 
 
 def evaluate(confidence, masks, variance='per_example', attack='online',
-             trials=None, fprs=(0.001, 0.01)):
+             trials=None, fprs=(0.001, 0.01), sides=None):
   """LiRA with each trial the target in turn, the others its shadows.
 
   Args:
@@ -159,6 +159,8 @@ def evaluate(confidence, masks, variance='per_example', attack='online',
     attack: 'online' or 'offline'.
     trials: the targets (distinct indices); None: all k.
     fprs: the false positive rates of tpr_at, each in (0, 1].
+    sides: membership.moments(confidence, masks) when the caller has them
+      (shared by the attacks: one pass over the values for all).
 
   Returns:
     Evaluation.
@@ -178,7 +180,7 @@ def evaluate(confidence, masks, variance='per_example', attack='online',
   for fpr in fprs:
     if not 0 < fpr <= 1:
       raise ValueError(f'fprs: {fpr} is not a false positive rate in (0, 1].')
-  inside, outside = membership._moments(confidence, masks)
+  inside, outside = sides or membership._moments(confidence, masks)
   members, others = [], []
   target_auc = np.full(len(targets), np.nan)
   rows = max(1, membership._CHUNK_VALUES // max(n, 1))

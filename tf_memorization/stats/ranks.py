@@ -29,6 +29,8 @@ import numpy as np
 
 # Fewer finite pairs than this: every correlation is NaN.
 MIN_PAIRS = 3
+# Values per block of column_auc_float16 (its temporaries stay in cache).
+_AUC_VALUES = 1_000_000
 
 
 def average_ranks(values):
@@ -38,6 +40,16 @@ def average_ranks(values):
   NaNs sort last, each unequal to every value (their ranks mean nothing;
   the others' ranks are among the non-NaN values).
   """
+  values = np.asarray(values)
+  order, twice = _sorted_ranks(values)
+  ranks = np.empty(order.shape)
+  np.put_along_axis(ranks, order, twice / 2.0, axis=1)
+  return ranks.reshape(values.shape)
+
+
+def _sorted_ranks(values):
+  """(order, twice the 1-based average rank at each sorted position) of
+  the rows of `values` (its last axis), both 2-D int64."""
   values = np.asarray(values, np.float64)
   rows = values.reshape(-1, values.shape[-1]) if values.ndim else (
       values.reshape(1, 1))
@@ -52,9 +64,7 @@ def average_ranks(values):
   start = np.maximum.accumulate(np.where(first, position, 0), axis=1)
   end = np.minimum.accumulate(np.where(last, position, m)[:, ::-1],
                               axis=1)[:, ::-1]
-  ranks = np.empty(ordered.shape)
-  np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
-  return ranks.reshape(values.shape)
+  return order, start + end + 2
 
 
 def rank_auc(values, positive, negative=None):
@@ -73,13 +83,63 @@ def rank_auc(values, positive, negative=None):
   values = np.asarray(values, np.float64)
   positive = np.asarray(positive, bool)
   negative = ~positive if negative is None else np.asarray(negative, bool)
-  ranks = average_ranks(values)
+  # The positives' rank sum, gathered in sorted order (exact: integers).
+  order, twice = _sorted_ranks(values)
+  sorted_positive = np.take_along_axis(
+      positive.reshape(order.shape), order, axis=1)
+  rank_sum = (np.where(sorted_positive, twice, 0).sum(-1) / 2.0).reshape(
+      positive.shape[:-1])
   n_pos = positive.sum(-1).astype(np.float64)
   n_neg = negative.sum(-1).astype(np.float64)
-  rank_sum = np.where(positive, ranks, 0.0).sum(-1)
   with np.errstate(invalid='ignore', divide='ignore'):
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
   return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def column_auc_float16(values, positive):
+  """rank_auc(values.T, positive.T) of float16 values without NaN, per
+  column of [k, m] arrays (the records' log-odds: trials x examples), by a
+  faster route: each value's order-preserving 16-bit code and its side
+  packed in one uint32 key, sorted per example (numpy's vectorised sort),
+  ties found on the codes. The same figures, exactly (the rank sums are
+  integers).
+
+  Args:
+    values: float16 [k, m], no NaN (infinities are ranked).
+    positive: bool [k, m]; every other entry is a negative.
+
+  Returns:
+    float64 [m]: NaN where a column has no positive or no negative.
+  """
+  k, m = values.shape
+  auc = np.full(m, np.nan)
+  width = max(1, _AUC_VALUES // max(k, 1))
+  position = np.arange(k, dtype=np.int32)
+  for start in range(0, m, width):
+    columns = slice(start, start + width)
+    raw = np.ascontiguousarray(values[:, columns]).view(np.uint16)
+    raw = np.where(raw == 0x8000, np.uint16(0), raw)  # -0.0 ties 0.0
+    codes = np.where(raw & 0x8000, ~raw, raw | 0x8000).astype(np.uint32)
+    member = np.asarray(positive[:, columns], bool)
+    keys = np.ascontiguousarray(((codes << 1) | member).T)
+    keys.sort(axis=1)
+    code = keys >> 1
+    first = np.ones(keys.shape, bool)
+    first[:, 1:] = code[:, 1:] != code[:, :-1]
+    last = np.ones(keys.shape, bool)
+    last[:, :-1] = first[:, 1:]
+    lo = np.maximum.accumulate(np.where(first, position, 0), axis=1)
+    hi = np.minimum.accumulate(np.where(last, position, k)[:, ::-1],
+                               axis=1)[:, ::-1]
+    # Twice each positive's 1-based average rank, summed exactly.
+    rank_sum = np.where(keys & 1, lo + hi + 2, 0).sum(1, dtype=np.int64) / 2
+    n_pos = member.sum(0).astype(np.float64)
+    n_neg = k - n_pos
+    with np.errstate(invalid='ignore', divide='ignore'):
+      auc[columns] = np.where(
+          (n_pos > 0) & (n_neg > 0),
+          (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), np.nan)
+  return auc
 
 
 def finite_pairs(x, y):

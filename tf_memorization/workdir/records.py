@@ -26,12 +26,17 @@ executed) holding
                   the held-out training examples, in index order (only with
                   TrialTrainer.record_heldout_probs = True)
     metadata      a JSON string: trial_index, seed, fingerprint, dataset,
-                  metrics, library versions, time, host, and a sha256 of the
-                  arrays above (so a truncated or altered record is detected).
+                  metrics, library versions, time, host, the sha256 of each
+                  array above (member_digests) and a sha256 of all of that
+                  (checksum), so a truncated or altered record is detected.
 
-Format 3 added the log-odds, proxies and held-out probabilities; records of
-format 2 (without them) still load, and a reader that needs a field they lack
-says so (loading.load's `fields`).
+Format 4 signs each array on its own: a reader that needs a few members (the
+estimator at ImageNet's size needs a third of each record's bytes) maps the
+file, verifies the metadata's checksum and the digests of the members it
+uses, and reads nothing else (read_record's `members`). Format 3 added the
+log-odds, proxies and held-out probabilities; records of formats 2 and 3 (one
+sha256 over every array) still load, read whole, and a reader that needs a
+field they lack says so (loading.load's `fields`).
 
 Records are written to a temporary name and renamed, so a reader never sees a
 partial record and a killed writer leaves at most a `*.tmp-*` file behind. A
@@ -62,12 +67,15 @@ import tensorflow as tf
 from tf_memorization.core import errors
 from tf_memorization.core import files
 from tf_memorization.core import storage
+from tf_memorization.workdir import signatures
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Formats whose checksum covers arrays and metadata (record_checksum).
 SIGNED_VERSIONS = (2, 3)
+MEMBER_SIGNED_VERSIONS = signatures.MEMBER_SIGNED_VERSIONS
 _RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
-_ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
+# The arrays every record holds (what every load reads and checks).
+CORE_FIELDS = _ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
                  'test_pred', 'test_prob', 'test_margin')
 LOGODDS_FIELDS = ('train_logodds', 'test_logodds')
 DYNAMICS_FIELDS = ('train_csl', 'train_final_loss', 'train_learned_epoch',
@@ -96,15 +104,6 @@ def fingerprint(config):
   """A short stable hash of a JSON-serialisable config."""
   text = json.dumps(config, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _checksum(arrays):
-  digest = hashlib.sha256()
-  for name in sorted(arrays):
-    a = np.ascontiguousarray(arrays[name])
-    digest.update(f'{name}:{a.dtype.str}:{a.shape};'.encode())
-    digest.update(a)  # the array's buffer: the bytes of a.tobytes(), uncopied
-  return digest.hexdigest()
 
 
 def fix_hint(path):
@@ -162,21 +161,6 @@ def pred_dtype(num_classes):
 # Written margins are clipped to float16's range, so that only a diverged
 # model (NaN) leaves a non-finite value in a record.
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-def record_checksum(arrays, metadata):
-  """sha256 of a record's arrays and of every metadata field but itself.
-
-  The metadata is hashed as canonical JSON (sorted keys, no spaces), which a
-  JSON round trip reproduces exactly, so what the estimator relies on (trial
-  index, seed, fingerprint, dataset, design, diverged flag) cannot be edited
-  without failing the check.
-  """
-  fields = {key: value for key, value in metadata.items() if key != 'checksum'}
-  digest = hashlib.sha256(_checksum(arrays).encode())
-  digest.update(json.dumps(fields, sort_keys=True,
-                           separators=(',', ':')).encode())
-  return digest.hexdigest()
 
 
 def diverged_reason(arrays, metrics, num_classes):
@@ -261,7 +245,7 @@ def write_record(workdir, trial_index, mask, result, metadata):
       'written_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
       'host': socket.gethostname(),
   })
-  metadata['checksum'] = record_checksum(arrays, metadata)
+  metadata = signatures.sign(arrays, metadata)
   arrays['metadata'] = np.array(json.dumps(metadata, sort_keys=True))
   if not storage.atomic_write(record_path(workdir, trial_index),
                               storage.npz_bytes(arrays)):
@@ -321,21 +305,27 @@ def _parse_record(path, payload):
   return arrays, _json_field(path, arrays, 'metadata')
 
 
-def read_record(path, allow_format_1=False):
+def read_record(path, allow_format_1=False, members=None):
   """Reads and verifies one record: (arrays dict, metadata dict).
 
-  The checksum covers the arrays and the metadata (format 2). Records of
-  format 1, whose checksum covers only the arrays, are refused unless
-  `allow_format_1` (the upgrade path). The arrays are read-only views of
-  the file's bytes.
+  Format 4: the checksum covers the metadata, which holds each array's
+  digest; with `members` (names), only those arrays are read (the file is
+  mapped: nothing else is read from disk), verified and returned. Formats
+  2 and 3: one checksum over all arrays and the metadata; the record is
+  read whole. Records of format 1, whose checksum covers only the arrays,
+  are refused unless `allow_format_1` (the upgrade path). The arrays are
+  read-only views of the file's bytes.
   """
-  arrays, metadata = _parse_record(path,
-                                   storage.read_bytes(path, fix_hint(path)))
+  payload = (storage.read_bytes(path, fix_hint(path)) if members is None
+             else storage.mapped_bytes(path, fix_hint(path)))
+  arrays, metadata = _parse_record(path, payload)
   version = metadata.get('format_version')
+  if version in MEMBER_SIGNED_VERSIONS:
+    return _verified_members(path, arrays, metadata, members), metadata
   if version == 1 and allow_format_1:
-    expected = _checksum(arrays)
+    expected = signatures.arrays_digest(arrays)
   elif version in SIGNED_VERSIONS:
-    expected = record_checksum(arrays, metadata)
+    expected = signatures.record_checksum(arrays, metadata)
   elif version == 1:
     raise RecordError(
         f'{path} is a record of format 1 (written by an earlier version), '
@@ -347,11 +337,29 @@ def read_record(path, allow_format_1=False):
         f'tf_memorization (format {FORMAT_VERSION}) does not read. Upgrade '
         f'tf_memorization, or delete it: {fix_hint(path)}')
   if metadata.get('checksum') != expected:
-    raise RecordError(f'{path} fails its checksum (the sha256 in its '
-                      'metadata, over its arrays and metadata): it was '
-                      'altered or corrupted after it was written. '
-                      f'{fix_hint(path)}')
+    raise _checksum_error(path)
   return arrays, metadata
+
+
+def _checksum_error(path, what='its arrays and metadata'):
+  return RecordError(f'{path} fails its checksum (the sha256 in its '
+                     f'metadata, over {what}): it was altered or corrupted '
+                     f'after it was written. {fix_hint(path)}')
+
+
+def _verified_members(path, arrays, metadata, members):
+  """The arrays of a format-4 record named by `members` (all when None),
+  each checked against its digest, the metadata against its checksum."""
+  digests = metadata.get('member_digests')
+  if (metadata.get('checksum') != signatures.metadata_checksum(metadata) or
+      not isinstance(digests, dict) or set(digests) != set(arrays)):
+    raise _checksum_error(path)
+  names = list(arrays) if members is None else [m for m in members
+                                                 if m in arrays]
+  for name in names:
+    if signatures.member_digest(name, arrays[name]) != digests[name]:
+      raise _checksum_error(path, f'its {name} array')
+  return {name: arrays[name] for name in names}
 
 
 def read_metadata(path):
@@ -468,7 +476,7 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
             'train_ids': np.asarray(dataset.train.ids).astype(str),
             'test_ids': np.asarray(dataset.test.ids).astype(str),
             'original_train_labels': np.asarray(dataset.train.labels, np.int64)}
-  info = dict(dataset.describe(), checksum=_checksum(arrays))
+  info = dict(dataset.describe(), checksum=signatures.arrays_digest(arrays))
   path = os.path.join(workdir, files.DATASET_FILE)
   if not write:
     return info
@@ -487,7 +495,7 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
           f'({info["name"]}, {info["num_train"]}). Use a new --workdir.')
     return info
   arrays.update(sources)
-  stored = dict(info, source_ids_checksum=_checksum(sources))
+  stored = dict(info, source_ids_checksum=signatures.arrays_digest(sources))
   arrays['info'] = np.array(json.dumps(stored, sort_keys=True))
   storage.atomic_write(path, storage.npz_bytes(arrays))
   return info
@@ -528,8 +536,9 @@ def read_dataset_file(workdir):
     raise RecordError(f'{path} lacks {missing}: not a dataset file of this '
                       f'format. {fix_hint(path)}')
   sources = {f: arrays.pop(f) for f in _SOURCE_FIELDS if f in arrays}
-  if info.get('checksum') != _checksum(arrays) or (
-      sources and info.get('source_ids_checksum') != _checksum(sources)) or (
+  if info.get('checksum') != signatures.arrays_digest(arrays) or (
+      sources and info.get('source_ids_checksum') !=
+      signatures.arrays_digest(sources)) or (
           len(sources) not in (0, len(_SOURCE_FIELDS))):
     raise RecordError(f'{path} fails its checksum: it was altered or '
                       f'corrupted after it was written. {fix_hint(path)}')

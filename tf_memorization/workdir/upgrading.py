@@ -13,6 +13,7 @@ from tf_memorization.core import files
 from tf_memorization.core import storage
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
+from tf_memorization.workdir import signatures
 
 RecordError = records.RecordError
 _hint = records.fix_hint
@@ -62,7 +63,7 @@ def upgrade_format_1(directory, log=print):
         'design': None if planned else meta.get('design'),
         'diverged': records.diverged_reason(arrays, meta.get('metrics') or {},
                                             int(dataset_info['num_classes']))})
-    meta['checksum'] = records.record_checksum(arrays, meta)
+    meta = signatures.sign(arrays, meta)
     arrays['metadata'] = np.array(json.dumps(meta, sort_keys=True))
     storage.atomic_replace(path, storage.npz_bytes(arrays))
     try:
