@@ -13,8 +13,9 @@ otherwise said). Printed per k: wall seconds, the process's peak RSS (its
 own rusage), the seconds of each stage (summary.json's timings) and two
 floors measured in the same run:
 
-  read      reading the bytes the estimator needs (every record whole: its
-            sha256 covers all its members) at the disk's cold read rate;
+  read      reading the bytes the estimator needs (record format 4: the
+            core arrays, the log-odds and the metadata of each record, the
+            proxies of the first 16) at the disk's cold read rate;
   products  the per-class float32 products masks^T @ test correctness, one
             pass at this k (influence within classes: n * k * n_test / C).
 
@@ -85,21 +86,45 @@ def sub_workdir(base, k):
   return path
 
 
+def needed_members(t, proxy_trials=16):
+  """The members of record t that the estimator with its defaults reads
+  (record format 4): the core arrays, the log-odds (LiRA) and the
+  metadata; the proxies too for the first trials (the proxy table)."""
+  from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
+  names = records.CORE_FIELDS + ('train_logodds', 'metadata')
+  if t < proxy_trials:
+    names += records.DYNAMICS_FIELDS
+  return {f'{name}.npy' for name in names}
+
+
 def read_floor(workdir, k):
-  """(seconds, bytes) to read the first k records whole, cache dropped."""
+  """(seconds, bytes, cold) to read the bytes of the first k records the
+  estimator needs (each needed member's zip entry, in one read), the page
+  cache dropped first."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  ranges = []
+  for t in range(k):
+    path = os.path.join(workdir, 'trials', f'trial_{t:06d}.npz')
+    with zipfile.ZipFile(path) as archive:
+      wanted = needed_members(t)
+      for info in archive.infolist():
+        if info.filename in wanted:  # local header (<= 30 + name + 20) + data
+          ranges.append((path, info.header_offset, 64 + len(info.filename) +
+                         info.compress_size))
   cold = drop_caches()
-  buffer = bytearray(16 << 20)
   total = 0
   start = time.perf_counter()
-  for t in range(k):
-    with open(os.path.join(workdir, 'trials', f'trial_{t:06d}.npz'), 'rb',
-              buffering=0) as f:
-      while True:
-        got = f.readinto(buffer)
-        if not got:
-          break
-        total += got
-  return time.perf_counter() - start, total, cold
+  fd, opened = None, None
+  for path, offset, size in ranges:
+    if path != opened:
+      if fd is not None:
+        os.close(fd)
+      fd, opened = os.open(path, os.O_RDONLY), path
+    total += len(os.pread(fd, size, offset))
+  if fd is not None:
+    os.close(fd)
+  elapsed = time.perf_counter() - start
+  return elapsed, total, cold
 
 
 def products_floor(workdir, k):
@@ -196,8 +221,8 @@ def train_overhead(log=print):
   infer_rate = 2 * 512 / (time.perf_counter() - start)
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
-    synthetic_records.make_records(workdir, 1, n, n_test, classes, log=None)
-    write_seconds = time.perf_counter() - start
+    synthetic_records.make_records(workdir, 2, n, n_test, classes, log=None)
+    write_seconds = (time.perf_counter() - start) / 2
   train_seconds = 160 * 0.7 * n / train_rate
   infer_seconds = (n + n_test) / infer_rate
   fraction = (infer_seconds + write_seconds) / train_seconds
@@ -249,10 +274,11 @@ def main():
   os.makedirs(base, exist_ok=True)
   have = len(records.list_records(base))
   if have < k_max:
-    synthetic_records.make_records(base, 1, shape['num_train'],
-                                   shape['num_test'], shape['num_classes'],
-                                   log=None)
-    size = os.path.getsize(records.record_path(base, 0))
+    with tempfile.TemporaryDirectory() as sample:  # a record's size
+      synthetic_records.make_records(sample, 2, shape['num_train'],
+                                     shape['num_test'], shape['num_classes'],
+                                     log=None)
+      size = os.path.getsize(records.record_path(sample, 0))
     free = os.statvfs(base).f_bavail * os.statvfs(base).f_frsize
     fits = have + int(0.8 * free // size)
     if fits < k_max:

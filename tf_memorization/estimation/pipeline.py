@@ -191,12 +191,19 @@ def _influence(estimator, loaded, mem, output_dir, log):
   lines); the dense matrix is written in place (a memmap) under a
   temporary name, renamed when whole."""
   total = loaded.masks.shape[1]
-  progress = progress_lib.Progress(total, every_seconds=10)
+  # The rate is measured from the end of the first block (the views' set-up
+  # before it would make the first ETA hours long at ImageNet's size).
+  state = {}
 
   def report(done, _):
-    if progress.due(done):
+    if not state:
+      state.update(first=done, progress=progress_lib.Progress(
+          total - done, every_seconds=10))
+      return
+    progress = state['progress']
+    if progress.due(done - state['first']):
       log(f'  influence: {done}/{total} training examples, ETA '
-          f'{progress.eta(done)}')
+          f'{progress.eta(done - state["first"])}')
 
   dense_path = (os.path.join(output_dir, estimates.DENSE_NPY)
                 if estimator.dense_influence else None)
