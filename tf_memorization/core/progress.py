@@ -57,9 +57,18 @@ class Progress:
     return False
 
 
-def peak_rss_mib():
-  """The process's peak resident memory so far, in MiB (Linux: ru_maxrss
-  is in KiB)."""
+def peak_rss_mib(pid='self'):
+  """The peak resident memory of process `pid` so far, in MiB: Linux's
+  VmHWM, the high-water mark of the process's own memory (ru_maxrss also
+  counts the parent's memory at the fork before exec, so a process started
+  by a large one reports that one's size); elsewhere ru_maxrss."""
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024  # kB
+  except OSError:
+    pass
   import resource  # pylint: disable=g-import-not-at-top
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -54,9 +54,14 @@ def _sorted_ranks(values):
   rows = values.reshape(-1, values.shape[-1]) if values.ndim else (
       values.reshape(1, 1))
   order = np.argsort(rows, axis=1, kind='stable')
-  ordered = np.take_along_axis(rows, order, axis=1)
+  return order, _twice_ranks(np.take_along_axis(rows, order, axis=1))
+
+
+def _twice_ranks(ordered):
+  """Twice the 1-based average rank at each position of rows sorted along
+  axis 1 (a tie shares the mean of its first and last positions)."""
   m = ordered.shape[1]
-  position = np.arange(m)
+  position = np.arange(m, dtype=np.int32 if m < 2**30 else np.int64)
   first = np.ones(ordered.shape, bool)
   first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
   last = np.ones(ordered.shape, bool)
@@ -64,7 +69,7 @@ def _sorted_ranks(values):
   start = np.maximum.accumulate(np.where(first, position, 0), axis=1)
   end = np.minimum.accumulate(np.where(last, position, m)[:, ::-1],
                               axis=1)[:, ::-1]
-  return order, start + end + 2
+  return start.astype(np.int64) + end + 2
 
 
 def rank_auc(values, positive, negative=None):
@@ -114,7 +119,6 @@ def column_auc_float16(values, positive):
   k, m = values.shape
   auc = np.full(m, np.nan)
   width = max(1, _AUC_VALUES // max(k, 1))
-  position = np.arange(k, dtype=np.int32)
   for start in range(0, m, width):
     columns = slice(start, start + width)
     raw = np.ascontiguousarray(values[:, columns]).view(np.uint16)
@@ -123,16 +127,10 @@ def column_auc_float16(values, positive):
     member = np.asarray(positive[:, columns], bool)
     keys = np.ascontiguousarray(((codes << 1) | member).T)
     keys.sort(axis=1)
-    code = keys >> 1
-    first = np.ones(keys.shape, bool)
-    first[:, 1:] = code[:, 1:] != code[:, :-1]
-    last = np.ones(keys.shape, bool)
-    last[:, :-1] = first[:, 1:]
-    lo = np.maximum.accumulate(np.where(first, position, 0), axis=1)
-    hi = np.minimum.accumulate(np.where(last, position, k)[:, ::-1],
-                               axis=1)[:, ::-1]
-    # Twice each positive's 1-based average rank, summed exactly.
-    rank_sum = np.where(keys & 1, lo + hi + 2, 0).sum(1, dtype=np.int64) / 2
+    # Twice each positive's 1-based average rank (ties on the codes),
+    # summed exactly.
+    twice = _twice_ranks(keys >> 1)
+    rank_sum = np.where(keys & 1, twice, 0).sum(1, dtype=np.int64) / 2
     n_pos = member.sum(0).astype(np.float64)
     n_neg = k - n_pos
     with np.errstate(invalid='ignore', divide='ignore'):
