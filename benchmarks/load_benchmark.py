@@ -62,7 +62,7 @@ def load_unchecked(workdir):
   train_cast = test_cast = None
   for row, path in enumerate(found.values()):
     payload = storage.read_bytes(path)
-    arrays = storage.npz_views(payload, unchecked=records._ARRAY_FIELDS)  # pylint: disable=protected-access
+    arrays = storage.npz_views(payload, unchecked=records.CORE_FIELDS)
     records._json_field(path, arrays, 'metadata')  # pylint: disable=protected-access
     signatures.arrays_digest(arrays)
     if train_cast is None:

@@ -70,15 +70,21 @@ def drop_caches():
     return False
 
 
-def sub_workdir(base, k):
-  """A workdir of the first k records of `base` (hard links)."""
-  path = os.path.join(os.path.dirname(base), f'k{k}')
-  trials = os.path.join(path, 'trials')
-  os.makedirs(trials, exist_ok=True)
+def _linked_workdir(base, path):
+  """`path` with a trials folder and hard links to `base`'s own files
+  (dataset.npz, run.json)."""
+  os.makedirs(os.path.join(path, 'trials'), exist_ok=True)
   for name in os.listdir(base):
     source = os.path.join(base, name)
     if os.path.isfile(source) and not os.path.exists(os.path.join(path, name)):
       os.link(source, os.path.join(path, name))
+  return path
+
+
+def sub_workdir(base, k):
+  """A workdir of the first k records of `base` (hard links)."""
+  path = _linked_workdir(base, os.path.join(os.path.dirname(base), f'k{k}'))
+  trials = os.path.join(path, 'trials')
   for t in range(k):
     name = f'trial_{t:06d}.npz'
     if not os.path.exists(os.path.join(trials, name)):
@@ -249,12 +255,7 @@ def as_format_3(workdir, k):
   from tf_memorization.core import storage  # pylint: disable=g-import-not-at-top
   from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
   from tf_memorization.workdir import signatures  # pylint: disable=g-import-not-at-top
-  path = f'{workdir}_format3'
-  os.makedirs(os.path.join(path, 'trials'), exist_ok=True)
-  for name in os.listdir(workdir):
-    source = os.path.join(workdir, name)
-    if os.path.isfile(source) and not os.path.exists(os.path.join(path, name)):
-      os.link(source, os.path.join(path, name))
+  path = _linked_workdir(workdir, f'{workdir}_format3')
   for t in range(k):
     target = records.record_path(path, t)
     if os.path.exists(target):

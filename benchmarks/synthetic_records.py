@@ -4,8 +4,8 @@ Each trial trains on an independent 70% subset; example i is correct with a
 probability that depends on whether it is in the subset (some examples are
 memorized), and a few test examples depend on single training examples (planted
 influence). Written through records.write_record, exactly as the train binary
-writes them, in record format 3 (format3=True, the default): the log-odds of
-the true class (higher for the subset's examples, so LiRA has a signal) and
+writes them, with the fields record format 3 added (format3=True, the
+default): the log-odds of the true class (higher for the subset's examples, so LiRA has a signal) and
 the five learning-dynamics proxies, so that LiRA and the proxy table are
 measured at scale too. Probabilities, margins and predictions agree with
 each other as a model's would (record_checks.check_consistency).

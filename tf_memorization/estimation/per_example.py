@@ -27,6 +27,7 @@ without them is one error naming the file.
 """
 
 import os
+import time
 
 import gin
 import numpy as np
@@ -187,17 +188,17 @@ def _membership(settings, loaded, mem, output_dir, log):
   k = loaded.num_trials
   targets = np.unique(np.linspace(0, k - 1, min(k, settings.membership_targets))
                       .round().astype(np.int64))
-  clock = progress.Progress(len(ATTACKS))
+  start = time.perf_counter()
   sides = membership.moments(confidence, loaded.masks)
   per = _per_example(confidence, loaded.masks, sides)
   log(f'  membership: per-example Gaussians and AUC of {len(per["auc"])} '
-      f'examples over {k} trials ({clock.elapsed():.0f}s)')
+      f'examples over {k} trials ({time.perf_counter() - start:.0f}s)')
   evaluations, attacks = {}, {}
   for done, (name, attack, variance) in enumerate(ATTACKS, 1):
     evaluation = membership_eval.evaluate(confidence, loaded.masks, variance,
                                           attack, trials=targets, sides=sides)
     log(f'  membership: attack {done}/{len(ATTACKS)} ({name}) on '
-        f'{len(targets)} target trials ({clock.elapsed():.0f}s)')
+        f'{len(targets)} target trials ({time.perf_counter() - start:.0f}s)')
     evaluations[name] = evaluation
     attacks[name] = {
         'auc': evaluation.auc, 'accuracy': evaluation.accuracy,

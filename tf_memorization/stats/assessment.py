@@ -220,19 +220,16 @@ def pair_table(loaded, pairs):
   train = np.concatenate([pairs.raw_train, pairs.test_train[extra]])
   test = np.concatenate([pairs.raw_test, pairs.test_test[extra]])
   keys = train * len(loaded.test_labels) + test
-  # Each pair's row among the tested ones (distinct keys), or -1.
-  order = np.argsort(tested_keys, kind='stable')
-  at = np.minimum(np.searchsorted(tested_keys[order], keys),
-                  max(len(order) - 1, 0))
-  found = (tested_keys[order][at] == keys) if len(order) else np.zeros(
-      len(keys), bool)
-  where = np.where(found, order[at] if len(order) else 0, -1)
+  # The row of each tested pair among the tested ones (distinct keys).
+  found = np.isin(keys, tested_keys)
+  order = np.argsort(tested_keys)
+  where = order[np.searchsorted(tested_keys, keys[found], sorter=order)]
   pvalue = np.full(len(keys), np.nan)
   qvalue = np.full(len(keys), np.nan)
   controlled = np.zeros(len(keys), np.int64)
-  pvalue[found] = pairs.pvalue[where[found]]
-  qvalue[found] = pairs.qvalue[where[found]]
-  controlled[found] = chosen[where[found]]
+  pvalue[found] = pairs.pvalue[where]
+  qvalue[found] = pairs.qvalue[where]
+  controlled[found] = chosen[where]
   table = {'train': train, 'test': test,
            'influence': np.concatenate([pairs.raw_influence, value]),
            'stderr': np.concatenate([pairs.raw_stderr, stderr]),

@@ -94,8 +94,13 @@ def rank_auc(values, positive, negative=None):
       positive.reshape(order.shape), order, axis=1)
   rank_sum = (np.where(sorted_positive, twice, 0).sum(-1) / 2.0).reshape(
       positive.shape[:-1])
-  n_pos = positive.sum(-1).astype(np.float64)
-  n_neg = negative.sum(-1).astype(np.float64)
+  return _auc(rank_sum, positive.sum(-1).astype(np.float64),
+              negative.sum(-1).astype(np.float64))
+
+
+def _auc(rank_sum, n_pos, n_neg):
+  """The Mann–Whitney AUC from the positives' rank sum: NaN where a side is
+  empty."""
   with np.errstate(invalid='ignore', divide='ignore'):
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
   return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
@@ -132,11 +137,7 @@ def column_auc_float16(values, positive):
     twice = _twice_ranks(keys >> 1)
     rank_sum = np.where(keys & 1, twice, 0).sum(1, dtype=np.int64) / 2
     n_pos = member.sum(0).astype(np.float64)
-    n_neg = k - n_pos
-    with np.errstate(invalid='ignore', divide='ignore'):
-      auc[columns] = np.where(
-          (n_pos > 0) & (n_neg > 0),
-          (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), np.nan)
+    auc[columns] = _auc(rank_sum, n_pos, k - n_pos)
   return auc
 
 

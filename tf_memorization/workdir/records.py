@@ -72,11 +72,10 @@ from tf_memorization.workdir import signatures
 FORMAT_VERSION = 4
 # Formats whose checksum covers arrays and metadata (record_checksum).
 SIGNED_VERSIONS = (2, 3)
-MEMBER_SIGNED_VERSIONS = signatures.MEMBER_SIGNED_VERSIONS
 _RECORD_RE = re.compile(r'^trial_(\d{6,})\.npz$')
 # The arrays every record holds (what every load reads and checks).
-CORE_FIELDS = _ARRAY_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
-                 'test_pred', 'test_prob', 'test_margin')
+CORE_FIELDS = ('mask', 'train_pred', 'train_prob', 'train_margin',
+               'test_pred', 'test_prob', 'test_margin')
 LOGODDS_FIELDS = ('train_logodds', 'test_logodds')
 DYNAMICS_FIELDS = ('train_csl', 'train_final_loss', 'train_learned_epoch',
                    'train_forgetting', 'train_visits')
@@ -292,13 +291,13 @@ def _parse_record(path, payload):
   try:
     # The sha256 checks the arrays; only the metadata's CRC is checked here.
     arrays = storage.npz_views(payload,
-                               unchecked=_ARRAY_FIELDS + OPTIONAL_FIELDS)
+                               unchecked=CORE_FIELDS + OPTIONAL_FIELDS)
   except (OSError, ValueError, EOFError, KeyError, struct.error,
           zipfile.BadZipFile) as e:
     raise storage.npz_error(path, e, fix_hint(path)) from e
   if arrays is None:
     arrays = storage.load_npz(path, payload, fix_hint(path))
-  missing = [f for f in _ARRAY_FIELDS + ('metadata',) if f not in arrays]
+  missing = [f for f in CORE_FIELDS + ('metadata',) if f not in arrays]
   if missing:
     raise RecordError(f'{path} lacks {missing}: not a trial record of this '
                       f'format. {fix_hint(path)}')
@@ -320,7 +319,7 @@ def read_record(path, allow_format_1=False, members=None):
              else storage.mapped_bytes(path, fix_hint(path)))
   arrays, metadata = _parse_record(path, payload)
   version = metadata.get('format_version')
-  if version in MEMBER_SIGNED_VERSIONS:
+  if version in signatures.MEMBER_SIGNED_VERSIONS:
     return _verified_members(path, arrays, metadata, members), metadata
   if version == 1 and allow_format_1:
     expected = signatures.arrays_digest(arrays)
@@ -476,7 +475,8 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
             'train_ids': np.asarray(dataset.train.ids).astype(str),
             'test_ids': np.asarray(dataset.test.ids).astype(str),
             'original_train_labels': np.asarray(dataset.train.labels, np.int64)}
-  info = dict(dataset.describe(), checksum=signatures.arrays_digest(arrays))
+  info = dict(dataset.describe(),
+              checksum=signatures.arrays_digest(arrays))
   path = os.path.join(workdir, files.DATASET_FILE)
   if not write:
     return info
