@@ -60,6 +60,12 @@ class Estimator:
     memorization_fdr: that of the controlled memorized set.
     fdr_method: 'bh' (Benjamini-Hochberg: independent or positively
       dependent tests) or 'by' (Benjamini-Yekutieli: any dependence).
+    pair_procedure: 'filtered' (the false-discovery control over the pairs
+      of the family whose test can reach the level given its margins: the
+      pairs of test examples the trials always or nearly always get right
+      or wrong are left out; stats/procedures.py) or 'whole' (over the whole
+      family, as before). Pairs on soft values (Welch's test) are always
+      controlled over the whole family.
     pair_null: each pair's null, H0: influence <= pair_null (None: the
       influence threshold, so that a selected pair's influence exceeds it;
       0: any positive influence).
@@ -89,7 +95,8 @@ class Estimator:
                block_size=2048, dense_influence=False, split_half=True,
                influence_scores='correct', experiments=(), report=True,
                report_dir=None, diverged_trials='refuse', pair_fdr=0.1,
-               memorization_fdr=0.1, fdr_method='bh', pair_null=None,
+               memorization_fdr=0.1, fdr_method='bh', pair_procedure='filtered',
+               pair_null=None,
                memorization_null=None, null_permutations=1, null_sample=0.5,
                convergence=True, planner=True, target_stderr=0.05,
                target_pair_jaccard=0.7):
@@ -140,6 +147,8 @@ class Estimator:
       setattr(self, key, value)
     self.fdr_method = errors.choice(name + 'fdr_method', fdr_method,
                                     ('bh', 'by'))
+    self.pair_procedure = errors.choice(name + 'pair_procedure',
+                                        pair_procedure, ('filtered', 'whole'))
     for key, value in (('pair_null', pair_null),
                        ('memorization_null', memorization_null)):
       if value is not None:

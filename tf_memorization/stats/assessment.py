@@ -57,7 +57,8 @@ def _memorization(masks, correct):
 
 
 def _pairs_figures(view):
-  return {'trials': view.num_trials, 'family': view.num_tests,
+  return {'trials': view.num_trials, 'family': view.family,
+          'testable': view.num_tests,
           'tested': int(len(view.pvalue)), 'raw': int(len(view.raw_train)),
           'controlled': int(view.selected.sum())}
 
@@ -108,12 +109,13 @@ def assess(loaded, settings, mem, test_values, dense_path=None,
       memorization_threshold=s.memorization_threshold,
       same_label=s.same_label, delta=s.pair_null, level=s.pair_fdr,
       method=s.fdr_method, block_size=s.block_size, dense_path=dense_path,
-      progress=progress, scope=s.influence_scope)
+      progress=progress, scope=s.influence_scope,
+      procedure=s.pair_procedure)
   full = results['all']
   raw_memorized = int(np.sum(mem.memorization >= s.memorization_threshold))
   summary = {
       'pairs': {**_pairs_figures(full), 'level': s.pair_fdr,
-                'method': s.fdr_method,
+                'method': s.fdr_method, 'procedure': s.pair_procedure,
                 'null_influence': (s.influence_threshold if s.pair_null is None
                                    else s.pair_null),
                 'controlled_in_raw': len(np.intersect1d(

@@ -34,6 +34,7 @@ import numpy as np
 
 from tf_memorization.stats import bits
 from tf_memorization.stats import blocks
+from tf_memorization.stats import procedures
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
 
@@ -70,8 +71,10 @@ class ViewPairs:
   Attributes:
     name: the view.
     num_trials: its trials.
-    num_tests: m, the pairs in its family (selection's module docstring)
-      that it covered.
+    num_tests: m, the pairs of its family (selection's module docstring)
+      that it covered and that the false-discovery control counts: all of
+      them, or (procedure 'filtered') those whose test can reach the level.
+    family: the pairs of its family that it covered.
     coverage: that number over the whole family's (1 unless Spec.every).
     raw_train, raw_test, raw_influence, raw_stderr: the pairs over the
       thresholds, exact (float64 re-check) as scores.influence keeps them.
@@ -91,6 +94,7 @@ class ViewPairs:
   pvalue: np.ndarray
   qvalue: np.ndarray
   selected: np.ndarray
+  family: int = 0
 
   def raw_set(self):
     return set(zip(self.raw_train.tolist(), self.raw_test.tolist()))
@@ -257,8 +261,10 @@ class _View:
     return block, defined
 
 
-def _tests(view, binary, delta, level, method):
-  """p-values of the view's candidates and the FDR selection."""
+def _tests(view, binary, delta, level, method, procedure):
+  """p-values of the view's candidates and the FDR selection: over the
+  whole family, or (procedure 'filtered', 0/1 values) over its pairs whose
+  test can reach the level given their margins (procedures.py)."""
   rows = scores.concat_indices(view.tested[0])
   cols = scores.concat_indices(view.tested[1])
   if binary:
@@ -276,12 +282,26 @@ def _tests(view, binary, delta, level, method):
         stats['var_out'] * stats['k_out'] / np.maximum(stats['k_out'] - 1, 1),
         stats['k_out'], delta)
   candidates, *rest = view.family
-  whole = scores.family_size(view.family)
-  m = max(scores.family_size((candidates & view.covered, *rest)),
-          len(pvalue))
-  selected, qvalue = selection.fdr_select(pvalue, m, level, method)
-  return rows, cols, pvalue, qvalue, selected, m, (m / whole if whole
-                                                   else 1.0)
+  if binary and procedure == 'filtered':
+    def size(chosen):
+      return procedures.testable_family_size(
+          chosen & view.defined, view.k_in, view.k_out, rest[0],
+          view.totals, rest[1], rest[2], delta, level)
+    keep = procedures.testable(view.totals[cols], view.k_in[rows],
+                               view.k_out[rows], delta, level)
+  else:
+    def size(chosen):
+      return scores.family_size((chosen, *rest))
+    keep = np.ones(len(pvalue), bool)
+  whole = size(candidates)
+  m = max(size(candidates & view.covered), int(keep.sum()))
+  family = scores.family_size((candidates & view.covered, *rest))
+  selected = np.zeros(len(pvalue), bool)
+  qvalue = np.ones(len(pvalue))
+  selected[keep], qvalue[keep] = selection.fdr_select(pvalue[keep], m, level,
+                                                      method)
+  return rows, cols, pvalue, qvalue, selected, m, (
+      m / whole if whole else 1.0), max(family, m)
 
 
 def _product(masks, values, cols):
@@ -295,7 +315,7 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
                     full='all', *, topk=10, influence_threshold=0.15,
                     memorization_threshold=0.25, same_label=True, delta=None,
                     level=0.1, method='bh', block_size=2048, dense_path=None,
-                    progress=None, scope='all'):
+                    progress=None, scope='all', procedure='whole'):
   """Every view's pairs and tests, and the full view's top-k, in one pass.
 
   Args:
@@ -309,6 +329,8 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
     delta: each pair's null, H0: infl <= delta (None: the influence
       threshold).
     level, method: the false-discovery control (selection.fdr_select).
+    procedure: 'whole' (over the whole family) or 'filtered' (over its
+      pairs that can reach the level; procedures.py).
 
   Returns:
     (scores.InfluenceResult of the full view, {name: ViewPairs}).
@@ -376,14 +398,14 @@ def influence_views(masks, test_values, train_labels, test_labels, specs,
                              scores.concat_indices(view.raw[0]),
                              scores.concat_indices(view.raw[1]),
                              influence_threshold)
-    rows, cols, pvalue, qvalue, selected, m, coverage = _tests(
-        view, binary, delta, level, method)
+    rows, cols, pvalue, qvalue, selected, m, coverage, family = _tests(
+        view, binary, delta, level, method, procedure)
     results[view.spec.name] = ViewPairs(
         name=view.spec.name, num_trials=len(view.spec.rows), num_tests=m,
         coverage=coverage,
         raw_train=raw[0], raw_test=raw[1], raw_influence=raw[2],
         raw_stderr=raw[3], test_train=rows, test_test=cols, pvalue=pvalue,
-        qvalue=qvalue, selected=selected)
+        qvalue=qvalue, selected=selected, family=family)
   main = results[full]
   return scores.InfluenceResult(
       topk_indices=reducer.best_idx, topk_influence=reducer.best_val,
