@@ -1153,10 +1153,10 @@ def _pair_records(seed, k, effect, num_planted=100, n=300, n_test=100):
 def test_planner_with_planted_pairs():
   # 100 planted pairs of influence 0.6 among 30,000; a 32-trial pilot of
   # 128 trials. At K = 128 the real controlled set (influence_views on all
-  # 128 trials) holds ~95 planted pairs. Measured (seeds 0-2): predicted
-  # controlled at 128: 288, 129, 228 (the prior fitted on 32 trials puts
-  # spurious mass above 0.15: see test_planner_pure_noise_small_pilot);
-  # predicted Jaccard at 32, 64, 128, 256: 0.05 0.23 0.57 0.87 (seed 0).
+  # 128 trials) holds ~95 planted pairs. Measured (seed 0): predicted
+  # controlled at 128: 71.8 (the prior fitted on 32 trials, its mass above
+  # 0.15 shrunk to the 33% the halves confirm); predicted Jaccard at 32, 64,
+  # 128, 256: 0.027 0.180 0.528 0.831.
   loaded, planted = _pair_records(0, 128, 0.6)
   pilot = _first(loaded, 32)
   plan = _plan(pilot, pair_sample=3000)
@@ -1195,7 +1195,70 @@ def test_planner_pure_noise_predicts_an_empty_set():
   assert plan.trials_for_jaccard(0.7) == 'empty'
   summary = plan.summary()
   assert summary['trials_for_target_pair_jaccard'] == 'empty'
-  assert 'predicted to stay empty' in summary['advice']
+  # 256 trials would have found a pair of influence ~0.46: 'no sign of
+  # influence', not 'too few trials to tell'.
+  assert summary['detectable_influence'] < 0.5
+  assert 'no pair exceeds the null beyond chance' in summary['advice']
+  assert 'no sign of influence' in summary['advice']
+  assert 'underpowered' not in summary['advice']
+
+
+def test_planner_says_underpowered_when_too_few_trials():
+  # The same noise at 16 trials: a pair of influence 0.5 cannot be selected
+  # from a family of 40,000 (its test needs z ~ 5 with a standard error of
+  # ~0.25): the sentence says so and how many trials would.
+  plan = _noise_plan(0, 16)
+  summary = plan.summary()
+  assert summary['trials_to_detect_effect'] > 16
+  assert plan.at(summary['trials_to_detect_effect'])['pairs'][
+      'detectable_influence'] <= 0.5 + 1e-9
+  assert 'underpowered at this k' in summary['advice']
+  assert f"about {summary['trials_to_detect_effect']:,} trials" in (
+      summary['advice'])
+
+
+def test_planner_check_withholds_a_failed_pair_model():
+  loaded, planted = _pair_records(0, 128, 0.6)
+  plan = _plan(loaded, pair_sample=3000)
+  predicted = plan.at(128)['pairs']['controlled']
+  good = {'pairs': {'controlled': predicted * 1.5},
+          'memorized': {'controlled': plan.at(128)['memorization'][
+              'controlled']}}
+  summary = plan.summary(measured=good)
+  assert summary['check']['pairs']['ok']
+  assert summary['check']['memorization']['ok']
+  assert 'controlled' in summary['rows'][1]['pairs']
+  bad = {'pairs': {'controlled': predicted * 2.5 + 10},
+         'memorized': good['memorized']}
+  summary = plan.summary(measured=bad)
+  assert not summary['check']['pairs']['ok']
+  assert summary['trials_for_target_pair_jaccard'] == 'withheld'
+  assert all(row['pairs'] == {'stderr_rms': row['pairs']['stderr_rms'],
+                              'stderr_quantile': row['pairs'][
+                                  'stderr_quantile'], 'withheld': True}
+             for row in summary['rows'])
+  assert 'failed its check' in summary['advice']
+  # Both small counts agree whatever their ratio.
+  assert planner._agrees(0.2, 3, 2.0) and not planner._agrees(0.2, 4, 2.0)
+  del planted
+
+
+def test_shrink_factor_on_noise_and_on_planted_effects():
+  # A prior claiming 5% at 0.5 when every true value is 0 (noise): the other
+  # half finds nothing (alpha ~ 0). The same prior when 5% truly are at 0.5:
+  # alpha ~ 1. Estimates y = mu + N(0, s^2) per half, s = 0.1.
+  rng = np.random.default_rng(4)
+  g = _point((0.0, 0.95), (0.5, 0.05))
+  s = np.full(4000, 0.1)
+  for share, low, high in ((0.0, 0.0, 0.1), (0.05, 0.85, 1.0)):
+    mu = np.where(rng.random(4000) < share, 0.5, 0.0)
+    halves = [(mu + rng.normal(0, 0.1, 4000), s) for _ in range(2)]
+    alpha = planner.shrink_factor(g, halves, 0.15)
+    print(f'\nshrink factor, {share:.0%} at 0.5: {alpha:.3f}')
+    assert low <= alpha <= high
+  shrunk = planner.shrunk(g, 0.2, 0.15)
+  assert shrunk.sum() == pytest.approx(1.0)
+  assert shrunk[planner.GRID > 0.15].sum() == pytest.approx(0.01)
 
 
 @pytest.mark.slow

@@ -292,7 +292,8 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
   if estimator.planner:
     with stages('planner'):
       plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
-          estimator.target_stderr, estimator.target_pair_jaccard)
+          estimator.target_stderr, estimator.target_pair_jaccard,
+          measured=trust.summary, split=split)
 
   with stages('write_scores'):
     tables = _write_scores(output_dir, loaded, mem, trust)

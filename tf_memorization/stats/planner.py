@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from tf_memorization.stats import bits
+from tf_memorization.stats import procedures
 
 
 GRID = np.linspace(-1.0, 1.0, 101)
@@ -70,11 +71,12 @@ def _side_variances(masks, values, chunk=4096):
   return out
 
 
-def _estimates(masks, values):
+def _estimates(masks, values, keep=False):
   """(estimate, unbiased per-trial variance, smoothed one) of the columns
   with trials on both sides: the per-trial variance is
   w = v_in / r + v_out / (1 - r), r = k_in / k, so the variance at k is
-  w / k."""
+  w / k. keep: every column (NaN where undefined), and the columns'
+  (k_in, correct in all trials) too."""
   k = masks.shape[0]
   k_in, k_out, diff, u_in, u_out, s_in, s_out = _side_variances(masks, values)
   ok = (k_in > 0) & (k_out > 0)
@@ -82,7 +84,21 @@ def _estimates(masks, values):
   with np.errstate(invalid='ignore', divide='ignore'):
     unbiased = u_in / r + u_out / (1 - r)
     smoothed = s_in / r + s_out / (1 - r)
+  if keep:
+    return (np.where(ok, diff, np.nan), np.where(ok, unbiased, np.nan),
+            np.where(ok, smoothed, np.nan), k_in)
   return diff[ok], unbiased[ok], smoothed[ok]
+
+
+def _halves(masks, values):
+  """((estimate, stderr) of the even trials, the same of the odd ones),
+  per column: the standard errors from the smoothed variances."""
+  out = []
+  for h in (0, 1):
+    part_masks = masks[h::2]
+    est, _, smoothed, _ = _estimates(part_masks, values[h::2], keep=True)
+    out.append((est, np.sqrt(smoothed / part_masks.shape[0])))
+  return out
 
 
 def sample_pairs(loaded, memorization, threshold, same_label, size, seed):
@@ -153,13 +169,30 @@ def _bins(per_trial_sd):
 
 def predict_selection(g, per_trial_sd, k, delta, level, method='bh', m=1):
   """Predicted (selected fraction, fdr, jaccard of two runs) at k trials."""
+  return predict_mixture([(g, per_trial_sd, 1.0)], k, delta, level, method,
+                         m)
+
+
+def predict_mixture(components, k, delta, level, method='bh', m=1):
+  """predict_selection for a family whose parts have their own prior:
+  components [(g, per-trial sds, share of the family)], the shares summing
+  to 1. BH's cutoff is the one of the whole family."""
   from scipy import special  # pylint: disable=g-import-not-at-top
-  centres, weights = _bins(per_trial_sd)
-  s_k = np.maximum(centres, 1e-6) / math.sqrt(k)          # [bins]
-  mean_shift = (GRID[None, :] - delta) / s_k[:, None]     # [bins, grid]
   if method == 'by':
     level = level / float(np.sum(1.0 / np.arange(1, int(m) + 1)))
-  mass = weights[:, None] * g[None, :]
+  masses, centres_all = [], []
+  for g, per_trial_sd, share in components:
+    if share <= 0 or not len(per_trial_sd):
+      continue
+    centres, weights = _bins(per_trial_sd)
+    masses.append(share * weights[:, None] * np.asarray(g)[None, :])
+    centres_all.append(centres)
+  if not masses:
+    return 0.0, 0.0, float('nan')
+  mass = np.concatenate(masses)
+  centres = np.concatenate(centres_all)
+  s_k = np.maximum(centres, 1e-6) / math.sqrt(k)          # [bins]
+  mean_shift = (GRID[None, :] - delta) / s_k[:, None]     # [bins, grid]
   cutoffs = 10.0 ** np.linspace(-16, math.log10(level), 161)
   z = -special.ndtri(cutoffs)
   every = special.ndtr(mean_shift[None] - z[:, None, None])  # [t, bins, grid]
@@ -172,6 +205,71 @@ def predict_selection(g, per_trial_sd, k, delta, level, method='bh', m=1):
   false = float(np.sum(mass * pi * (GRID <= delta)[None, :]))
   jaccard = e_pi2 / (2 * e_pi - e_pi2) if e_pi > 0 else float('nan')
   return e_pi, (false / e_pi if e_pi > 0 else 0.0), jaccard
+
+
+def detectable(per_trial_sd, k, delta, level, m):
+  """The smallest influence (on GRID) that a test of median per-trial sd
+  rejects with probability >= 1/2 at k trials when it is the only one
+  BH selects from a family of m (cutoff q / m): the effect a first
+  discovery needs. NaN if none on the grid."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  if not len(per_trial_sd) or m < 1:
+    return float('nan')
+  s_k = max(float(np.median(per_trial_sd)), 1e-6) / math.sqrt(k)
+  z = -special.ndtri(level / m)
+  above = GRID[(GRID > delta) & (GRID >= delta + z * s_k)]
+  return float(above[0]) if len(above) else float('nan')
+
+
+def posterior(g, estimate, stderr):
+  """[p, grid] posterior of each estimate's true value under prior g."""
+  stderr = np.maximum(np.asarray(stderr), 1e-3)
+  z = (np.asarray(estimate)[:, None] - GRID[None, :]) / stderr[:, None]
+  post = np.exp(-0.5 * z * z) * g[None, :]
+  return post / np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+
+
+def shrink_factor(g, halves, delta):
+  """How much of the prior's mass above delta the halves confirm.
+
+  g: the prior fitted on all the trials; halves: ((estimate, stderr) of
+  the even trials, the same of the odd), per column. For each direction,
+  each column's posterior under g given one half's estimate gives the
+  probability w of a value over delta and the posterior mean m: what the
+  prior claims. The other half's estimate y is unbiased for the column's
+  true value and independent of the first half given it, so that
+  E[sum w y] = sum w m when g is right: alpha = sum w y / sum w m,
+  clipped to [0, 1] and averaged over both directions.
+  Mass that noise put over delta is not found in the other half (y ~ 0:
+  alpha ~ 0); real effects are (alpha ~ 1). 1 when g claims nothing there
+  (sum w < 1/2)."""
+  alphas = []
+  above = GRID > delta
+  for a, b in ((0, 1), (1, 0)):
+    est_a, se_a = halves[a]
+    est_b = halves[b][0]
+    ok = np.isfinite(est_a) & np.isfinite(est_b) & np.isfinite(se_a)
+    if not ok.any():
+      continue
+    post = posterior(g, est_a[ok], se_a[ok])
+    w = post[:, above].sum(axis=1)
+    if w.sum() < 0.5:
+      continue
+    claimed = float(np.sum(w * (post @ GRID)))
+    found = float(np.sum(w * est_b[ok]))
+    alphas.append(min(max(found / claimed, 0.0), 1.0) if claimed > 0
+                  else 0.0)
+  return float(np.mean(alphas)) if alphas else 1.0
+
+
+def shrunk(g, alpha, delta):
+  """The prior with its mass over delta scaled by alpha, the rest at 0."""
+  g = np.array(g, np.float64)
+  above = GRID > delta
+  moved = g[above].sum() * (1.0 - alpha)
+  g[above] *= alpha
+  g[int(np.argmin(np.abs(GRID)))] += moved
+  return g
 
 
 def _uncertain(per_trial_var):
@@ -206,37 +304,93 @@ def seconds_per_trial(loaded):
   return float(np.mean(values)) if values else float('nan')
 
 
+def _part(estimate, unbiased, smoothed, k, delta, level, m, halves):
+  """One part of the plan (memorization, or the pairs): the estimates, the
+  prior fitted to them and the prior shrunk by the halves' check."""
+  raw = fit_prior(estimate, np.sqrt(smoothed / k))
+  alpha = shrink_factor(raw, halves, delta) if halves is not None else 1.0
+  return {'estimate': estimate, 'unbiased': unbiased, 'smoothed': smoothed,
+          'delta': delta, 'level': level, 'm': m, 'raw_prior': raw,
+          'shrink': alpha, 'prior': shrunk(raw, alpha, delta)}
+
+
+PAIR_FACTOR = 2.0      # the pair model's check: within this factor,
+MEMORIZED_FACTOR = 1.25  # and the memorized set's,
+SMALL = 3              # or both predicted and measured at most this.
+EFFECT = 0.5           # the influence the underpowered sentence speaks of
+
+
 class Plan:
   """The planner's model of a workdir (see the module docstring)."""
 
   def __init__(self, loaded, memorization, settings, quantile=0.9,
                pair_sample=20000, seed=0):
     s = settings
-    self.k = loaded.num_trials
+    self.k = k = loaded.num_trials
     self.quantile = quantile
     self.seconds = seconds_per_trial(loaded)
-    est, unbiased, smoothed = _estimates(loaded.masks, loaded.train_correct)
-    self.mem = {'estimate': est, 'unbiased': unbiased, 'smoothed': smoothed,
-                'delta': (s.memorization_threshold
-                          if s.memorization_null is None
-                          else s.memorization_null),
-                'level': s.memorization_fdr, 'm': len(est)}
-    self.mem['prior'] = fit_prior(est, np.sqrt(smoothed / self.k))
+    self.method = s.fdr_method
+    masks, correct = loaded.masks, loaded.train_correct
+    est, unbiased, smoothed, _ = _estimates(masks, correct, keep=True)
+    ok = np.isfinite(est)
+    halves = ([(e[ok], se[ok]) for e, se in _halves(masks, correct)]
+              if k >= 4 else None)
+    self.mem = _part(est[ok], unbiased[ok], smoothed[ok], k,
+                     (s.memorization_threshold if s.memorization_null is None
+                      else s.memorization_null), s.memorization_fdr,
+                     int(ok.sum()), halves)
     rows, cols, m = sample_pairs(loaded, memorization,
                                  s.memorization_threshold, s.same_label,
                                  pair_sample, seed)
     self.pairs = None
-    if m:
-      masks = loaded.masks[:, rows]
-      values = np.asarray(loaded.test_correct)[:, cols]
-      est, unbiased, smoothed = _estimates(masks, values)
-      self.pairs = {'estimate': est, 'unbiased': unbiased,
-                    'smoothed': smoothed,
-                    'delta': (s.influence_threshold if s.pair_null is None
-                              else s.pair_null),
-                    'level': s.pair_fdr, 'm': m,
-                    'prior': fit_prior(est, np.sqrt(smoothed / self.k))}
-    self.method = s.fdr_method
+    if not m:
+      return
+    pair_masks = masks[:, rows]
+    values = np.asarray(loaded.test_correct)[:, cols]
+    est, unbiased, smoothed, k_in = _estimates(pair_masks, values, keep=True)
+    ok = np.isfinite(est)
+    delta = (s.influence_threshold if s.pair_null is None else s.pair_null)
+    filtered = (getattr(s, 'pair_procedure', 'whole') == 'filtered'
+                and values.dtype == bool)
+    accuracy = values.sum(axis=0) / k
+    ratio = k_in / k
+    testable = (procedures.testable(np.rint(accuracy * k), k_in, k - k_in,
+                                    delta, s.pair_fdr)
+                if filtered else np.ones(len(est), bool))
+    use = ok & testable
+    halves = ([(e[use], se[use]) for e, se in _halves(pair_masks, values)]
+              if k >= 4 else None)
+    self.pairs = _part(est[use], unbiased[use], smoothed[use], k, delta,
+                       s.pair_fdr, m, halves)
+    self.pairs.update(
+        filtered=filtered, sampled=int(ok.sum()),
+        accuracy=accuracy[ok], ratio=ratio[ok], testable=testable[ok],
+        all_smoothed=smoothed[ok])
+    if filtered:  # the pairs not testable now: their own prior
+      rest = ok & ~testable
+      self.pairs['rest_prior'] = shrunk(
+          fit_prior(est[rest], np.sqrt(smoothed[rest] / k))
+          if rest.any() else np.eye(len(GRID))[len(GRID) // 2],
+          self.pairs['shrink'], delta)
+
+  def _pair_components(self, k):
+    """([(prior, per-trial sds, share)], pairs of the family tested at k)
+    of the filtered (or whole) family at k trials."""
+    part = self.pairs
+    sd = np.sqrt(part['all_smoothed'])
+    if not part['filtered']:
+      return [(part['prior'], sd, 1.0)], part['m']
+    x = np.rint(part['accuracy'] * k)
+    k_in = np.clip(np.rint(part['ratio'] * k), 1, k - 1)
+    at_k = procedures.testable(x, k_in, k - k_in, part['delta'],
+                               part['level'])
+    now, later = at_k & part['testable'], at_k & ~part['testable']
+    total = int(now.sum() + later.sum())
+    if not total:
+      return [], 0.0
+    family = part['m'] * total / part['sampled']
+    return [(part['prior'], sd[now], now.sum() / total),
+            (part['rest_prior'], sd[later], later.sum() / total)], family
 
   def at(self, k):
     """The predictions at k trials (a dict)."""
@@ -247,12 +401,22 @@ class Plan:
       if part is None:
         continue
       rms, q = _quantile_sd(part['unbiased'], k, self.quantile)
-      fraction, fdr, jaccard = predict_selection(
-          part['prior'], np.sqrt(part['smoothed']), k, part['delta'],
-          part['level'], self.method, part['m'])
+      if name == 'pairs':
+        components, family = self._pair_components(k)
+      else:
+        components = [(part['prior'], np.sqrt(part['smoothed']), 1.0)]
+        family = part['m']
+      fraction, fdr, jaccard = predict_mixture(
+          components, k, part['delta'], part['level'], self.method, family)
       row[name] = {'stderr_rms': rms, 'stderr_quantile': q,
-                   'controlled': fraction * part['m'],
+                   'controlled': fraction * family,
                    'controlled_fdr': fdr, 'controlled_jaccard': jaccard}
+      if name == 'pairs':
+        row[name]['tested_family'] = family
+        sds = np.concatenate([c[1] for c in components]) if components else (
+            np.zeros(0))
+        row[name]['detectable_influence'] = detectable(
+            sds, k, part['delta'], part['level'], family)
     return row
 
   def trials_for_stderr(self, target, part='memorization'):
@@ -281,28 +445,145 @@ class Plan:
       k = int(math.ceil(k * 2 ** 0.25))
     return None
 
+  def trials_to_detect(self, effect=EFFECT, limit=1_000_000):
+    """Fewest trials (~19% steps) at which a pair of influence `effect`
+    would be selected with probability >= 1/2 as a first discovery."""
+    k = max(self.k, 2)
+    while k <= limit:
+      value = self.at(k)['pairs']['detectable_influence']
+      if np.isfinite(value) and value <= effect + 1e-9:
+        return int(k)
+      k = int(math.ceil(k * 2 ** 0.25))
+    return None
+
+  def check(self, measured, split=None):
+    """The predictions at this k (and at each half's) against what the
+    estimator measured there: {part: {predicted, measured, ratio, ok}}.
+
+    measured: summary.json's 'trust' ({'pairs': {'controlled'}, 'memorized':
+    {'controlled'}}); split: its 'split_half' (controlled pairs per half).
+    A part passes within PAIR_FACTOR (pairs) or MEMORIZED_FACTOR, or with
+    both figures <= SMALL."""
+    row = self.at(self.k)
+    out = {}
+    figures = [('memorization', 'memorized', MEMORIZED_FACTOR)]
+    if self.pairs is not None:
+      figures.append(('pairs', 'pairs', PAIR_FACTOR))
+    for part, key, factor in figures:
+      got = float(measured[key]['controlled'])
+      want = float(row[part]['controlled'])
+      entry = {'predicted': want, 'measured': got,
+               'ratio': want / got if got else None,
+               'ok': _agrees(want, got, factor),
+               'shrink': (self.mem if part == 'memorization'
+                          else self.pairs)['shrink']}
+      if part == 'pairs' and split and split.get('controlled_pairs_per_half'):
+        halves = split['controlled_pairs_per_half']
+        half_k = split['trials_per_half'][0]
+        predicted_half = float(self.at(half_k)['pairs']['controlled'])
+        entry['half'] = {'trials': half_k, 'predicted': predicted_half,
+                         'measured': [int(v) for v in halves],
+                         'ok': _agrees(predicted_half,
+                                       float(np.mean(halves)), factor)}
+        entry['ok'] = entry['ok'] and entry['half']['ok']
+      out[part] = entry
+    return out
+
   def summary(self, target_stderr=0.05, target_jaccard=0.7,
-              multiples=(1, 2, 4, 8, 16, 32)):
-    """summary.json's 'planner' object, with its one-sentence advice."""
+              multiples=(1, 2, 4, 8, 16, 32), measured=None, split=None):
+    """summary.json's 'planner' object, with its one-sentence advice; with
+    the estimator's measured figures, its check against them, and no pair
+    prediction where the pair model fails it."""
     rows = [self.at(self.k * f) for f in multiples]
+    checked = self.check(measured, split) if measured is not None else None
+    withheld = bool(checked and 'pairs' in checked
+                    and not checked['pairs']['ok'])
+    if withheld:
+      for row in rows:
+        row['pairs'] = {key: row['pairs'][key]
+                        for key in ('stderr_rms', 'stderr_quantile')}
+        row['pairs']['withheld'] = True
     for_stderr = self.trials_for_stderr(target_stderr)
-    for_jaccard = (self.trials_for_jaccard(target_jaccard)
-                   if self.pairs is not None else 'no_family')
+    if self.pairs is None:
+      for_jaccard, detect = 'no_family', None
+    elif withheld:
+      for_jaccard, detect = 'withheld', None
+    else:
+      for_jaccard = self.trials_for_jaccard(target_jaccard)
+      detect = self.trials_to_detect()
     out = {'trials': self.k, 'seconds_per_trial': self.seconds,
            'quantile': self.quantile, 'rows': rows,
            'target_stderr': target_stderr,
            'trials_for_target_stderr': for_stderr,
            'target_pair_jaccard': target_jaccard,
-           'trials_for_target_pair_jaccard': for_jaccard}
-    out['advice'] = advice(out)
+           'trials_for_target_pair_jaccard': for_jaccard,
+           'check': checked,
+           'detect_effect': EFFECT,
+           'trials_to_detect_effect': detect}
+    if self.pairs is not None and not withheld:
+      out['detectable_influence'] = rows[0]['pairs']['detectable_influence']
+    out['advice'] = advice(out, measured)
     return out
+
+
+def _agrees(predicted, measured, factor):
+  if predicted <= SMALL and measured <= SMALL:
+    return True
+  if predicted <= 0 or measured <= 0:
+    return False
+  return 1.0 / factor <= predicted / measured <= factor
 
 
 def _hours(seconds, trials, done):
   return seconds * max(trials - done, 0) / 3600.0
 
 
-def advice(plan):
+def pair_sentence(plan, measured=None):
+  """What the pairs can and cannot tell at this k, in words: the
+  controlled set, or why it is empty (too few trials to tell, or no
+  influence a test of this power would miss)."""
+  k, sec = plan['trials'], plan['seconds_per_trial']
+  need = plan['trials_for_target_pair_jaccard']
+  target = plan['target_pair_jaccard']
+  if need == 'no_family':
+    return ('no pair can be tested (no training example reaches the '
+            'memorization threshold of the pair family)')
+  if need == 'withheld':
+    check = plan['check']['pairs']
+    return (f'the pair model failed its check at this k (predicted '
+            f'{check["predicted"]:.0f} controlled pairs, measured '
+            f'{check["measured"]:.0f}), so no pair prediction is given')
+  found = (measured or {}).get('pairs', {}).get('controlled')
+  if found is None:
+    found = plan['rows'][0]['pairs']['controlled']
+  effect = plan['detect_effect']
+  detect = plan.get('trials_to_detect_effect')
+  floor = plan.get('detectable_influence', float('nan'))
+  if found < 1:
+    if detect is None or detect > k:
+      more = ('no k up to 1,000,000 would' if detect is None else
+              f'about {detect:,} trials (~{_hours(sec, detect, k):,.1f} more '
+              f'hours) would')
+      return (f'underpowered at this k: too few trials to tell whether '
+              f'pairs exceed the null; {more} let pairs of influence >= '
+              f'{effect:g} be selected')
+    return (f'no pair exceeds the null beyond chance, and at this k a pair '
+            f'of influence >= {floor:g} would be selected with probability '
+            '>= 1/2: there is no sign of influence that large')
+  if need == 'empty':
+    return ('the controlled pairs found are not predicted to grow with k')
+  if need is None:
+    return (f'no k up to 1,000,000 is predicted to give a controlled pair '
+            f'set whose split-run Jaccard reaches {target:g}')
+  if need <= k:
+    return (f'the controlled pair set is predicted stable (Jaccard >= '
+            f'{target:g} between independent runs) at this k')
+  return (f'{need:,} trials (~{_hours(sec, need, k):,.1f} more hours) are '
+          f'predicted to make the controlled pair set stable (Jaccard '
+          f'{target:g} between independent runs)')
+
+
+def advice(plan, measured=None):
   """The planner's summary in one sentence."""
   k, sec = plan['trials'], plan['seconds_per_trial']
   parts = []
@@ -319,23 +600,5 @@ def advice(plan):
                    f'standard errors to <= {plan["target_stderr"]:g} for '
                    f'{plan["quantile"]:.0%} of the examples the trials '
                    'disagree on')
-  need = plan['trials_for_target_pair_jaccard']
-  target = plan['target_pair_jaccard']
-  if need == 'no_family':
-    parts.append('no pair can be tested (no training example reaches the '
-                 'memorization threshold of the pair family)')
-  elif need == 'empty':
-    parts.append('the trials show no pair whose influence exceeds the null '
-                 'beyond chance, so the controlled pair set is predicted to '
-                 'stay empty at any k')
-  elif need is None:
-    parts.append(f'no k up to 1,000,000 is predicted to give a controlled '
-                 f'pair set whose split-run Jaccard reaches {target:g}')
-  elif need <= k:
-    parts.append(f'the controlled pair set is predicted stable (Jaccard >= '
-                 f'{target:g} between independent runs) at this k')
-  else:
-    parts.append(f'{need:,} trials (~{_hours(sec, need, k):,.1f} more hours) '
-                 f'are predicted to make the controlled pair set stable '
-                 f'(Jaccard {target:g} between independent runs)')
+  parts.append(pair_sentence(plan, measured))
   return 'Planner: ' + '; '.join(parts) + '.'
