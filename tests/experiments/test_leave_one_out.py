@@ -73,6 +73,29 @@ def test_choose_stratified_middle_band_majority():
   assert (~inside).sum() == 10  # 5 from each tail
 
 
+def test_per_tail_sets_the_tails_apart():
+  """per_tail replaces per_stratum // 2 in the tails; 0 draws every example
+  from between the edges (the middle band with the default strata)."""
+  assert loo_lib.stratum_sizes(EDGES, 10, per_tail=0) == [0, 10, 10, 10, 10, 0]
+  assert loo_lib.stratum_sizes(EDGES, 4, per_tail=7) == [7, 4, 4, 4, 4, 7]
+  assert loo_lib.stratum_sizes(EDGES, 4, None) == loo_lib.stratum_sizes(
+      EDGES, 4)
+  mem = _memorization()
+  chosen, table = loo_lib.choose_stratified(mem, EDGES, 4, seed=3, per_tail=0)
+  assert [s['chosen'] for s in table] == [0, 3, 4, 4, 4, 0]
+  assert loo_lib.in_band(mem[chosen], loo_lib.DEFAULT_BAND).all()
+  # The bins between the edges draw the same examples as without per_tail.
+  default, _ = loo_lib.choose_stratified(mem, EDGES, 4, seed=3)
+  assert set(chosen) == set(default[loo_lib.in_band(mem[default],
+                                                    loo_lib.DEFAULT_BAND)])
+  experiment = loo_lib.LeaveOneOutExperiment(per_stratum=4, per_tail=0)
+  np.testing.assert_array_equal(experiment.chosen(mem, 3)[0], chosen)
+  assert loo_lib.LeaveOneOutExperiment().per_tail is None
+  with pytest.raises(errors.ConfigError,
+                     match='LeaveOneOutExperiment.per_tail'):
+    loo_lib.LeaveOneOutExperiment(per_tail=-1)
+
+
 def test_repeats_for_target_hand_computed():
   # p_f = 0.9, R_full = 8, p_o = 0.5, target 0.2: the full models leave
   # 0.04 - 0.09 / 8 = 0.02875 for 0.25 / r, so r = ceil(8.70) = 9.

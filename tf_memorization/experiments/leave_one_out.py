@@ -79,14 +79,15 @@ def stratum_labels(strata):
           + [f'>{edges[-1]}'])
 
 
-def stratum_sizes(strata, per_stratum):
+def stratum_sizes(strata, per_stratum, per_tail=None):
   """How many examples to draw from each stratum: `per_stratum` from each
-  bin between the edges, per_stratum // 2 from each of the two tails."""
-  return [per_stratum // 2] + [per_stratum] * (len(strata) - 1) + [
-      per_stratum // 2]
+  bin between the edges, `per_tail` (None: per_stratum // 2) from each of
+  the two tails."""
+  tail = per_stratum // 2 if per_tail is None else per_tail
+  return [tail] + [per_stratum] * (len(strata) - 1) + [tail]
 
 
-def choose_stratified(memorization, strata, per_stratum, seed):
+def choose_stratified(memorization, strata, per_stratum, seed, per_tail=None):
   """Training examples drawn at random within strata of the estimate.
 
   From each stratum (strata_of) stratum_sizes(...) examples, drawn without
@@ -99,6 +100,8 @@ def choose_stratified(memorization, strata, per_stratum, seed):
     strata: interior bin edges.
     per_stratum: examples per bin between the edges.
     seed: the design's seed.
+    per_tail: examples from each tail (None: per_stratum // 2; 0: none, every
+      example from between the edges).
 
   Returns:
     (int64 [m] training indices, sorted; list of per-stratum dicts: stratum
@@ -108,7 +111,8 @@ def choose_stratified(memorization, strata, per_stratum, seed):
   chosen, table = [], []
   bounds = [None] + list(strata) + [None]
   for j, (label, size) in enumerate(zip(stratum_labels(strata),
-                                        stratum_sizes(strata, per_stratum))):
+                                        stratum_sizes(strata, per_stratum,
+                                                      per_tail))):
     members = np.flatnonzero(stratum == j)
     rng = np.random.default_rng([seed, 0x100, j])
     take = min(size, len(members))
@@ -265,10 +269,13 @@ class LeaveOneOutExperiment(base.Experiment):
     examples: training indices, or 'auto': drawn at random (seeded by the
       design's seed) within strata of the subsampled estimate: per_stratum
       from each bin between the `strata` edges, per_stratum // 2 from each
-      tail below the first and above the last edge (a stratum with fewer
-      gives all it has). With the defaults: 4 x 10 in the middle band,
-      2 x 5 outside it.
+      tail below the first and above the last edge (per_tail when set; a
+      stratum with fewer gives all it has). With the defaults: 4 x 10 in the
+      middle band, 2 x 5 outside it.
     per_stratum: examples drawn per bin between the edges.
+    per_tail: examples drawn from each tail; None: per_stratum // 2; 0: all
+      from between the edges (with the default strata, all in the middle
+      band).
     per_group: the earlier name of per_stratum; when set it replaces it.
     strata: the interior bin edges, strictly increasing (default 0.1, 0.3,
       0.5, 0.7, 0.9: bins [0.1, 0.3) ... [0.7, 0.9], tails < 0.1 and > 0.9).
@@ -288,7 +295,8 @@ class LeaveOneOutExperiment(base.Experiment):
 
   def __init__(self, examples='auto', per_stratum=10, per_group=None,
                strata=DEFAULT_STRATA, repeats=3, full_repeats=None,
-               target_stderr=0.1, max_repeats=32, middle_band=DEFAULT_BAND):
+               target_stderr=0.1, max_repeats=32, middle_band=DEFAULT_BAND,
+               per_tail=None):
     name = 'LeaveOneOutExperiment.'
     if examples != 'auto':
       examples = errors.sequence(name + 'examples', examples,
@@ -300,6 +308,8 @@ class LeaveOneOutExperiment(base.Experiment):
     if per_group is not None:
       self.per_stratum = errors.integer(name + 'per_group', per_group,
                                         minimum=1)
+    self.per_tail = errors.integer(name + 'per_tail', per_tail, minimum=0,
+                                   allow_none=True)
     self.strata = _strata(name + 'strata', strata)
     self.repeats = errors.integer(name + 'repeats', repeats, minimum=1)
     self.max_repeats = errors.integer(name + 'max_repeats', max_repeats,
@@ -317,7 +327,7 @@ class LeaveOneOutExperiment(base.Experiment):
     """(sorted training indices, the strata table) of the examples."""
     if self.examples == 'auto':
       return choose_stratified(memorization, self.strata, self.per_stratum,
-                               seed)
+                               seed, self.per_tail)
     for number, i in enumerate(self.examples):
       if i >= len(memorization):
         raise errors.ConfigError(
@@ -411,7 +421,8 @@ class LeaveOneOutExperiment(base.Experiment):
         'target_stderr': self.target_stderr,
         'repeats_per_example': [int(r) for r in repeats_of],
         'models_trained': self.full_repeats + int(repeats_of.sum()),
-        'per_stratum': self.per_stratum, 'strata': strata,
+        'per_stratum': self.per_stratum, 'per_tail': self.per_tail,
+        'strata': strata,
         'variance': 'p(1-p)',
         **agreement(loo, loo_se, sub, sub_se),
         'middle_band': {'band': list(self.middle_band),

@@ -148,7 +148,10 @@ def pair_cells(inputs, images, j, entries):
   examples `entries` ([(index, influence, stderr or None, is_pair)])."""
   cells = [{'image': images.test(j),
             'lines': [f'test #{j}', f'label {int(inputs.test_labels[j])}']}]
+  controlled = inputs.controlled_pairs()
   for i, value, stderr, is_pair in entries:
+    kind = ('controlled' if (int(i), int(j)) in controlled else
+            'raw' if is_pair else 'top-k')
     cells.append({
         'image': images.train(i),
         'flipped': bool(inputs.train_labels[i] !=
@@ -156,7 +159,8 @@ def pair_cells(inputs, images, j, entries):
         'highlight': is_pair,
         'lines': [label_text(inputs, i),
                   f'infl {value:.2f}' + (f' ± {stderr:.2f}'
-                                         if stderr is not None else '')]})
+                                         if stderr is not None else ''),
+                  kind]})
   return cells
 
 

@@ -47,6 +47,7 @@ from tf_memorization.core import storage
 from tf_memorization.reporting import figures
 from tf_memorization.reporting import images as images_lib
 from tf_memorization.reporting import markup
+from tf_memorization.stats import advice as advice_lib
 from tf_memorization.workdir import estimate_inputs
 from tf_memorization.workdir import estimates as estimates_lib
 
@@ -336,10 +337,48 @@ def _pairs_section(page):
             f'{len(pair_rows)} test examples with the largest influence of '
             f'any training example, beside their most influential training '
             f'examples{of_label}.')
+  what = _controlled_lead(page, pair_rows) + ' ' + what
   body = (page.note + markup.figure('influence_pairs.png', 'influence pairs',
-                                    what + ' Red border: a flipped label.') +
+                                    what + ' Each training example is marked '
+                                    'controlled (selected at the false '
+                                    'discovery rate), raw (over the paper\'s '
+                                    'thresholds only) or top-k (neither). '
+                                    'Red border: a flipped label.') +
           markup.pairs_table(inputs, pair_rows))
   return _Section('influence-pairs', 'High-influence pairs', body, drawn)
+
+
+def _controlled_lead(page, pair_rows):
+  """The caption's first sentences: how many pairs are controlled and shown
+  first, how many raw pairs the null passes by chance, and, when none is
+  controlled, whether that is for want of trials (the planner's words)."""
+  trust = page.summary.obj('trust')
+  pairs, null = trust.obj('pairs'), trust.obj('null')
+  controlled = pairs.get('controlled')
+  controlled_set = page.inputs.controlled_pairs()
+  shown = sum((int(i), int(j)) in controlled_set for j, entries in pair_rows
+              for i, *_ in entries)
+  parts = []
+  if controlled is None:
+    return ''
+  if controlled:
+    parts.append(f'{markup.text(controlled)} pairs are controlled (false '
+                 f'discovery rate ≤ {markup.text(pairs.get("level"))}, H0: '
+                 f'influence ≤ {markup.text(pairs.get("null_influence"))}); '
+                 f'the test examples holding them come first ({shown} of '
+                 'them shown).')
+  else:
+    parts.append('No pair is controlled: none of the pairs shown is '
+                 'selected at the false discovery rate.')
+  if null and pairs.get('raw') is not None:
+    parts.append(f'The null (trials given each other\'s test predictions) '
+                 f'passes {markup.fmt(null.get("raw_pairs"), 1)} of the '
+                 f'{markup.text(pairs.get("raw"))} raw pairs by chance.')
+  plan = page.summary.obj('planner')
+  if not controlled and plan and 'detect_effect' in plan.value:
+    sentence = advice_lib.pair_sentence(dict(plan.items()))
+    parts.append(sentence[0].upper() + sentence[1:] + '.')
+  return ' '.join(parts)
 
 
 def _experiment(page, kind):

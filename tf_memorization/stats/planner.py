@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from tf_memorization.stats import advice
 from tf_memorization.stats import bits
 from tf_memorization.stats import procedures
 
@@ -218,7 +219,7 @@ def detectable(per_trial_sd, k, delta, level, m):
   s_k = max(float(np.median(per_trial_sd)), 1e-6) / math.sqrt(k)
   z = -special.ndtri(level / m)
   above = GRID[(GRID > delta) & (GRID >= delta + z * s_k)]
-  return float(above[0]) if len(above) else float('nan')
+  return round(float(above[0]), 6) if len(above) else float("nan")
 
 
 def posterior(g, estimate, stderr):
@@ -396,7 +397,7 @@ class Plan:
     """The predictions at k trials (a dict)."""
     row = {'trials': int(k),
            'training_hours': self.seconds * k / 3600.0,
-           'more_training_hours': _hours(self.seconds, k, self.k)}
+           'more_training_hours': advice.hours(self.seconds, k, self.k)}
     for name, part in (('memorization', self.mem), ('pairs', self.pairs)):
       if part is None:
         continue
@@ -522,7 +523,7 @@ class Plan:
            'trials_to_detect_effect': detect}
     if self.pairs is not None and not withheld:
       out['detectable_influence'] = rows[0]['pairs']['detectable_influence']
-    out['advice'] = advice(out, measured)
+    out['advice'] = advice.advice(out, measured)
     return out
 
 
@@ -532,73 +533,3 @@ def _agrees(predicted, measured, factor):
   if predicted <= 0 or measured <= 0:
     return False
   return 1.0 / factor <= predicted / measured <= factor
-
-
-def _hours(seconds, trials, done):
-  return seconds * max(trials - done, 0) / 3600.0
-
-
-def pair_sentence(plan, measured=None):
-  """What the pairs can and cannot tell at this k, in words: the
-  controlled set, or why it is empty (too few trials to tell, or no
-  influence a test of this power would miss)."""
-  k, sec = plan['trials'], plan['seconds_per_trial']
-  need = plan['trials_for_target_pair_jaccard']
-  target = plan['target_pair_jaccard']
-  if need == 'no_family':
-    return ('no pair can be tested (no training example reaches the '
-            'memorization threshold of the pair family)')
-  if need == 'withheld':
-    check = plan['check']['pairs']
-    return (f'the pair model failed its check at this k (predicted '
-            f'{check["predicted"]:.0f} controlled pairs, measured '
-            f'{check["measured"]:.0f}), so no pair prediction is given')
-  found = (measured or {}).get('pairs', {}).get('controlled')
-  if found is None:
-    found = plan['rows'][0]['pairs']['controlled']
-  effect = plan['detect_effect']
-  detect = plan.get('trials_to_detect_effect')
-  floor = plan.get('detectable_influence', float('nan'))
-  if found < 1:
-    if detect is None or detect > k:
-      more = ('no k up to 1,000,000 would' if detect is None else
-              f'about {detect:,} trials (~{_hours(sec, detect, k):,.1f} more '
-              f'hours) would')
-      return (f'underpowered at this k: too few trials to tell whether '
-              f'pairs exceed the null; {more} let pairs of influence >= '
-              f'{effect:g} be selected')
-    return (f'no pair exceeds the null beyond chance, and at this k a pair '
-            f'of influence >= {floor:g} would be selected with probability '
-            '>= 1/2: there is no sign of influence that large')
-  if need == 'empty':
-    return ('the controlled pairs found are not predicted to grow with k')
-  if need is None:
-    return (f'no k up to 1,000,000 is predicted to give a controlled pair '
-            f'set whose split-run Jaccard reaches {target:g}')
-  if need <= k:
-    return (f'the controlled pair set is predicted stable (Jaccard >= '
-            f'{target:g} between independent runs) at this k')
-  return (f'{need:,} trials (~{_hours(sec, need, k):,.1f} more hours) are '
-          f'predicted to make the controlled pair set stable (Jaccard '
-          f'{target:g} between independent runs)')
-
-
-def advice(plan, measured=None):
-  """The planner's summary in one sentence."""
-  k, sec = plan['trials'], plan['seconds_per_trial']
-  parts = []
-  need = plan['trials_for_target_stderr']
-  if need is not None:
-    if need <= k:
-      parts.append(f'the {k} trials already give memorization standard '
-                   f'errors <= {plan["target_stderr"]:g} for '
-                   f'{plan["quantile"]:.0%} of the examples the trials '
-                   'disagree on')
-    else:
-      parts.append(f'{need:,} trials (~{_hours(sec, need, k):,.1f} more '
-                   f'hours at {sec:.1f} s per trial) bring memorization '
-                   f'standard errors to <= {plan["target_stderr"]:g} for '
-                   f'{plan["quantile"]:.0%} of the examples the trials '
-                   'disagree on')
-  parts.append(pair_sentence(plan, measured))
-  return 'Planner: ' + '; '.join(parts) + '.'

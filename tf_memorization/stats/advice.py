@@ -1,0 +1,73 @@
+"""The planner's predictions in words (summary.json's planner 'advice' and
+the report's pairs caption): what the trials can tell, and what they cannot
+yet."""
+
+
+def hours(seconds, trials, done):
+  return seconds * max(trials - done, 0) / 3600.0
+
+
+def pair_sentence(plan, measured=None):
+  """What the pairs can and cannot tell at this k, in words: the
+  controlled set, or why it is empty (too few trials to tell, or no
+  influence a test of this power would miss)."""
+  k, sec = plan['trials'], plan['seconds_per_trial']
+  need = plan['trials_for_target_pair_jaccard']
+  target = plan['target_pair_jaccard']
+  if need == 'no_family':
+    return ('no pair can be tested (no training example reaches the '
+            'memorization threshold of the pair family)')
+  if need == 'withheld':
+    check = plan['check']['pairs']
+    return (f'the pair model failed its check at this k (predicted '
+            f'{check["predicted"]:.0f} controlled pairs, measured '
+            f'{check["measured"]:.0f}), so no pair prediction is given')
+  found = (measured or {}).get('pairs', {}).get('controlled')
+  if found is None:
+    found = plan['rows'][0]['pairs']['controlled']
+  effect = plan['detect_effect']
+  detect = plan.get('trials_to_detect_effect')
+  floor = plan.get('detectable_influence', float('nan'))
+  if found < 1:
+    if detect is None or detect > k:
+      more = ('no k up to 1,000,000 would' if detect is None else
+              f'about {detect:,} trials (~{hours(sec, detect, k):,.1f} more '
+              f'hours) would')
+      return (f'underpowered at this k: too few trials to tell whether '
+              f'pairs exceed the null; {more} let pairs of influence >= '
+              f'{effect:g} be selected')
+    return (f'no pair exceeds the null beyond chance, and at this k a pair '
+            f'of influence >= {floor:g} would be selected with probability '
+            '>= 1/2: there is no sign of influence that large')
+  if need == 'empty':
+    return ('the controlled pairs found are not predicted to grow with k')
+  if need is None:
+    return (f'no k up to 1,000,000 is predicted to give a controlled pair '
+            f'set whose split-run Jaccard reaches {target:g}')
+  if need <= k:
+    return (f'the controlled pair set is predicted stable (Jaccard >= '
+            f'{target:g} between independent runs) at this k')
+  return (f'{need:,} trials (~{hours(sec, need, k):,.1f} more hours) are '
+          f'predicted to make the controlled pair set stable (Jaccard '
+          f'{target:g} between independent runs)')
+
+
+def advice(plan, measured=None):
+  """The planner's summary in one sentence."""
+  k, sec = plan['trials'], plan['seconds_per_trial']
+  parts = []
+  need = plan['trials_for_target_stderr']
+  if need is not None:
+    if need <= k:
+      parts.append(f'the {k} trials already give memorization standard '
+                   f'errors <= {plan["target_stderr"]:g} for '
+                   f'{plan["quantile"]:.0%} of the examples the trials '
+                   'disagree on')
+    else:
+      parts.append(f'{need:,} trials (~{hours(sec, need, k):,.1f} more '
+                   f'hours at {sec:.1f} s per trial) bring memorization '
+                   f'standard errors to <= {plan["target_stderr"]:g} for '
+                   f'{plan["quantile"]:.0%} of the examples the trials '
+                   'disagree on')
+  parts.append(pair_sentence(plan, measured))
+  return 'Planner: ' + '; '.join(parts) + '.'
