@@ -15,13 +15,18 @@ larger k:
   x = mu + e, e ~ N(0, s^2), with the true values mu drawn from a prior g
   on a grid over [-1, 1], fitted by maximum likelihood (EM; s from
   variances smoothed by (x + 1/2) / (k_side + 1), so that an example never
-  seen wrong still has some). At k trials a test of H0: mu <= delta
-  rejects, in the normal approximation, with probability
-  pi(mu) = Phi((mu - delta) / s_k - z_t) at p-value cutoff t; the BH cutoff
-  is the largest t with t <= q E[pi] (the expected selected fraction
-  times q). Predicted: the size of the controlled set m E[pi], its false
-  discovery rate, and the Jaccard index of two independent runs of k trials,
-  E[pi^2] / (2 E[pi] - E[pi^2]).
+  seen wrong still has some). **Checked by the halves**: g's mass above
+  the null's delta is shrunk to the share that one half of the trials
+  confirms of what g claims from the other (`shrink_factor`), so that
+  noise does not plant effects. **Simulated**: each column (or a sample of
+  10,000) gets a true value drawn from its posterior and an out-trial rate
+  that keeps its measured accuracy; at k trials two independent runs are
+  drawn (binomial counts), put through the estimator's own test and
+  false-discovery control (the filtered family included), and give the
+  controlled set's size, its false discovery rate and the Jaccard index of
+  the two runs. The estimator compares the prediction at the workdir's own
+  k and at its halves' with what it measured (`Plan.check`), and gives no
+  pair prediction where they disagree.
 - **Cost.** Hours of training at the workdir's measured seconds per trial
   (set-up, training and prediction, as the records hold them), for one
   worker.
@@ -37,10 +42,10 @@ import numpy as np
 from tf_memorization.stats import advice
 from tf_memorization.stats import bits
 from tf_memorization.stats import procedures
+from tf_memorization.stats import selection
 
 
 GRID = np.linspace(-1.0, 1.0, 101)
-_BINS = 40
 _FIT_SIZE = 10000
 
 
@@ -157,57 +162,6 @@ def fit_prior(estimate, stderr, iterations=100):
   return g
 
 
-def _bins(per_trial_sd):
-  """(bin centres, weights): the per-trial standard deviations in
-  quantile bins."""
-  qs = np.quantile(per_trial_sd, np.linspace(0, 1, _BINS + 1))
-  centres = 0.5 * (qs[1:] + qs[:-1])
-  which = np.clip(np.searchsorted(qs, per_trial_sd, side='right') - 1, 0,
-                  _BINS - 1)
-  weights = np.bincount(which, minlength=_BINS).astype(np.float64)
-  return centres, weights / weights.sum()
-
-
-def predict_selection(g, per_trial_sd, k, delta, level, method='bh', m=1):
-  """Predicted (selected fraction, fdr, jaccard of two runs) at k trials."""
-  return predict_mixture([(g, per_trial_sd, 1.0)], k, delta, level, method,
-                         m)
-
-
-def predict_mixture(components, k, delta, level, method='bh', m=1):
-  """predict_selection for a family whose parts have their own prior:
-  components [(g, per-trial sds, share of the family)], the shares summing
-  to 1. BH's cutoff is the one of the whole family."""
-  from scipy import special  # pylint: disable=g-import-not-at-top
-  if method == 'by':
-    level = level / float(np.sum(1.0 / np.arange(1, int(m) + 1)))
-  masses, centres_all = [], []
-  for g, per_trial_sd, share in components:
-    if share <= 0 or not len(per_trial_sd):
-      continue
-    centres, weights = _bins(per_trial_sd)
-    masses.append(share * weights[:, None] * np.asarray(g)[None, :])
-    centres_all.append(centres)
-  if not masses:
-    return 0.0, 0.0, float('nan')
-  mass = np.concatenate(masses)
-  centres = np.concatenate(centres_all)
-  s_k = np.maximum(centres, 1e-6) / math.sqrt(k)          # [bins]
-  mean_shift = (GRID[None, :] - delta) / s_k[:, None]     # [bins, grid]
-  cutoffs = 10.0 ** np.linspace(-16, math.log10(level), 161)
-  z = -special.ndtri(cutoffs)
-  every = special.ndtr(mean_shift[None] - z[:, None, None])  # [t, bins, grid]
-  fractions = np.einsum('tbg,bg->t', every, mass)
-  passing = np.flatnonzero(fractions >= cutoffs / level)
-  if not len(passing):
-    return 0.0, 0.0, float('nan')
-  pi = every[passing[-1]]
-  e_pi, e_pi2 = float(np.sum(mass * pi)), float(np.sum(mass * pi * pi))
-  false = float(np.sum(mass * pi * (GRID <= delta)[None, :]))
-  jaccard = e_pi2 / (2 * e_pi - e_pi2) if e_pi > 0 else float('nan')
-  return e_pi, (false / e_pi if e_pi > 0 else 0.0), jaccard
-
-
 def detectable(per_trial_sd, k, delta, level, m):
   """The smallest influence (on GRID) that a test of median per-trial sd
   rejects with probability >= 1/2 at k trials when it is the only one
@@ -315,6 +269,79 @@ def _part(estimate, unbiased, smoothed, k, delta, level, m, halves):
           'shrink': alpha, 'prior': shrunk(raw, alpha, delta)}
 
 
+_SIMULATED = 10000
+
+
+def simulation_units(prior, estimate, stderr, accuracy, ratio, seed,
+                     size=_SIMULATED):
+  """The truths a simulation runs on: for (a sample of `size` of) the
+  columns, a true value drawn from each one's posterior under the prior,
+  and its out-trial rate p_out such that the column's accuracy over all
+  trials (smoothed, (x + 1/2) / (k + 1): measured on every trial, the best
+  known of its figures) is ratio p_in + (1 - ratio) p_out with
+  p_in = p_out + value, kept in [0, 1]. Returns {'value', 'p_out'}."""
+  rng = np.random.default_rng([seed, 0x51])
+  keep = (rng.choice(len(estimate), size, replace=False)
+          if len(estimate) > size else np.arange(len(estimate)))
+  post = posterior(prior, np.asarray(estimate)[keep],
+                   np.asarray(stderr)[keep])
+  cdf = np.cumsum(post, axis=1)
+  u = rng.random(len(keep))[:, None] * cdf[:, -1:]
+  value = GRID[np.minimum((cdf < u).sum(axis=1), len(GRID) - 1)]
+  base = np.clip(np.asarray(accuracy)[keep] - ratio * value,
+                 np.maximum(0.0, -value), np.minimum(1.0, 1.0 - value))
+  return {'value': value, 'p_out': base}
+
+
+def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
+             seed=0):
+  """(controlled count, its fdr, Jaccard of two runs, the family's tested
+  share) at k trials, from two
+  independent simulated runs of the units (simulation_units): each unit's
+  k_in ~ Binomial(k, ratio), its correct counts binomial at p_out + value
+  in and p_out out, the estimator's test (selection.difference_pvalues) and
+  its false-discovery control (BH, or BY, over the family of m, or over its
+  testable share when filtered), the units standing for the family in
+  proportion."""
+  rng = np.random.default_rng([seed, int(k), 0x5E])
+  size = len(units['value'])
+  if not size or k < 2:
+    return 0.0, 0.0, float('nan'), 0.0
+  chosen, shares = [], []
+  for _ in range(2):
+    k_in = np.clip(rng.binomial(k, ratio, size), 1, k - 1).astype(np.float64)
+    k_out = k - k_in
+    x_in = rng.binomial(k_in.astype(np.int64),
+                        units['p_out'] + units['value']).astype(np.float64)
+    x_out = rng.binomial(k_out.astype(np.int64),
+                         units['p_out']).astype(np.float64)
+    family = (procedures.testable(x_in + x_out, k_in, k_out, delta, level)
+              if filtered else np.ones(size, bool))
+    shares.append(family.mean())
+    q = level
+    if method == 'by':
+      tests = max(int(round(m * family.mean())), 1)
+      q = level / float(np.sum(1.0 / np.arange(1, tests + 1)))
+    pvalue = np.ones(size)
+    test = family & (x_in / k_in - x_out / k_out > delta)
+    pvalue[test] = selection.difference_pvalues(
+        x_in[test], k_in[test], x_out[test], k_out[test], delta)
+    # BH over the family: the largest p_(j) with j / size >= share p_(j) / q.
+    ranked = np.sort(pvalue[test])
+    j = np.arange(1, len(ranked) + 1)
+    passing = np.flatnonzero(j / size >= family.mean() * ranked / q)
+    cutoff = ranked[passing[-1]] if len(passing) else -1.0
+    chosen.append(test & (pvalue <= cutoff))
+  a, b = chosen
+  selected = (a.sum() + b.sum()) / 2.0
+  false = ((a & (units['value'] <= delta)).sum()
+           + (b & (units['value'] <= delta)).sum()) / 2.0
+  union = (a | b).sum()
+  return (m * selected / size, false / selected if selected else 0.0,
+          (a & b).sum() / union if union else float('nan'),
+          float(np.mean(shares)))
+
+
 PAIR_FACTOR = 2.0      # the pair model's check: within this factor,
 MEMORIZED_FACTOR = 1.25  # and the memorized set's,
 SMALL = 3              # or both predicted and measured at most this.
@@ -327,71 +354,51 @@ class Plan:
   def __init__(self, loaded, memorization, settings, quantile=0.9,
                pair_sample=20000, seed=0):
     s = settings
-    self.k = k = loaded.num_trials
+    self.k = loaded.num_trials
     self.quantile = quantile
     self.seconds = seconds_per_trial(loaded)
     self.method = s.fdr_method
+    self.seed = seed
     masks, correct = loaded.masks, loaded.train_correct
-    est, unbiased, smoothed, _ = _estimates(masks, correct, keep=True)
-    ok = np.isfinite(est)
-    halves = ([(e[ok], se[ok]) for e, se in _halves(masks, correct)]
-              if k >= 4 else None)
-    self.mem = _part(est[ok], unbiased[ok], smoothed[ok], k,
-                     (s.memorization_threshold if s.memorization_null is None
-                      else s.memorization_null), s.memorization_fdr,
-                     int(ok.sum()), halves)
+    self.mem = self._fit(masks, correct, (
+        s.memorization_threshold if s.memorization_null is None
+        else s.memorization_null), s.memorization_fdr, None, False)
     rows, cols, m = sample_pairs(loaded, memorization,
                                  s.memorization_threshold, s.same_label,
                                  pair_sample, seed)
     self.pairs = None
-    if not m:
-      return
-    pair_masks = masks[:, rows]
-    values = np.asarray(loaded.test_correct)[:, cols]
-    est, unbiased, smoothed, k_in = _estimates(pair_masks, values, keep=True)
-    ok = np.isfinite(est)
-    delta = (s.influence_threshold if s.pair_null is None else s.pair_null)
-    filtered = (getattr(s, 'pair_procedure', 'whole') == 'filtered'
-                and values.dtype == bool)
-    accuracy = values.sum(axis=0) / k
-    ratio = k_in / k
-    testable = (procedures.testable(np.rint(accuracy * k), k_in, k - k_in,
-                                    delta, s.pair_fdr)
-                if filtered else np.ones(len(est), bool))
-    use = ok & testable
-    halves = ([(e[use], se[use]) for e, se in _halves(pair_masks, values)]
-              if k >= 4 else None)
-    self.pairs = _part(est[use], unbiased[use], smoothed[use], k, delta,
-                       s.pair_fdr, m, halves)
-    self.pairs.update(
-        filtered=filtered, sampled=int(ok.sum()),
-        accuracy=accuracy[ok], ratio=ratio[ok], testable=testable[ok],
-        all_smoothed=smoothed[ok])
-    if filtered:  # the pairs not testable now: their own prior
-      rest = ok & ~testable
-      self.pairs['rest_prior'] = shrunk(
-          fit_prior(est[rest], np.sqrt(smoothed[rest] / k))
-          if rest.any() else np.eye(len(GRID))[len(GRID) // 2],
-          self.pairs['shrink'], delta)
+    if m:
+      values = np.asarray(loaded.test_correct)[:, cols]
+      self.pairs = self._fit(
+          masks[:, rows], values,
+          s.influence_threshold if s.pair_null is None else s.pair_null,
+          s.pair_fdr, m, getattr(s, 'pair_procedure', 'whole') == 'filtered'
+          and values.dtype == bool)
 
-  def _pair_components(self, k):
-    """([(prior, per-trial sds, share)], pairs of the family tested at k)
-    of the filtered (or whole) family at k trials."""
-    part = self.pairs
-    sd = np.sqrt(part['all_smoothed'])
-    if not part['filtered']:
-      return [(part['prior'], sd, 1.0)], part['m']
-    x = np.rint(part['accuracy'] * k)
-    k_in = np.clip(np.rint(part['ratio'] * k), 1, k - 1)
-    at_k = procedures.testable(x, k_in, k - k_in, part['delta'],
-                               part['level'])
-    now, later = at_k & part['testable'], at_k & ~part['testable']
-    total = int(now.sum() + later.sum())
-    if not total:
-      return [], 0.0
-    family = part['m'] * total / part['sampled']
-    return [(part['prior'], sd[now], now.sum() / total),
-            (part['rest_prior'], sd[later], later.sum() / total)], family
+  def _fit(self, masks, values, delta, level, m, filtered):
+    """A part of the plan from its columns: the prior, checked by the
+    halves, and the simulation's units."""
+    est, unbiased, smoothed, k_in = _estimates(masks, values, keep=True)
+    ok = np.isfinite(est)
+    k = self.k
+    halves = ([(e[ok], se[ok]) for e, se in _halves(masks, values)]
+              if k >= 4 else None)
+    part = _part(est[ok], unbiased[ok], smoothed[ok], k, delta, level,
+                 int(ok.sum()) if m is None else m, halves)
+    _, _, x_all = bits.column_counts(masks, values)
+    k_out = k - k_in
+    part['ratio'] = float(np.mean(k_in[ok] / k)) if ok.any() else 0.5
+    part['filtered'] = filtered
+    part['units'] = simulation_units(
+        part['prior'], est[ok], np.sqrt(smoothed[ok] / k),
+        (x_all[ok] + 0.5) / (k + 1.0), part['ratio'], self.seed)
+    # The per-trial sds of the columns tested at this k (the power of a
+    # first discovery).
+    tested = (procedures.testable(x_all[ok], k_in[ok], k_out[ok], delta,
+                                  level) if filtered
+              else np.ones(int(ok.sum()), bool))
+    part['tested_sd'] = np.sqrt(smoothed[ok][tested])
+    return part
 
   def at(self, k):
     """The predictions at k trials (a dict)."""
@@ -402,22 +409,17 @@ class Plan:
       if part is None:
         continue
       rms, q = _quantile_sd(part['unbiased'], k, self.quantile)
-      if name == 'pairs':
-        components, family = self._pair_components(k)
-      else:
-        components = [(part['prior'], np.sqrt(part['smoothed']), 1.0)]
-        family = part['m']
-      fraction, fdr, jaccard = predict_mixture(
-          components, k, part['delta'], part['level'], self.method, family)
+      count, fdr, jaccard, share = simulate(
+          part['units'], k, part['ratio'], part['delta'], part['level'],
+          part['m'], self.method, part['filtered'], self.seed)
       row[name] = {'stderr_rms': rms, 'stderr_quantile': q,
-                   'controlled': fraction * family,
-                   'controlled_fdr': fdr, 'controlled_jaccard': jaccard}
+                   'controlled': count, 'controlled_fdr': fdr,
+                   'controlled_jaccard': jaccard}
       if name == 'pairs':
-        row[name]['tested_family'] = family
-        sds = np.concatenate([c[1] for c in components]) if components else (
-            np.zeros(0))
+        row[name]['tested_family'] = share * part['m']
         row[name]['detectable_influence'] = detectable(
-            sds, k, part['delta'], part['level'], family)
+            part['tested_sd'], k, part['delta'], part['level'],
+            share * part['m'])
     return row
 
   def trials_for_stderr(self, target, part='memorization'):
