@@ -511,10 +511,25 @@ def trust_tables(trust, split, plan):
          'controlled pairs', 'their split-run Jaccard',
          'controlled memorized'], plan_rows,
         numeric=tuple(range(8)))
+    check = plan.obj('check')
+    checked = ''
+    for part, name in (('memorization', 'memorized examples'),
+                       ('pairs', 'pairs')):
+      entry = check.obj(part)
+      if entry:
+        checked += (f' At this k it predicted {text(entry.get("predicted"), 1)}'
+                    f' controlled {name} and the estimator measured '
+                    f'{text(entry.get("measured"), 0)}'
+                    + ('.' if entry.get('ok') else
+                       ': the check failed' + (', so no pair prediction is '
+                                               'given.' if part == 'pairs'
+                                               else '.')))
     body += note('Predicted from these trials (planner.py): standard errors '
-                 'shrink as 1/√k; the controlled sets from an empirical-Bayes '
-                 'fit of the true effects; hours at the measured seconds per '
-                 'trial, one worker.')
+                 'shrink as 1/√k; the controlled sets by simulating the '
+                 'estimator\'s tests on true effects drawn from an '
+                 'empirical-Bayes fit, its mass above the null shrunk to what '
+                 'the other half of the trials confirms; hours at the '
+                 'measured seconds per trial, one worker.' + checked)
   return body
 
 

@@ -376,7 +376,8 @@ def _controlled_lead(page, pair_rows):
                  f'{markup.text(pairs.get("raw"))} raw pairs by chance.')
   plan = page.summary.obj('planner')
   if not controlled and plan and 'detect_effect' in plan.value:
-    sentence = advice_lib.pair_sentence(dict(plan.items()))
+    sentence = advice_lib.pair_sentence(dict(plan.items()),
+                                        {'pairs': {'controlled': controlled}})
     parts.append(sentence[0].upper() + sentence[1:] + '.')
   return ' '.join(parts)
 

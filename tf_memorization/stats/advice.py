@@ -19,12 +19,19 @@ def pair_sentence(plan, measured=None):
             'memorization threshold of the pair family)')
   if need == 'withheld':
     check = plan['check']['pairs']
-    return (f'the pair model failed its check at this k (predicted '
-            f'{check["predicted"]:.0f} controlled pairs, measured '
-            f'{check["measured"]:.0f}), so no pair prediction is given')
+    half = check.get('half') or {}
+    if half and not half.get('ok', True):
+      where = (f'{half["predicted"]:.0f} controlled pairs predicted in each '
+               f'half of {half["trials"]} trials, '
+               + ' and '.join(str(v) for v in half['measured']) + ' measured')
+    else:
+      where = (f'{check["predicted"]:.0f} controlled pairs predicted at this '
+               f'k, {check["measured"]:.0f} measured')
+    return (f'the pair model failed its check ({where}), so no pair '
+            'prediction is given')
   found = (measured or {}).get('pairs', {}).get('controlled')
-  if found is None:
-    found = plan['rows'][0]['pairs']['controlled']
+  if found is None:  # no estimate yet: the prediction at this k
+    found = plan.get('controlled_pairs_here', 0.0)
   effect = plan['detect_effect']
   detect = plan.get('trials_to_detect_effect')
   floor = plan.get('detectable_influence', float('nan'))
@@ -36,7 +43,9 @@ def pair_sentence(plan, measured=None):
       return (f'underpowered at this k: too few trials to tell whether '
               f'pairs exceed the null; {more} let pairs of influence >= '
               f'{effect:g} be selected')
-    return (f'no pair exceeds the null beyond chance, and at this k a pair '
+    verb = ('exceeds' if (measured or {}).get('pairs') else
+            'is expected to exceed')
+    return (f'no pair {verb} the null beyond chance, and at this k a pair '
             f'of influence >= {floor:g} would be selected with probability '
             '>= 1/2: there is no sign of influence that large')
   if need == 'empty':
@@ -69,5 +78,11 @@ def advice(plan, measured=None):
                    f'standard errors to <= {plan["target_stderr"]:g} for '
                    f'{plan["quantile"]:.0%} of the examples the trials '
                    'disagree on')
+  check = (plan.get('check') or {}).get('memorization')
+  if check and not check['ok']:
+    parts.append(f'its memorized-set model missed its check at this k '
+                 f'({check["predicted"]:.0f} predicted, '
+                 f'{check["measured"]:.0f} measured): read its memorized '
+                 'counts as rough')
   parts.append(pair_sentence(plan, measured))
   return 'Planner: ' + '; '.join(parts) + '.'

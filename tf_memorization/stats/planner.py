@@ -524,7 +524,9 @@ class Plan:
            'detect_effect': EFFECT,
            'trials_to_detect_effect': detect}
     if self.pairs is not None and not withheld:
-      out['detectable_influence'] = rows[0]['pairs']['detectable_influence']
+      here = self.at(self.k)['pairs']
+      out['detectable_influence'] = here['detectable_influence']
+      out['controlled_pairs_here'] = here['controlled']
     out['advice'] = advice.advice(out, measured)
     return out
 
