@@ -1201,6 +1201,13 @@ def test_planner_pure_noise_predicts_an_empty_set():
   # 256 trials would have found a pair of influence ~0.46: 'no sign of
   # influence', not 'too few trials to tell'.
   assert summary['detectable_influence'] < 0.5
+  # Before an estimate the sentence is the planner's expectation; with the
+  # estimator's measured figures, what was measured.
+  assert 'no pair is expected to exceed the null' in summary['advice']
+  measured = {'pairs': {'controlled': 0},
+              'memorized': {'controlled': plan.at(256)['memorization'][
+                  'controlled']}}
+  summary = plan.summary(measured=measured)
   assert 'no pair exceeds the null beyond chance' in summary['advice']
   assert 'no sign of influence' in summary['advice']
   assert 'underpowered' not in summary['advice']
