@@ -269,6 +269,10 @@ def format_summary(summary, output_dir):
          f'{pairs["null_influence"]:g})', pairs['controlled']),
         (f'controlled memorized (FDR {memorized["level"]:g}, H0 mem <= '
          f'{memorized["null_memorization"]:g})', memorized['controlled'])]
+    if 'testable' in pairs:  # earlier estimates do not say
+      rows.insert(len(rows) - 1, (
+          'pair family: testable / all', f'{pairs["testable"]:,} / '
+          f'{pairs["family"]:,}'))
     null = trust.get('null')
     if null:
       rows += [('null: raw pairs by chance (est. FDP of raw)',
