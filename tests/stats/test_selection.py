@@ -1437,3 +1437,48 @@ def test_planner_variances_by_hand():
   estimate, unbiased, _ = planner._estimates(masks, values)  # pylint: disable=protected-access
   np.testing.assert_allclose(estimate, [2 / 3, 0.5], rtol=1e-12)
   assert math.isnan(unbiased[0]) and unbiased[1] == pytest.approx(1.0)
+
+
+def _planner_check_module():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = (pathlib.Path(__file__).resolve().parents[2] / 'benchmarks'
+          / 'planner_check.py')
+  spec = importlib.util.spec_from_file_location('planner_check', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_planner_predicts_what_the_estimator_measures_at_its_k():
+  # benchmarks/planner_check.py's planted cases at k = 128 (the demo's
+  # row needs its records): the prediction at the records' own k against
+  # the estimator's controlled counts there. Measured: planted truth 97.5 /
+  # 125 pairs, 446.0 / 448 memorized; near-pure noise 0 / 0 and 1.0 / 1;
+  # planted null 0 / 0 pairs (and at most 0.0 at 2k-32k).
+  bench = _planner_check_module()
+  settings = Estimator(report=False)
+  for name, loaded in (('truth', bench.planted(128)),
+                       ('noise', bench.near_noise(128)),
+                       ('null', bench.planted(128, num_planted=0))):
+    mem = scores.memorization(loaded.masks, loaded.train_correct)
+    trust = assessment.assess(loaded, settings, mem, loaded.test_correct)
+    plan = planner.Plan(loaded, mem.memorization, settings)
+    summary = plan.summary(measured=trust.summary,
+                           split=trust.summary['split_half'])
+    check = summary['check']
+    print(f'\nplanner check, {name}: pairs {check["pairs"]["predicted"]:.1f}'
+          f' / {check["pairs"]["measured"]:.0f}, memorized '
+          f'{check["memorization"]["predicted"]:.1f} / '
+          f'{check["memorization"]["measured"]:.0f}')
+    assert check['pairs']['ok'] and check['memorization']['ok']
+    pairs, memorized = check['pairs'], check['memorization']
+    if pairs['measured'] > 3:
+      assert 0.5 <= pairs['predicted'] / pairs['measured'] <= 2
+    if memorized['measured'] > 3:
+      assert 0.8 <= memorized['predicted'] / memorized['measured'] <= 1.25
+    if name == 'null':
+      assert trust.summary['pairs']['controlled'] <= 1
+      assert all(row['pairs']['controlled'] <= 3 for row in summary['rows'])
+    if name == 'truth':
+      assert pairs['measured'] >= 100
