@@ -47,6 +47,7 @@ from tf_memorization.stats import selection
 
 GRID = np.linspace(-1.0, 1.0, 101)
 _FIT_SIZE = 10000
+_CHECK_SIZE = 50000
 
 
 def _side_variances(masks, values, chunk=4096):
@@ -97,13 +98,15 @@ def _estimates(masks, values, keep=False):
 
 
 def _halves(masks, values):
-  """((estimate, stderr) of the even trials, the same of the odd ones),
-  per column: the standard errors from the smoothed variances."""
+  """((estimate, accuracy, ratio, k) of the even trials, the same of the
+  odd ones), per column: what grid_stderr needs."""
   out = []
   for h in (0, 1):
-    part_masks = masks[h::2]
-    est, _, smoothed, _ = _estimates(part_masks, values[h::2], keep=True)
-    out.append((est, np.sqrt(smoothed / part_masks.shape[0])))
+    part_masks, part_values = masks[h::2], values[h::2]
+    k = part_masks.shape[0]
+    est, _, _, k_in = _estimates(part_masks, part_values, keep=True)
+    _, _, x_all = bits.column_counts(part_masks, part_values)
+    out.append((est, (x_all + 0.5) / (k + 1.0), k_in / k, k))
   return out
 
 
@@ -143,17 +146,49 @@ def sample_pairs(loaded, memorization, threshold, same_label, size, seed):
   return rows.astype(np.int64), cols, m
 
 
-def fit_prior(estimate, stderr, iterations=100):
-  """The prior g on GRID maximizing prod_i sum_g g N(x_i; mu_g, s_i^2)
-  (EM from uniform; the pilot's estimates binned by s for speed)."""
-  estimate, stderr = np.asarray(estimate), np.maximum(np.asarray(stderr),
-                                                      1e-3)
+def grid_stderr(accuracy, ratio, k):
+  """[p, grid] standard errors of each column's estimate if its true value
+  were each GRID value: the column's accuracy over all its trials is
+  measured well, so a true value mu fixes p_out = accuracy - ratio mu and
+  p_in = p_out + mu (kept in [0, 1]), and the estimate's variance at k is
+  (p_in (1 - p_in) / ratio + p_out (1 - p_out) / (1 - ratio)) / k, each
+  p (1 - p) at least 1 / (k + 2). A likelihood with this variance does not
+  favour large values where estimates happen to sit near 0 or 1 (the
+  estimate's own variance is smaller there)."""
+  accuracy = np.asarray(accuracy, np.float64)[:, None]
+  ratio = np.clip(np.asarray(ratio, np.float64), 0.02, 0.98)[:, None]
+  mu = GRID[None, :]
+  p_out = np.clip(accuracy - ratio * mu, np.maximum(0.0, -mu),
+                  np.minimum(1.0, 1.0 - mu))
+  p_in = p_out + mu
+  floor = 1.0 / (k + 2.0)
+  var = (np.maximum(p_in * (1 - p_in), floor) / ratio
+         + np.maximum(p_out * (1 - p_out), floor) / (1 - ratio)) / k
+  return np.sqrt(var)
+
+
+def _stderr(stderr, model, keep):
+  """The standard errors of the columns `keep`: [p, 1] from per-column
+  ones, or [p, grid] from model = (accuracy, ratio, k) (grid_stderr)."""
+  if model is not None:
+    accuracy, ratio, k = model
+    return np.maximum(grid_stderr(np.asarray(accuracy)[keep],
+                                  np.asarray(ratio)[keep], k), 1e-3)
+  return np.maximum(np.asarray(stderr)[keep], 1e-3)[:, None]
+
+
+def fit_prior(estimate, stderr=None, iterations=100, model=None):
+  """The prior g on GRID maximizing prod_i sum_g g N(x_i; mu_g, s_ig^2)
+  (EM from uniform), s per column (`stderr`) or per column and grid value
+  (`model`, grid_stderr)."""
+  estimate = np.asarray(estimate)
+  keep = np.arange(len(estimate))
   if len(estimate) > _FIT_SIZE:  # a fixed sample: the fit is of a density
     keep = np.random.default_rng(0x91).choice(len(estimate), _FIT_SIZE,
                                               replace=False)
-    estimate, stderr = estimate[keep], stderr[keep]
-  z = (estimate[:, None] - GRID[None, :]) / stderr[:, None]
-  like = np.exp(-0.5 * z * z) / stderr[:, None]
+  se = _stderr(stderr, model, keep)
+  z = (estimate[keep][:, None] - GRID[None, :]) / se
+  like = np.exp(-0.5 * z * z) / se
   g = np.full(len(GRID), 1.0 / len(GRID))
   for _ in range(iterations):
     post = like * g
@@ -176,19 +211,23 @@ def detectable(per_trial_sd, k, delta, level, m):
   return round(float(above[0]), 6) if len(above) else float("nan")
 
 
-def posterior(g, estimate, stderr):
-  """[p, grid] posterior of each estimate's true value under prior g."""
-  stderr = np.maximum(np.asarray(stderr), 1e-3)
-  z = (np.asarray(estimate)[:, None] - GRID[None, :]) / stderr[:, None]
-  post = np.exp(-0.5 * z * z) * g[None, :]
+def posterior(g, estimate, stderr=None, model=None):
+  """[p, grid] posterior of each estimate's true value under prior g (the
+  standard errors as in fit_prior)."""
+  estimate = np.asarray(estimate)
+  se = _stderr(stderr, model, np.arange(len(estimate)))
+  z = (estimate[:, None] - GRID[None, :]) / se
+  post = np.exp(-0.5 * z * z) / se * g[None, :]
   return post / np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
 
 
 def shrink_factor(g, halves, delta):
   """How much of the prior's mass above delta the halves confirm.
 
-  g: the prior fitted on all the trials; halves: ((estimate, stderr) of
-  the even trials, the same of the odd), per column. For each direction,
+  g: the prior fitted on all the trials; halves: ((estimate, stderr) or
+  (estimate, accuracy, ratio, k) of the even trials (posterior's stderr or
+  model), the same of the odd), per column (a fixed sample of
+  _CHECK_SIZE). For each direction,
   each column's posterior under g given one half's estimate gives the
   probability w of a value over delta and the posterior mean m: what the
   prior claims. The other half's estimate y is unbiased for the column's
@@ -201,12 +240,22 @@ def shrink_factor(g, halves, delta):
   alphas = []
   above = GRID > delta
   for a, b in ((0, 1), (1, 0)):
-    est_a, se_a = halves[a]
+    est_a, rest = halves[a][0], halves[a][1:]
     est_b = halves[b][0]
-    ok = np.isfinite(est_a) & np.isfinite(est_b) & np.isfinite(se_a)
-    if not ok.any():
+    ok = np.isfinite(est_a) & np.isfinite(est_b)
+    for column in rest[:2]:
+      ok &= np.isfinite(column)
+    ok = np.flatnonzero(ok)
+    if len(ok) > _CHECK_SIZE:  # a fixed sample of the columns
+      ok = np.sort(np.random.default_rng(0xC4).choice(ok, _CHECK_SIZE,
+                                                      replace=False))
+    if not len(ok):
       continue
-    post = posterior(g, est_a[ok], se_a[ok])
+    if len(rest) == 1:
+      post = posterior(g, est_a[ok], rest[0][ok])
+    else:
+      post = posterior(g, est_a[ok], model=(rest[0][ok], rest[1][ok],
+                                            rest[2]))
     w = post[:, above].sum(axis=1)
     if w.sum() < 0.5:
       continue
@@ -259,10 +308,11 @@ def seconds_per_trial(loaded):
   return float(np.mean(values)) if values else float('nan')
 
 
-def _part(estimate, unbiased, smoothed, k, delta, level, m, halves):
+def _part(estimate, unbiased, smoothed, model, delta, level, m, halves):
   """One part of the plan (memorization, or the pairs): the estimates, the
-  prior fitted to them and the prior shrunk by the halves' check."""
-  raw = fit_prior(estimate, np.sqrt(smoothed / k))
+  prior fitted to them (standard errors from `model`, grid_stderr's
+  (accuracy, ratio, k)) and the prior shrunk by the halves' check."""
+  raw = fit_prior(estimate, model=model)
   alpha = shrink_factor(raw, halves, delta) if halves is not None else 1.0
   return {'estimate': estimate, 'unbiased': unbiased, 'smoothed': smoothed,
           'delta': delta, 'level': level, 'm': m, 'raw_prior': raw,
@@ -272,19 +322,21 @@ def _part(estimate, unbiased, smoothed, k, delta, level, m, halves):
 _SIMULATED = 10000
 
 
-def simulation_units(prior, estimate, stderr, accuracy, ratio, seed,
-                     size=_SIMULATED):
+def simulation_units(prior, estimate, model, ratio, seed, size=_SIMULATED):
   """The truths a simulation runs on: for (a sample of `size` of) the
   columns, a true value drawn from each one's posterior under the prior,
   and its out-trial rate p_out such that the column's accuracy over all
   trials (smoothed, (x + 1/2) / (k + 1): measured on every trial, the best
   known of its figures) is ratio p_in + (1 - ratio) p_out with
-  p_in = p_out + value, kept in [0, 1]. Returns {'value', 'p_out'}."""
+  p_in = p_out + value, kept in [0, 1]. model: (accuracy, ratio, k) of
+  the columns (grid_stderr). Returns {'value', 'p_out'}."""
   rng = np.random.default_rng([seed, 0x51])
   keep = (rng.choice(len(estimate), size, replace=False)
           if len(estimate) > size else np.arange(len(estimate)))
+  accuracy, ratios, k = model
   post = posterior(prior, np.asarray(estimate)[keep],
-                   np.asarray(stderr)[keep])
+                   model=(np.asarray(accuracy)[keep],
+                          np.asarray(ratios)[keep], k))
   cdf = np.cumsum(post, axis=1)
   u = rng.random(len(keep))[:, None] * cdf[:, -1:]
   value = GRID[np.minimum((cdf < u).sum(axis=1), len(GRID) - 1)]
@@ -294,10 +346,10 @@ def simulation_units(prior, estimate, stderr, accuracy, ratio, seed,
 
 
 def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
-             seed=0):
+             seed=0, runs=4):
   """(controlled count, its fdr, Jaccard of two runs, the family's tested
-  share) at k trials, from two
-  independent simulated runs of the units (simulation_units): each unit's
+  share) at k trials, from `runs` independent simulated runs of the units
+  (simulation_units; the Jaccard averaged over every two): each unit's
   k_in ~ Binomial(k, ratio), its correct counts binomial at p_out + value
   in and p_out out, the estimator's test (selection.difference_pvalues) and
   its false-discovery control (BH, or BY, over the family of m, or over its
@@ -308,7 +360,7 @@ def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
   if not size or k < 2:
     return 0.0, 0.0, float('nan'), 0.0
   chosen, shares = [], []
-  for _ in range(2):
+  for _ in range(runs):
     k_in = np.clip(rng.binomial(k, ratio, size), 1, k - 1).astype(np.float64)
     k_out = k - k_in
     x_in = rng.binomial(k_in.astype(np.int64),
@@ -332,13 +384,17 @@ def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
     passing = np.flatnonzero(j / size >= family.mean() * ranked / q)
     cutoff = ranked[passing[-1]] if len(passing) else -1.0
     chosen.append(test & (pvalue <= cutoff))
-  a, b = chosen
-  selected = (a.sum() + b.sum()) / 2.0
-  false = ((a & (units['value'] <= delta)).sum()
-           + (b & (units['value'] <= delta)).sum()) / 2.0
-  union = (a | b).sum()
+  chosen = np.array(chosen)
+  selected = float(chosen.sum(axis=1).mean())
+  false = float((chosen & (units['value'] <= delta)[None, :]).sum(axis=1)
+                .mean())
+  pairs = [(a, b) for a in range(runs) for b in range(a + 1, runs)]
+  unions = [(chosen[a] | chosen[b]).sum() for a, b in pairs]
+  jaccard = (float(np.mean([(chosen[a] & chosen[b]).sum() / u
+                            for (a, b), u in zip(pairs, unions) if u]))
+             if any(unions) else float('nan'))
   return (m * selected / size, false / selected if selected else 0.0,
-          (a & b).sum() / union if union else float('nan'),
+          jaccard,
           float(np.mean(shares)))
 
 
@@ -381,17 +437,18 @@ class Plan:
     est, unbiased, smoothed, k_in = _estimates(masks, values, keep=True)
     ok = np.isfinite(est)
     k = self.k
-    halves = ([(e[ok], se[ok]) for e, se in _halves(masks, values)]
+    halves = ([(e[ok], a[ok], r[ok], half_k)
+               for e, a, r, half_k in _halves(masks, values)]
               if k >= 4 else None)
-    part = _part(est[ok], unbiased[ok], smoothed[ok], k, delta, level,
-                 int(ok.sum()) if m is None else m, halves)
     _, _, x_all = bits.column_counts(masks, values)
     k_out = k - k_in
+    model = ((x_all[ok] + 0.5) / (k + 1.0), k_in[ok] / k, k)
+    part = _part(est[ok], unbiased[ok], smoothed[ok], model, delta, level,
+                 int(ok.sum()) if m is None else m, halves)
     part['ratio'] = float(np.mean(k_in[ok] / k)) if ok.any() else 0.5
     part['filtered'] = filtered
-    part['units'] = simulation_units(
-        part['prior'], est[ok], np.sqrt(smoothed[ok] / k),
-        (x_all[ok] + 0.5) / (k + 1.0), part['ratio'], self.seed)
+    part['units'] = simulation_units(part['prior'], est[ok], model,
+                                     part['ratio'], self.seed)
     # The per-trial sds of the columns tested at this k (the power of a
     # first discovery).
     tested = (procedures.testable(x_all[ok], k_in[ok], k_out[ok], delta,
