@@ -182,6 +182,8 @@ def fit_prior(estimate, stderr=None, iterations=100, model=None):
   (EM from uniform), s per column (`stderr`) or per column and grid value
   (`model`, grid_stderr)."""
   estimate = np.asarray(estimate)
+  if not len(estimate):  # nothing to fit: every true value 0
+    return np.eye(len(GRID))[int(np.argmin(np.abs(GRID)))]
   keep = np.arange(len(estimate))
   if len(estimate) > _FIT_SIZE:  # a fixed sample: the fit is of a density
     keep = np.random.default_rng(0x91).choice(len(estimate), _FIT_SIZE,
@@ -480,9 +482,13 @@ class Plan:
     return row
 
   def trials_for_stderr(self, target, part='memorization'):
-    """Trials for the `quantile` of the standard errors to reach target."""
-    values = _uncertain((self.mem if part == 'memorization'
-                         else self.pairs)['unbiased'])
+    """Trials for the `quantile` of the standard errors to reach target
+    (None when no estimate has a variance yet: too few trials per side)."""
+    unbiased = (self.mem if part == 'memorization' else self.pairs)[
+        'unbiased']
+    if not np.isfinite(unbiased).any():
+      return None
+    values = _uncertain(unbiased)
     if not len(values):
       return 2
     need = float(np.quantile(values, self.quantile)) / (target * target)
