@@ -703,3 +703,35 @@ def test_unusable_estimates_are_one_clear_error(runs, tmp_path, name, spoil,
   assert os.path.join(workdir, 'estimates', name) in text
   assert 'Run the estimate binary again' in text, text
   assert not os.path.exists(os.path.join(workdir, 'report'))
+
+
+@pytest.mark.parametrize('name', ['clean', 'noisy'])
+def test_the_pairs_caption_leads_with_the_controlled_pairs(runs, name):
+  """The pairs section says how many pairs are controlled (or that none of
+  those shown is), the null's count of raw pairs passing by chance, and,
+  with none controlled, the planner's words for why; the legend names the
+  marks of the figure."""
+  workdir = runs[name][0]
+  with open(os.path.join(workdir, 'estimates', 'summary.json')) as f:
+    summary = json.load(f)
+  page, _ = _parse(_report_dir(runs, name))
+  start = page.index('id="influence-pairs"')
+  section = html.unescape(re.sub(r'<[^>]+>', ' ', page[start:start + 20000]))
+  section = ' '.join(section.split())
+  pairs = summary['trust']['pairs']
+  if pairs['controlled']:
+    assert f'{pairs["controlled"]} pairs are controlled' in section
+  else:
+    assert 'No pair is controlled: none of the pairs shown is selected' in (
+        section)
+    plan = summary.get('planner')
+    if plan:
+      assert ('Underpowered at this k' in section
+              or 'No pair exceeds the null beyond chance' in section
+              or 'failed its check' in section)
+  null = summary['trust'].get('null')
+  if null:
+    assert (f'passes {null["raw_pairs"]:.1f} of the {pairs["raw"]:,} raw '
+            'pairs by chance') in section
+  assert 'marked controlled (selected at the false discovery rate), raw' in (
+      section)

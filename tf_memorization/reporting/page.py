@@ -372,7 +372,7 @@ def _controlled_lead(page, pair_rows):
                  'selected at the false discovery rate.')
   if null and pairs.get('raw') is not None:
     parts.append(f'The null (trials given each other\'s test predictions) '
-                 f'passes {markup.fmt(null.get("raw_pairs"), 1)} of the '
+                 f'passes {markup.text(null.get("raw_pairs"), 1)} of the '
                  f'{markup.text(pairs.get("raw"))} raw pairs by chance.')
   plan = page.summary.obj('planner')
   if not controlled and plan and 'detect_effect' in plan.value:
