@@ -18,6 +18,7 @@ from scipy import stats
 from tf_memorization.estimation.settings import Estimator
 from tf_memorization.stats import assessment
 from tf_memorization.stats import planner
+from tf_memorization.stats import prior
 from tf_memorization.stats import ranks
 from tf_memorization.stats import scores
 from tf_memorization.stats import selection
@@ -1263,10 +1264,10 @@ def test_shrink_factor_on_noise_and_on_planted_effects():
   for share, low, high in ((0.0, 0.0, 0.1), (0.05, 0.85, 1.0)):
     mu = np.where(rng.random(4000) < share, 0.5, 0.0)
     halves = [(mu + rng.normal(0, 0.1, 4000), s) for _ in range(2)]
-    alpha = planner.shrink_factor(g, halves, 0.15)
+    alpha = prior.shrink_factor(g, halves, 0.15)
     print(f'\nshrink factor, {share:.0%} at 0.5: {alpha:.3f}')
     assert low <= alpha <= high
-  shrunk = planner.shrunk(g, 0.2, 0.15)
+  shrunk = prior.shrunk(g, 0.2, 0.15)
   assert shrunk.sum() == pytest.approx(1.0)
   assert shrunk[planner.GRID > 0.15].sum() == pytest.approx(0.01)
 
@@ -1291,7 +1292,7 @@ def test_fit_prior_recovers_a_planted_prior():
   rng = np.random.default_rng(9)
   mu = np.where(rng.random(3000) < 0.2, 0.5, 0.0)
   s = rng.uniform(0.05, 0.1, 3000)
-  g = planner.fit_prior(mu + rng.normal(0, s), s)
+  g = prior.fit_prior(mu + rng.normal(0, s), s)
   assert g.shape == planner.GRID.shape
   assert g.sum() == pytest.approx(1.0)
   near_half = g[np.abs(planner.GRID - 0.5) <= 0.1 + 1e-9].sum()
@@ -1483,3 +1484,16 @@ def test_planner_predicts_what_the_estimator_measures_at_its_k():
       assert all(row['pairs']['controlled'] <= 3 for row in summary['rows'])
     if name == 'truth':
       assert pairs['measured'] >= 100
+
+
+def test_grid_stderr_by_hand():
+  # Accuracy 1/2 over all trials, ratio 1/2, k = 100. True value 0:
+  # p_in = p_out = 1/2, variance (1/4 / 1/2 + 1/4 / 1/2) / 100 = 0.01.
+  # True value 0.5: p_out = 1/2 - 0.5/2 = 1/4, p_in = 3/4, variance
+  # (3/16 / 1/2) * 2 / 100 = 0.0075. True value 1: p_out = 0, p_in = 1, each
+  # p (1 - p) at its floor 1 / 102: variance 4 / 102 / 100.
+  se = prior.grid_stderr(np.array([0.5]), np.array([0.5]), 100)[0]
+  at = {v: se[int(np.argmin(np.abs(prior.GRID - v)))] for v in (0, 0.5, 1)}
+  assert at[0] == pytest.approx(0.1)
+  assert at[0.5] == pytest.approx(math.sqrt(0.0075))
+  assert at[1] == pytest.approx(math.sqrt(4 / 102 / 100))

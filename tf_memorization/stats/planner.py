@@ -41,13 +41,12 @@ import numpy as np
 
 from tf_memorization.stats import advice
 from tf_memorization.stats import bits
+from tf_memorization.stats import prior as prior_lib
 from tf_memorization.stats import procedures
 from tf_memorization.stats import selection
 
 
-GRID = np.linspace(-1.0, 1.0, 101)
-_FIT_SIZE = 10000
-_CHECK_SIZE = 50000
+GRID = prior_lib.GRID
 
 
 def _side_variances(masks, values, chunk=4096):
@@ -146,59 +145,6 @@ def sample_pairs(loaded, memorization, threshold, same_label, size, seed):
   return rows.astype(np.int64), cols, m
 
 
-def grid_stderr(accuracy, ratio, k):
-  """[p, grid] standard errors of each column's estimate if its true value
-  were each GRID value: the column's accuracy over all its trials is
-  measured well, so a true value mu fixes p_out = accuracy - ratio mu and
-  p_in = p_out + mu (kept in [0, 1]), and the estimate's variance at k is
-  (p_in (1 - p_in) / ratio + p_out (1 - p_out) / (1 - ratio)) / k, each
-  p (1 - p) at least 1 / (k + 2). A likelihood with this variance does not
-  favour large values where estimates happen to sit near 0 or 1 (the
-  estimate's own variance is smaller there)."""
-  accuracy = np.asarray(accuracy, np.float64)[:, None]
-  ratio = np.clip(np.asarray(ratio, np.float64), 0.02, 0.98)[:, None]
-  mu = GRID[None, :]
-  p_out = np.clip(accuracy - ratio * mu, np.maximum(0.0, -mu),
-                  np.minimum(1.0, 1.0 - mu))
-  p_in = p_out + mu
-  floor = 1.0 / (k + 2.0)
-  var = (np.maximum(p_in * (1 - p_in), floor) / ratio
-         + np.maximum(p_out * (1 - p_out), floor) / (1 - ratio)) / k
-  return np.sqrt(var)
-
-
-def _stderr(stderr, model, keep):
-  """The standard errors of the columns `keep`: [p, 1] from per-column
-  ones, or [p, grid] from model = (accuracy, ratio, k) (grid_stderr)."""
-  if model is not None:
-    accuracy, ratio, k = model
-    return np.maximum(grid_stderr(np.asarray(accuracy)[keep],
-                                  np.asarray(ratio)[keep], k), 1e-3)
-  return np.maximum(np.asarray(stderr)[keep], 1e-3)[:, None]
-
-
-def fit_prior(estimate, stderr=None, iterations=100, model=None):
-  """The prior g on GRID maximizing prod_i sum_g g N(x_i; mu_g, s_ig^2)
-  (EM from uniform), s per column (`stderr`) or per column and grid value
-  (`model`, grid_stderr)."""
-  estimate = np.asarray(estimate)
-  if not len(estimate):  # nothing to fit: every true value 0
-    return np.eye(len(GRID))[int(np.argmin(np.abs(GRID)))]
-  keep = np.arange(len(estimate))
-  if len(estimate) > _FIT_SIZE:  # a fixed sample: the fit is of a density
-    keep = np.random.default_rng(0x91).choice(len(estimate), _FIT_SIZE,
-                                              replace=False)
-  se = _stderr(stderr, model, keep)
-  z = (estimate[keep][:, None] - GRID[None, :]) / se
-  like = np.exp(-0.5 * z * z) / se
-  g = np.full(len(GRID), 1.0 / len(GRID))
-  for _ in range(iterations):
-    post = like * g
-    post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
-    g = post.mean(axis=0)
-  return g
-
-
 def detectable(per_trial_sd, k, delta, level, m):
   """The smallest influence (on GRID) that a test of median per-trial sd
   rejects with probability >= 1/2 at k trials when it is the only one
@@ -211,71 +157,6 @@ def detectable(per_trial_sd, k, delta, level, m):
   z = -special.ndtri(level / m)
   above = GRID[(GRID > delta) & (GRID >= delta + z * s_k)]
   return round(float(above[0]), 6) if len(above) else float("nan")
-
-
-def posterior(g, estimate, stderr=None, model=None):
-  """[p, grid] posterior of each estimate's true value under prior g (the
-  standard errors as in fit_prior)."""
-  estimate = np.asarray(estimate)
-  se = _stderr(stderr, model, np.arange(len(estimate)))
-  z = (estimate[:, None] - GRID[None, :]) / se
-  post = np.exp(-0.5 * z * z) / se * g[None, :]
-  return post / np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
-
-
-def shrink_factor(g, halves, delta):
-  """How much of the prior's mass above delta the halves confirm.
-
-  g: the prior fitted on all the trials; halves: ((estimate, stderr) or
-  (estimate, accuracy, ratio, k) of the even trials (posterior's stderr or
-  model), the same of the odd), per column (a fixed sample of
-  _CHECK_SIZE). For each direction,
-  each column's posterior under g given one half's estimate gives the
-  probability w of a value over delta and the posterior mean m: what the
-  prior claims. The other half's estimate y is unbiased for the column's
-  true value and independent of the first half given it, so that
-  E[sum w y] = sum w m when g is right: alpha = sum w y / sum w m,
-  clipped to [0, 1] and averaged over both directions.
-  Mass that noise put over delta is not found in the other half (y ~ 0:
-  alpha ~ 0); real effects are (alpha ~ 1). 1 when g claims nothing there
-  (sum w < 1/2)."""
-  alphas = []
-  above = GRID > delta
-  for a, b in ((0, 1), (1, 0)):
-    est_a, rest = halves[a][0], halves[a][1:]
-    est_b = halves[b][0]
-    ok = np.isfinite(est_a) & np.isfinite(est_b)
-    for column in rest[:2]:
-      ok &= np.isfinite(column)
-    ok = np.flatnonzero(ok)
-    if len(ok) > _CHECK_SIZE:  # a fixed sample of the columns
-      ok = np.sort(np.random.default_rng(0xC4).choice(ok, _CHECK_SIZE,
-                                                      replace=False))
-    if not len(ok):
-      continue
-    if len(rest) == 1:
-      post = posterior(g, est_a[ok], rest[0][ok])
-    else:
-      post = posterior(g, est_a[ok], model=(rest[0][ok], rest[1][ok],
-                                            rest[2]))
-    w = post[:, above].sum(axis=1)
-    if w.sum() < 0.5:
-      continue
-    claimed = float(np.sum(w * (post @ GRID)))
-    found = float(np.sum(w * est_b[ok]))
-    alphas.append(min(max(found / claimed, 0.0), 1.0) if claimed > 0
-                  else 0.0)
-  return float(np.mean(alphas)) if alphas else 1.0
-
-
-def shrunk(g, alpha, delta):
-  """The prior with its mass over delta scaled by alpha, the rest at 0."""
-  g = np.array(g, np.float64)
-  above = GRID > delta
-  moved = g[above].sum() * (1.0 - alpha)
-  g[above] *= alpha
-  g[int(np.argmin(np.abs(GRID)))] += moved
-  return g
 
 
 def _uncertain(per_trial_var):
@@ -314,11 +195,12 @@ def _part(estimate, unbiased, smoothed, model, delta, level, m, halves):
   """One part of the plan (memorization, or the pairs): the estimates, the
   prior fitted to them (standard errors from `model`, grid_stderr's
   (accuracy, ratio, k)) and the prior shrunk by the halves' check."""
-  raw = fit_prior(estimate, model=model)
-  alpha = shrink_factor(raw, halves, delta) if halves is not None else 1.0
+  raw = prior_lib.fit_prior(estimate, model=model)
+  alpha = (prior_lib.shrink_factor(raw, halves, delta) if halves is not None
+           else 1.0)
   return {'estimate': estimate, 'unbiased': unbiased, 'smoothed': smoothed,
           'delta': delta, 'level': level, 'm': m, 'raw_prior': raw,
-          'shrink': alpha, 'prior': shrunk(raw, alpha, delta)}
+          'shrink': alpha, 'prior': prior_lib.shrunk(raw, alpha, delta)}
 
 
 _SIMULATED = 10000
@@ -336,7 +218,7 @@ def simulation_units(prior, estimate, model, ratio, seed, size=_SIMULATED):
   keep = (rng.choice(len(estimate), size, replace=False)
           if len(estimate) > size else np.arange(len(estimate)))
   accuracy, ratios, k = model
-  post = posterior(prior, np.asarray(estimate)[keep],
+  post = prior_lib.posterior(prior, np.asarray(estimate)[keep],
                    model=(np.asarray(accuracy)[keep],
                           np.asarray(ratios)[keep], k))
   cdf = np.cumsum(post, axis=1)
