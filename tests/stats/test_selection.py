@@ -1452,6 +1452,7 @@ def _planner_check_module():
   return module
 
 
+@pytest.mark.slow
 def test_planner_predicts_what_the_estimator_measures_at_its_k():
   # benchmarks/planner_check.py's planted cases at k = 128 (the demo's
   # row needs its records): the prediction at the records' own k against

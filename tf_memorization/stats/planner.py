@@ -230,10 +230,11 @@ def simulation_units(prior, estimate, model, ratio, seed, size=_SIMULATED):
 
 
 def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
-             seed=0, runs=4):
+             seed=0, runs=4, tests=True):
   """(controlled count, its fdr, Jaccard of two runs, the family's tested
   share) at k trials, from `runs` independent simulated runs of the units
-  (simulation_units; the Jaccard averaged over every two): each unit's
+  (simulation_units; the Jaccard averaged over every two; tests=False:
+  only the share, the rest NaN): each unit's
   k_in ~ Binomial(k, ratio), its correct counts binomial at p_out + value
   in and p_out out, the estimator's test (selection.difference_pvalues) and
   its false-discovery control (BH, or BY, over the family of m, or over its
@@ -254,10 +255,12 @@ def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
     family = (procedures.testable(x_in + x_out, k_in, k_out, delta, level)
               if filtered else np.ones(size, bool))
     shares.append(family.mean())
+    if not tests:  # only the family's tested share
+      continue
     q = level
     if method == 'by':
-      tests = max(int(round(m * family.mean())), 1)
-      q = level / float(np.sum(1.0 / np.arange(1, tests + 1)))
+      count = max(int(round(m * family.mean())), 1)
+      q = level / float(np.sum(1.0 / np.arange(1, count + 1)))
     pvalue = np.ones(size)
     test = family & (x_in / k_in - x_out / k_out > delta)
     pvalue[test] = selection.difference_pvalues(
@@ -268,6 +271,8 @@ def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
     passing = np.flatnonzero(j / size >= family.mean() * ranked / q)
     cutoff = ranked[passing[-1]] if len(passing) else -1.0
     chosen.append(test & (pvalue <= cutoff))
+  if not tests:
+    return float('nan'), float('nan'), float('nan'), float(np.mean(shares))
   chosen = np.array(chosen)
   selected = float(chosen.sum(axis=1).mean())
   false = float((chosen & (units['value'] <= delta)[None, :]).sum(axis=1)
@@ -396,9 +401,15 @@ class Plan:
   def trials_to_detect(self, effect=EFFECT, limit=1_000_000):
     """Fewest trials (~19% steps) at which a pair of influence `effect`
     would be selected with probability >= 1/2 as a first discovery."""
+    part = self.pairs
     k = max(self.k, 2)
     while k <= limit:
-      value = self.at(k)['pairs']['detectable_influence']
+      # The family tested at k from one simulated run (no tests needed).
+      share = simulate(part['units'], k, part['ratio'], part['delta'],
+                       part['level'], part['m'], self.method,
+                       part['filtered'], self.seed, runs=1, tests=False)[3]
+      value = detectable(part['tested_sd'], k, part['delta'],
+                         part['level'], share * part['m'])
       if np.isfinite(value) and value <= effect + 1e-9:
         return int(k)
       k = int(math.ceil(k * 2 ** 0.25))
