@@ -511,16 +511,23 @@ def test_killed_preparer_does_not_block_the_next(tmp_path, digits, capfd,
   _wait_for(lambda: 'GENERATING' in logs[0].read_text(errors='replace'),
             procs)
   assert glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
-  generated = []
+  generated, killed = [], []
   generate = sklearn_digits.SklearnDigits._split_generators
 
   def counted(self, dl_manager):
-    generated.append(holder.poll())
+    # When this process generates, against when the holder was killed (its
+    # poll() can still read None here: the kernel frees a dying process's
+    # lock before its exit status can be collected).
+    generated.append(time.monotonic())
     return generate(self, dl_manager)
+
+  def kill():
+    killed.append(time.monotonic())
+    holder.send_signal(signal.SIGKILL)
 
   monkeypatch.setattr(sklearn_digits.SklearnDigits, '_split_generators',
                       counted)
-  killer = threading.Timer(1.0, holder.send_signal, [signal.SIGKILL])
+  killer = threading.Timer(1.0, kill)
   killer.start()
   try:
     builder = pipelines.prepare_builder('sklearn_digits', data_dir)
@@ -530,7 +537,8 @@ def test_killed_preparer_does_not_block_the_next(tmp_path, digits, capfd,
   assert holder.returncode == -signal.SIGKILL
   # This process waited (one line), then prepared after the holder died.
   assert capfd.readouterr().err.count(_WAITING) == 1
-  assert generated == [-signal.SIGKILL]
+  assert len(generated) == 1 and len(killed) == 1
+  assert generated[0] >= killed[0]
   assert builder.is_prepared()
   # The killed attempt's incomplete dir was removed before preparing again.
   assert not glob.glob(os.path.join(data_dir, 'sklearn_digits', 'incomplete*'))
