@@ -47,7 +47,6 @@ from tf_memorization.core import storage
 from tf_memorization.reporting import figures
 from tf_memorization.reporting import images as images_lib
 from tf_memorization.reporting import markup
-from tf_memorization.stats import advice as advice_lib
 from tf_memorization.workdir import estimate_inputs
 from tf_memorization.workdir import estimates as estimates_lib
 
@@ -374,10 +373,8 @@ def _controlled_lead(page, pair_rows):
     parts.append(f'The null (trials given each other\'s test predictions) '
                  f'passes {markup.text(null.get("raw_pairs"), 1)} of the '
                  f'{markup.text(pairs.get("raw"))} raw pairs by chance.')
-  plan = page.summary.obj('planner')
-  if not controlled and plan and 'detect_effect' in plan.value:
-    sentence = advice_lib.pair_sentence(dict(plan.items()),
-                                        {'pairs': {'controlled': controlled}})
+  sentence = page.summary.obj('planner').get('pair_sentence')
+  if not controlled and isinstance(sentence, str) and sentence:
     parts.append(sentence[0].upper() + sentence[1:] + '.')
   return ' '.join(parts)
 

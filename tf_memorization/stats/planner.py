@@ -483,6 +483,7 @@ class Plan:
       here = self.at(self.k)['pairs']
       out['detectable_influence'] = here['detectable_influence']
       out['controlled_pairs_here'] = here['controlled']
+    out['pair_sentence'] = advice.pair_sentence(out, measured)
     out['advice'] = advice.advice(out, measured)
     return out
 
