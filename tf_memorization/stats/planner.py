@@ -156,7 +156,7 @@ def detectable(per_trial_sd, k, delta, level, m):
   s_k = max(float(np.median(per_trial_sd)), 1e-6) / math.sqrt(k)
   z = -special.ndtri(level / m)
   above = GRID[(GRID > delta) & (GRID >= delta + z * s_k)]
-  return round(float(above[0]), 6) if len(above) else float("nan")
+  return round(float(above[0]), 6) if len(above) else float('nan')
 
 
 def _uncertain(per_trial_var):
@@ -191,15 +191,15 @@ def seconds_per_trial(loaded):
   return float(np.mean(values)) if values else float('nan')
 
 
-def _part(estimate, unbiased, smoothed, model, delta, level, m, halves):
-  """One part of the plan (memorization, or the pairs): the estimates, the
-  prior fitted to them (standard errors from `model`, grid_stderr's
-  (accuracy, ratio, k)) and the prior shrunk by the halves' check."""
+def _part(estimate, unbiased, model, delta, level, m, halves):
+  """One part of the plan (memorization, or the pairs): the unbiased
+  per-trial variances, the prior fitted to the estimates (standard errors
+  from `model`, grid_stderr's (accuracy, ratio, k)) and shrunk by the
+  halves' check."""
   raw = prior_lib.fit_prior(estimate, model=model)
   alpha = (prior_lib.shrink_factor(raw, halves, delta) if halves is not None
            else 1.0)
-  return {'estimate': estimate, 'unbiased': unbiased, 'smoothed': smoothed,
-          'delta': delta, 'level': level, 'm': m, 'raw_prior': raw,
+  return {'unbiased': unbiased, 'delta': delta, 'level': level, 'm': m,
           'shrink': alpha, 'prior': prior_lib.shrunk(raw, alpha, delta)}
 
 
@@ -219,8 +219,8 @@ def simulation_units(prior, estimate, model, ratio, seed, size=_SIMULATED):
           if len(estimate) > size else np.arange(len(estimate)))
   accuracy, ratios, k = model
   post = prior_lib.posterior(prior, np.asarray(estimate)[keep],
-                   model=(np.asarray(accuracy)[keep],
-                          np.asarray(ratios)[keep], k))
+                             model=(np.asarray(accuracy)[keep],
+                                    np.asarray(ratios)[keep], k))
   cdf = np.cumsum(post, axis=1)
   u = rng.random(len(keep))[:, None] * cdf[:, -1:]
   value = GRID[np.minimum((cdf < u).sum(axis=1), len(GRID) - 1)]
@@ -258,19 +258,16 @@ def simulate(units, k, ratio, delta, level, m, method='bh', filtered=False,
     if not tests:  # only the family's tested share
       continue
     q = level
-    if method == 'by':
+    if method == 'by':  # BY's constant is the real family's, not the units'
       count = max(int(round(m * family.mean())), 1)
       q = level / float(np.sum(1.0 / np.arange(1, count + 1)))
-    pvalue = np.ones(size)
     test = family & (x_in / k_in - x_out / k_out > delta)
-    pvalue[test] = selection.difference_pvalues(
+    pvalue = selection.difference_pvalues(
         x_in[test], k_in[test], x_out[test], k_out[test], delta)
-    # BH over the family: the largest p_(j) with j / size >= share p_(j) / q.
-    ranked = np.sort(pvalue[test])
-    j = np.arange(1, len(ranked) + 1)
-    passing = np.flatnonzero(j / size >= family.mean() * ranked / q)
-    cutoff = ranked[passing[-1]] if len(passing) else -1.0
-    chosen.append(test & (pvalue <= cutoff))
+    # BH over the family's units, those not tested counting as p = 1.
+    selected = np.zeros(size, bool)
+    selected[test] = selection.fdr_select(pvalue, int(family.sum()), q)[0]
+    chosen.append(selected)
   if not tests:
     return float('nan'), float('nan'), float('nan'), float(np.mean(shares))
   chosen = np.array(chosen)
@@ -332,7 +329,7 @@ class Plan:
     _, _, x_all = bits.column_counts(masks, values)
     k_out = k - k_in
     model = ((x_all[ok] + 0.5) / (k + 1.0), k_in[ok] / k, k)
-    part = _part(est[ok], unbiased[ok], smoothed[ok], model, delta, level,
+    part = _part(est[ok], unbiased[ok], model, delta, level,
                  int(ok.sum()) if m is None else m, halves)
     part['ratio'] = float(np.mean(k_in[ok] / k)) if ok.any() else 0.5
     part['filtered'] = filtered

@@ -162,15 +162,11 @@ def two_stage(halves, delta, level, screen=0.05):
     if chosen.any():
       where = np.flatnonzero(cand)[chosen]
       e_sum[where] += m / (level / 2 * chosen.sum())
-  e = e_sum / 2
-  # e-BH: the r largest e-values with e_(r) >= m / (q r).
-  order = np.argsort(-e, kind='stable')
-  ranks = np.arange(1, m + 1)
-  passing = np.flatnonzero(e[order] >= m / (level * ranks))
-  selected = np.zeros(m, bool)
-  if len(passing):
-    selected[order[:passing[-1] + 1]] = True
-  return selected & (e > 0)
+  # e-BH (the r largest e-values with e_(r) >= m / (q r)) is BH on the
+  # p-values 1 / e; an e-value of 0 is p = 1, never selected at q < 1.
+  with np.errstate(divide='ignore'):
+    pvalues = np.minimum(1.0, 2.0 / e_sum)
+  return selection.fdr_select(pvalues, m, level)[0]
 
 
 def simes_hierarchy(x_in, k_in, x_out, k_out, groups, delta, level):
