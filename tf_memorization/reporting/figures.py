@@ -143,12 +143,12 @@ def memorization_cell(inputs, images, i):
                     f'{inputs.memorization[i]:.2f} ± {inputs.stderr[i]:.2f}']}
 
 
-def pair_cells(inputs, images, j, entries):
+def pair_cells(inputs, images, j, entries, controlled):
   """A grid row of the influence pairs: test example j, then its training
-  examples `entries` ([(index, influence, stderr or None, is_pair)])."""
+  examples `entries` ([(index, influence, stderr or None, is_pair)]), each
+  marked controlled (in `controlled`, {(train, test)}), raw or top-k."""
   cells = [{'image': images.test(j),
             'lines': [f'test #{j}', f'label {int(inputs.test_labels[j])}']}]
-  controlled = inputs.controlled_pairs()
   for i, value, stderr, is_pair in entries:
     kind = ('controlled' if (int(i), int(j)) in controlled else
             'raw' if is_pair else 'top-k')

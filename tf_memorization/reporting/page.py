@@ -309,7 +309,9 @@ def _pairs_section(page):
     return _Section('influence-pairs', 'High-influence pairs', markup.note(
         'No influence estimates to show (no pair over the thresholds and '
         'Estimator.topk = 0).'))
-  rows = [(f'test #{j}', figures.pair_cells(inputs, page.images, j, entries))
+  controlled = inputs.controlled_pairs()
+  rows = [(f'test #{j}', figures.pair_cells(inputs, page.images, j, entries,
+                                            controlled))
           for j, entries in pair_rows]
   drawn = sum(int(page.chosen.flipped[i]) for _, entries in pair_rows
               for i, *_ in entries)
@@ -336,7 +338,7 @@ def _pairs_section(page):
             f'{len(pair_rows)} test examples with the largest influence of '
             f'any training example, beside their most influential training '
             f'examples{of_label}.')
-  what = _controlled_lead(page, pair_rows) + ' ' + what
+  what = _controlled_lead(page, pair_rows, controlled) + ' ' + what
   body = (page.note + markup.figure('influence_pairs.png', 'influence pairs',
                                     what + ' Each training example is marked '
                                     'controlled (selected at the false '
@@ -347,20 +349,19 @@ def _pairs_section(page):
   return _Section('influence-pairs', 'High-influence pairs', body, drawn)
 
 
-def _controlled_lead(page, pair_rows):
+def _controlled_lead(page, pair_rows, controlled_set):
   """The caption's first sentences: how many pairs are controlled and shown
   first, how many raw pairs the null passes by chance, and, when none is
   controlled, whether that is for want of trials (the planner's words)."""
   trust = page.summary.obj('trust')
   pairs, null = trust.obj('pairs'), trust.obj('null')
   controlled = pairs.get('controlled')
-  controlled_set = page.inputs.controlled_pairs()
-  shown = sum((int(i), int(j)) in controlled_set for j, entries in pair_rows
-              for i, *_ in entries)
-  parts = []
   if controlled is None:
     return ''
+  parts = []
   if controlled:
+    shown = sum((int(i), int(j)) in controlled_set for j, entries in pair_rows
+                for i, *_ in entries)
     parts.append(f'{markup.text(controlled)} pairs are controlled (false '
                  f'discovery rate ≤ {markup.text(pairs.get("level"))}, H0: '
                  f'influence ≤ {markup.text(pairs.get("null_influence"))}); '

@@ -61,8 +61,9 @@ def pair_sentence(plan, measured=None):
           f'{target:g} between independent runs)')
 
 
-def advice(plan, measured=None):
-  """The planner's summary in one sentence."""
+def advice(plan):
+  """The planner's summary in one sentence (its pair sentence as
+  pair_sentence wrote it into the plan)."""
   k, sec = plan['trials'], plan['seconds_per_trial']
   parts = []
   need = plan['trials_for_target_stderr']
@@ -84,5 +85,5 @@ def advice(plan, measured=None):
                  f'({check["predicted"]:.0f} predicted, '
                  f'{check["measured"]:.0f} measured): read its memorized '
                  'counts as rough')
-  parts.append(pair_sentence(plan, measured))
+  parts.append(plan['pair_sentence'])
   return 'Planner: ' + '; '.join(parts) + '.'

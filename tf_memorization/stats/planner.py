@@ -481,7 +481,7 @@ class Plan:
       out['detectable_influence'] = here['detectable_influence']
       out['controlled_pairs_here'] = here['controlled']
     out['pair_sentence'] = advice.pair_sentence(out, measured)
-    out['advice'] = advice.advice(out, measured)
+    out['advice'] = advice.advice(out)
     return out
 
 
