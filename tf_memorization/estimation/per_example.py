@@ -246,18 +246,24 @@ def _proxies(settings, workdir, loaded, mem, output_dir, log, diverged):
   counts = [c for c in settings.proxy_trials if c <= loaded.num_trials]
   first = loaded.trial_indices[:max(counts or [1])]
   fields = records.DYNAMICS_FIELDS
-  found = loading.load(
-      workdir, margins=False, trial_indices=list(first),
-      diverged=diverged, missing_fix=missing_fix,
-      **({'fields': fields} if settings.proxies is True
-         else {'if_present': fields}))
   arrays = {}
-  if all(f in found.extra for f in fields):
-    arrays = {f.removeprefix('train_'): found.extra[f].astype(np.float32)
-              for f in fields}
+  reason = loading.imported_reason(
+      loaded, 'Learning-dynamics proxies', "they are recorded by this "
+      "package's trainer while it trains")
+  if reason:
+    log(reason)
   else:
-    _skipped(log, 'Learning-dynamics proxies', found,
-             next(f for f in fields if f in found.missing_fields))
+    found = loading.load(
+        workdir, margins=False, trial_indices=list(first),
+        diverged=diverged, missing_fix=missing_fix,
+        **({'fields': fields} if settings.proxies is True
+           else {'if_present': fields}))
+    if all(f in found.extra for f in fields):
+      arrays = {f.removeprefix('train_'): found.extra[f].astype(np.float32)
+                for f in fields}
+    else:
+      _skipped(log, 'Learning-dynamics proxies', found,
+               next(f for f in fields if f in found.missing_fields))
   # Only the first trials are read (the rows of the largest count).
   first_rows = slice(0, max(counts or [1]))
   rows = proxies_lib.prediction_table(

@@ -276,6 +276,16 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
   # before the training setup adds the trials'.
   operative_config = gin.operative_config_str()
   setup = None
+  skipped = {}
+  for experiment in experiments:  # they retrain with our trainer
+    reason = loading.imported_reason(
+        loaded, experiment.kind, "it retrains models with this package's "
+        'trainer, which has no config for them')
+    if reason:
+      log(reason)
+      skipped[experiment.kind] = {'skipped': reason}
+  if skipped:
+    experiments = []
   if experiments:  # built (and so checked) before any score is computed
     setup = runs.build(workdir, write=False)
     check_fingerprint(workdir, setup, loaded)
@@ -317,6 +327,8 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
   summary.update(per_example.compute(estimator.per_example, workdir, loaded,
                                      mem, output_dir, log,
                                      estimator.diverged_trials, stages))
+  if skipped:
+    summary['experiments'] = skipped
   if experiments:
     inputs = experiments_lib.Inputs(
         workdir=workdir, output_dir=output_dir, setup=setup,

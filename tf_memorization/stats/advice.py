@@ -3,8 +3,20 @@ the report's pairs caption): what the trials can tell, and what they cannot
 yet."""
 
 
+import math
+
+
 def hours(seconds, trials, done):
   return seconds * max(trials - done, 0) / 3600.0
+
+
+def _more(seconds, trials, done, per_trial=False):
+  """' (~H more hours[ at S s per trial])', or '' when the records hold no
+  training time (imported trials)."""
+  if seconds is None or not math.isfinite(seconds):
+    return ''
+  rate = f' at {seconds:.1f} s per trial' if per_trial else ''
+  return f' (~{hours(seconds, trials, done):,.1f} more hours{rate})'
 
 
 def pair_sentence(plan, measured=None):
@@ -38,8 +50,7 @@ def pair_sentence(plan, measured=None):
   if found < 1:
     if detect is None or detect > k:
       more = ('no k up to 1,000,000 would' if detect is None else
-              f'about {detect:,} trials (~{hours(sec, detect, k):,.1f} more '
-              f'hours) would')
+              f'about {detect:,} trials{_more(sec, detect, k)} would')
       return (f'underpowered at this k: too few trials to tell whether '
               f'pairs exceed the null; {more} let pairs of influence >= '
               f'{effect:g} be selected')
@@ -56,8 +67,8 @@ def pair_sentence(plan, measured=None):
   if need <= k:
     return (f'the controlled pair set is predicted stable (Jaccard >= '
             f'{target:g} between independent runs) at this k')
-  return (f'{need:,} trials (~{hours(sec, need, k):,.1f} more hours) are '
-          f'predicted to make the controlled pair set stable (Jaccard '
+  return (f'{need:,} trials{_more(sec, need, k)} are predicted to make '
+          f'the controlled pair set stable (Jaccard '
           f'{target:g} between independent runs)')
 
 
@@ -74,8 +85,8 @@ def advice(plan):
                    f'{plan["quantile"]:.0%} of the examples the trials '
                    'disagree on')
     else:
-      parts.append(f'{need:,} trials (~{hours(sec, need, k):,.1f} more '
-                   f'hours at {sec:.1f} s per trial) bring memorization '
+      parts.append(f'{need:,} trials{_more(sec, need, k, True)} bring '
+                   'memorization '
                    f'standard errors to <= {plan["target_stderr"]:g} for '
                    f'{plan["quantile"]:.0%} of the examples the trials '
                    'disagree on')

@@ -564,6 +564,24 @@ def _first_rows(array, rows):
   return array if isinstance(array, spill.ColumnSpill) else array[:rows]
 
 
+def imported(loaded):
+  """Where the trials came from when they were imported (importing/:
+  {'source': 'lira', 'name': ...}), or None for trials this package
+  trained. The records of a workdir share one fingerprint, which holds
+  this, so the first record says it for all."""
+  source = loaded.metadata[0].get('imported') if loaded.metadata else None
+  return source if isinstance(source, dict) else None
+
+
+def imported_reason(loaded, what, why):
+  """'`what`: skipped, ...' for imported trials (one line), or None."""
+  source = imported(loaded)
+  if source is None:
+    return None
+  return (f'{what}: skipped, the trials were imported '
+          f'({source.get("source")}: {source.get("name")}) and {why}.')
+
+
 def mean_accuracies(loaded):
   """Mean train (in-subset), held-out and test accuracy over the trials,
   computed from the predictions the records hold (never read from their
