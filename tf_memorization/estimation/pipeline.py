@@ -294,6 +294,10 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
     mem = scores.memorization(loaded.masks, loaded.train_correct,
                               loaded.train_prob)
     check_estimable(workdir, loaded, mem)
+  if not loaded.test_correct.shape[1]:
+    log(f'Influence: skipped, {workdir} has no test examples (its trials '
+        'were imported without test predictions): memorization, C-scores '
+        'and membership only.')
   with stages('influence'):
     trust = _influence(estimator, loaded, mem, output_dir, log)
   infl = trust.influence
@@ -320,10 +324,11 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
       analyses.write_label_noise(output_dir, noise, log)
       summary['label_noise'] = {key: v for key, v in noise.items()
                                 if not key.startswith('roc_')}
-    summary['memorization_vs_influence'] = (
-        analyses.memorization_vs_influence(
-            output_dir, mem.memorization, infl.max_influence, log,
-            estimator.influence_scope))
+    if loaded.test_correct.shape[1]:
+      summary['memorization_vs_influence'] = (
+          analyses.memorization_vs_influence(
+              output_dir, mem.memorization, infl.max_influence, log,
+              estimator.influence_scope))
   summary.update(per_example.compute(estimator.per_example, workdir, loaded,
                                      mem, output_dir, log,
                                      estimator.diverged_trials, stages))

@@ -84,6 +84,21 @@ class NpyRows:
               'again, then import again.')
     return out
 
+  def block(self, index, start, stop):
+    """Rows start..stop-1 of entry `index` of a 3-D (or more) array, i.e.
+    array[index, start:stop] (one trial's logits of some examples)."""
+    inner = self.shape[1]
+    row = self.row_bytes // inner
+    count = stop - start
+    out = np.empty((count,) + self.shape[2:], self.dtype)
+    with open(self.path, 'rb') as f:
+      f.seek(self.offset + index * self.row_bytes + start * row)
+      read = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+    if read != count * row:
+      _refuse(self.what, self.path, 'changed while it was read', 'Write it '
+              'again, then import again.')
+    return out
+
   def read_all(self):
     """The whole array (for the small ones: labels, a mask)."""
     if not self.shape:

@@ -26,6 +26,8 @@ def pair_sentence(plan, measured=None):
   k, sec = plan['trials'], plan['seconds_per_trial']
   need = plan['trials_for_target_pair_jaccard']
   target = plan['target_pair_jaccard']
+  if need == 'no_test':
+    return 'no pair can be tested (the workdir has no test examples)'
   if need == 'no_family':
     return ('no pair can be tested (no training example reaches the '
             'memorization threshold of the pair family)')

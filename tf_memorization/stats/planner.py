@@ -309,6 +309,7 @@ class Plan:
                                  s.memorization_threshold, s.same_label,
                                  pair_sample, seed)
     self.pairs = None
+    self.has_test = loaded.test_correct.shape[1] > 0
     if m:
       values = np.asarray(loaded.test_correct)[:, cols]
       self.pairs = self._fit(
@@ -460,7 +461,9 @@ class Plan:
                         for key in ('stderr_rms', 'stderr_quantile')}
         row['pairs']['withheld'] = True
     for_stderr = self.trials_for_stderr(target_stderr)
-    if self.pairs is None:
+    if not self.has_test:
+      for_jaccard, detect = 'no_test', None
+    elif self.pairs is None:
       for_jaccard, detect = 'no_family', None
     elif withheld:
       for_jaccard, detect = 'withheld', None

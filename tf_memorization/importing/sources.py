@@ -1,0 +1,284 @@
+"""The layouts trials can be imported from, checked and read a chunk at a
+time.
+
+    arrays      --masks [k, n] (bool or 0/1), --train_logits [k, n, C],
+                --test_logits [k, n_test, C] (float16/32), --train_labels
+                [n], --test_labels [n_test]: any training loop's saved arrays
+    lira        --lira_dir: the experiment root of tensorflow/privacy's
+                research/mi_lira_2021 (train.py, inference.py): y_train.npy,
+                and one folder per model, experiment-<expid>_<count> (or
+                experiment-<seed>), holding keep.npy (bool [n]) and
+                logits/<epoch, %010d>.npy ([n, 1, augmentations, C], float32);
+                the last epoch's logits are read. LiRA has no test split:
+                --test_logits [k, n_test, C] and --test_labels add one (rows in
+                the folders' expid order)
+    datamodels  see DatamodelsSource
+
+Every file is checked from its header before any trial is written: shapes
+that agree (k, n, n_test, C), numeric dtypes (an object array is refused
+unread), labels within C. Values are checked as each trial is read (masks
+of 0/1, finite logits); the binary (run.py) writes into a staging folder,
+so a bad value found late still leaves nothing in the workdir.
+
+What a record keeps of each trial's logits is logits.summarize's. For
+LiRA's augmentations (the image and its mirror), the prediction, the
+true-class probability and the margin are those of the mean of the
+augmentations' logits (test-time augmentation), and the log-odds are the
+mean over augmentations of each one's log-odds: LiRA's own statistic
+(score.py computes one per augmentation, plot.py averages them).
+"""
+
+import os
+import re
+
+import numpy as np
+
+from tf_memorization.core import errors
+from tf_memorization.importing import logits as logits_lib
+from tf_memorization.importing import npy
+from tf_memorization.importing import writer as writer_lib
+
+
+def _labels(path, what, num_classes=None):
+  labels = npy.NpyRows(path, what).read_all()
+  return writer_lib.check_labels(f'{what}={path}', labels, num_classes)
+
+
+def _summaries(what, read, rows, labels, num_classes, augmentations=None):
+  """(pred, prob, margin, logodds) of one trial's logits, read and checked
+  a block of examples at a time: read(a, b) -> logits of examples a..b-1,
+  [b - a, C] or, with augmentations, [b - a, augmentations, C]."""
+  parts = []
+  for start in range(0, rows, logits_lib.BLOCK):
+    stop = min(rows, start + logits_lib.BLOCK)
+    block = read(start, stop)
+    labels_here = labels[start:stop]
+    if augmentations is None:
+      writer_lib.check_logits(what, block, stop - start, num_classes)
+      parts.append(logits_lib.summarize(block, labels_here))
+      continue
+    if not np.issubdtype(block.dtype, np.floating) or not np.isfinite(
+        block).all():
+      writer_lib.check_logits(what, block.reshape(-1, num_classes),
+                              block.shape[0] * block.shape[1], num_classes)
+    mean = block.astype(np.float32).mean(axis=1)
+    pred, prob, margin, _ = logits_lib.summarize(mean, labels_here)
+    logodds = np.mean([logits_lib.summarize(block[:, a], labels_here)[3]
+                       for a in range(block.shape[1])], axis=0)
+    parts.append((pred, prob, margin, logodds.astype(np.float32)))
+  if not parts:
+    return tuple(np.zeros(0, dt) for dt in (np.int32,) + (np.float32,) * 3)
+  return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+class ArraysSource:
+  """Masks and logits saved as .npy arrays (see the module)."""
+
+  format = 'arrays'
+
+  def __init__(self, masks, train_logits, test_logits, train_labels,
+               test_labels, name=None):
+    self.masks = npy.NpyRows(masks, '--masks')
+    self.train = npy.NpyRows(train_logits, '--train_logits')
+    self.test = (npy.NpyRows(test_logits, '--test_logits') if test_logits
+                 else None)
+    if self.masks.dtype.kind not in 'biuf' or len(self.masks.shape) != 2:
+      raise errors.UserError(
+          f'--masks={masks} must be a bool or 0/1 array [k, n] (trials, '
+          f'training examples), got shape {self.masks.shape}.')
+    if len(self.train.shape) != 3:
+      raise errors.UserError(
+          f'--train_logits={train_logits} must be [k, n, C] (trials, '
+          f'training examples, classes), got shape {self.train.shape}.')
+    k, n = self.masks.shape
+    self.num_classes = self.train.shape[2]
+    if self.train.shape[:2] != (k, n):
+      raise errors.UserError(
+          f'--train_logits={train_logits} has shape {self.train.shape}, but '
+          f'--masks={masks} says {k} trials of {n} training examples: '
+          'give both in the same trial order, one row per trial.')
+    self.train_labels = _labels(train_labels, '--train_labels',
+                                self.num_classes)
+    if len(self.train_labels) != n:
+      raise errors.UserError(
+          f'--train_labels={train_labels} holds {len(self.train_labels)} '
+          f'labels, but --masks has {n} training examples.')
+    if self.test is None:
+      if test_labels:
+        raise errors.UserError('--test_labels needs --test_logits.')
+      self.test_labels = np.zeros(0, np.int64)
+    else:
+      if not test_labels:
+        raise errors.UserError('--test_logits needs --test_labels.')
+      if len(self.test.shape) != 3 or self.test.shape[0] != k or (
+          self.test.shape[2] != self.num_classes):
+        raise errors.UserError(
+            f'--test_logits={test_logits} has shape {self.test.shape}, not '
+            f'[{k}, n_test, {self.num_classes}] ({k} trials and '
+            f'{self.num_classes} classes, as --train_logits).')
+      self.test_labels = _labels(test_labels, '--test_labels',
+                                 self.num_classes)
+      if len(self.test_labels) != self.test.shape[1]:
+        raise errors.UserError(
+            f'--test_labels={test_labels} holds {len(self.test_labels)} '
+            f'labels, but --test_logits has {self.test.shape[1]} test '
+            'examples.')
+    self.num_trials = k
+    self.name = name or 'arrays'
+    self.notes = []
+    if self.test is None:
+      self.notes.append('no --test_logits: the workdir has no test split, '
+                        'so the estimator computes memorization only')
+
+  def trials(self):
+    """(trial index, mask, train summaries, test summaries) of each row."""
+    n, n_test = len(self.train_labels), len(self.test_labels)
+    for t in range(self.num_trials):
+      mask = writer_lib.check_mask(f'row {t} of --masks={self.masks.path}',
+                                   self.masks[t:t + 1][0], n)
+      train = _summaries(
+          f'row {t} of --train_logits={self.train.path}',
+          lambda a, b, t=t: self.train.block(t, a, b), n, self.train_labels,
+          self.num_classes)
+      test = _summaries(
+          f'row {t} of --test_logits='
+          f'{self.test.path if self.test else None}',
+          lambda a, b, t=t: self.test.block(t, a, b), n_test,
+          self.test_labels, self.num_classes)
+      yield t, mask, train, test
+
+
+_EXPERIMENT = re.compile(r'^experiment-(\d+)(?:_(\d+))?$')
+_EPOCH = re.compile(r'^(\d+)\.npy$')
+
+
+class LiraSource:
+  """A LiRA experiment root (see the module)."""
+
+  format = 'lira'
+
+  def __init__(self, lira_dir, test_logits=None, test_labels=None,
+               name=None, log=print):
+    if not lira_dir or not os.path.isdir(lira_dir):
+      raise errors.UserError(
+          f'--lira_dir={lira_dir} is not a folder: give the experiment root '
+          'of LiRA\'s train.py (its --logdir, e.g. exp/cifar10), which holds '
+          'y_train.npy and the experiment-* folders.')
+    self.root = lira_dir
+    labels_path = os.path.join(lira_dir, 'y_train.npy')
+    if not os.path.exists(labels_path):
+      raise errors.UserError(
+          f'{labels_path} is missing: LiRA\'s train.py saves the training '
+          'labels there. Copy it from the experiment root.')
+    folders = {}
+    for entry in sorted(os.listdir(lira_dir)):
+      match = _EXPERIMENT.match(entry)
+      if match and os.path.isdir(os.path.join(lira_dir, entry)):
+        index = int(match.group(1))
+        if index in folders:
+          raise errors.UserError(
+              f'{lira_dir} holds two models numbered {index} '
+              f'({folders[index]} and {entry}): keep one experiment root per '
+              'run of LiRA.')
+        folders[index] = entry
+    if not folders:
+      raise errors.UserError(
+          f'{lira_dir} holds no experiment-<id>_<count> folders (one per '
+          'model, as LiRA\'s train.py writes them).')
+    self.folders = dict(sorted(folders.items()))
+    self.models = {}
+    shapes = set()
+    for index, folder in self.folders.items():
+      path = os.path.join(lira_dir, folder)
+      keep = os.path.join(path, 'keep.npy')
+      if not os.path.exists(keep):
+        raise errors.UserError(
+            f'{keep} is missing: without it the examples model {index} saw '
+            'are unknown. Restore it, or move the folder out of '
+            f'{lira_dir}.')
+      logits_dir = os.path.join(path, 'logits')
+      epochs = sorted((int(m.group(1)), name) for name in (
+          os.listdir(logits_dir) if os.path.isdir(logits_dir) else ())
+                      for m in [_EPOCH.match(name)] if m)
+      if not epochs:
+        raise errors.UserError(
+            f'{logits_dir} holds no <epoch>.npy logits: run LiRA\'s '
+            f'inference.py on {path} first, or move the folder out.')
+      logits = npy.NpyRows(os.path.join(logits_dir, epochs[-1][1]),
+                           f'the logits of model {index}')
+      if len(logits.shape) == 4 and logits.shape[1] == 1:
+        augmentations = logits.shape[2]
+      elif len(logits.shape) == 3:
+        augmentations = logits.shape[1]
+      else:
+        raise errors.UserError(
+            f'{logits.path} has shape {logits.shape}, not [n, 1, '
+            'augmentations, C] as LiRA\'s inference.py writes it.')
+      shapes.add((logits.shape[0], augmentations, logits.shape[-1]))
+      self.models[index] = (npy.NpyRows(keep, f'keep.npy of model {index}'),
+                            logits, augmentations)
+    if len(shapes) != 1:
+      raise errors.UserError(
+          f'The models of {lira_dir} have logits of different shapes '
+          f'{sorted(shapes)} (examples, augmentations, classes): they are '
+          'not of one run. Keep one experiment root per run.')
+    n, self.augmentations, self.num_classes = shapes.pop()
+    labels = _labels(labels_path, 'y_train.npy', self.num_classes)
+    if len(labels) < n:
+      raise errors.UserError(
+          f'{labels_path} holds {len(labels)} labels, but the models\' logits '
+          f'cover {n} training examples.')
+    if len(labels) > n:  # LiRA's --dataset_size: the first n examples
+      log(f'LiRA: the models cover the first {n} of the {len(labels)} '
+          'training examples (its --dataset_size); the rest are left out.')
+    self.train_labels = labels[:n]
+    for index, (keep, _, _) in self.models.items():
+      if keep.shape != (n,):
+        raise errors.UserError(
+            f'{keep.path} has shape {keep.shape}, but the logits of model '
+            f'{index} cover {n} training examples.')
+    self.num_trials = len(self.models)
+    self.notes = []
+    self.test = None
+    if test_logits:
+      if not test_labels:
+        raise errors.UserError('--test_logits needs --test_labels.')
+      self.test = npy.NpyRows(test_logits, '--test_logits')
+      if len(self.test.shape) != 3 or self.test.shape[0] != self.num_trials or (
+          self.test.shape[2] != self.num_classes):
+        raise errors.UserError(
+            f'--test_logits={test_logits} has shape {self.test.shape}, not '
+            f'[{self.num_trials}, n_test, {self.num_classes}] (one row per '
+            f'model of {lira_dir}, in their id order).')
+      self.test_labels = _labels(test_labels, '--test_labels',
+                                 self.num_classes)
+      if len(self.test_labels) != self.test.shape[1]:
+        raise errors.UserError(
+            f'--test_labels={test_labels} holds {len(self.test_labels)} '
+            f'labels, but --test_logits has {self.test.shape[1]} test '
+            'examples.')
+    else:
+      if test_labels:
+        raise errors.UserError('--test_labels needs --test_logits.')
+      self.test_labels = np.zeros(0, np.int64)
+      self.notes.append('LiRA keeps no test split: influence is not '
+                        'estimated (give --test_logits and --test_labels '
+                        'to add one)')
+    self.name = name or os.path.basename(os.path.abspath(lira_dir))
+
+  def trials(self):
+    n, n_test = len(self.train_labels), len(self.test_labels)
+    for row, (index, (keep, logits, augmentations)) in enumerate(
+        self.models.items()):
+      mask = writer_lib.check_mask(keep.path, keep.read_all(), n)
+      if len(logits.shape) == 4:
+        read = lambda a, b, lg=logits: lg[a:b][:, 0]
+      else:
+        read = lambda a, b, lg=logits: lg[a:b]
+      train = _summaries(logits.path, read, n, self.train_labels,
+                         self.num_classes, augmentations)
+      test = _summaries(
+          f'row {row} of --test_logits',
+          lambda a, b, r=row: self.test.block(r, a, b), n_test,
+          self.test_labels, self.num_classes)
+      yield index, mask, train, test
