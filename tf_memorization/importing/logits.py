@@ -28,15 +28,19 @@ import numpy as np
 
 # Examples summarized at once: a few MB of float64 at C = 1,000.
 BLOCK = 4096
+# equivalent_logits: the other classes' distance below the runner-up
+# (relative to the margin), so that float32 keeps the argmax.
+_GAP = 1e-6
 
 
 def summarize(logits, labels, block=BLOCK):
-  """(pred int32, prob, margin, logodds float32) of logits [n, C]."""
+  """(pred int32, prob, margin, logodds float64) of logits [n, C] (float64:
+  a record rounds them to float16 once)."""
   logits = np.asarray(logits)
   labels = np.asarray(labels)
   n, num_classes = logits.shape
   pred = np.empty(n, np.int32)
-  prob, margin, logodds = (np.empty(n, np.float32) for _ in range(3))
+  prob, margin, logodds = (np.empty(n, np.float64) for _ in range(3))
   for start in range(0, n, block):
     part = slice(start, min(n, start + block))
     z = logits[part].astype(np.float64)
@@ -63,12 +67,28 @@ def equivalent_logits(pred, prob, margin, logodds, labels, num_classes):
   logodds) up to float rounding: z_y = 0, the runner-up (pred when it is
   wrong, else the first other class) at −margin, and the C − 2 others at
   one value v with logsumexp(others) = −logodds, so that softmax_y =
-  sigmoid(logodds). The record's log-odds are used (not its prob): they
-  keep the precision that a float16 prob near 1 loses."""
+  sigmoid(logodds), with log-odds that round to the record's and whose
+  sigmoid rounds to its prob (_consistent_logodds; prob None: the
+  log-odds alone)."""
   labels = np.asarray(labels, np.int64)
   n = len(labels)
-  margin = np.asarray(margin, np.float64)
-  logodds = np.maximum(np.asarray(logodds, np.float64), margin)  # L >= m
+  if num_classes == 2:  # one other class: the log-odds are the margin
+    logodds = _consistent_logodds(prob, logodds, margin)
+    margin = logodds
+  else:
+    # L <= m for any logits, and L >= m - log(1 + (C - 2) e^-gap) when the
+    # C - 2 others stay `gap` below the runner-up (so that the prediction
+    # is the record's): the margin moves within its rounding to make room.
+    margin = np.asarray(margin, np.float16).astype(np.float64)
+    m_low, m_high = _rounding_interval(margin)
+    gap = _GAP * np.maximum(1.0, np.abs(margin))
+    spread = np.log1p((num_classes - 2) * np.exp(-gap))
+    logodds = np.clip(_consistent_logodds(prob, logodds, upper=m_high,
+                                          lower=m_low - spread),
+                      m_low - spread, m_high)
+    # The margin within its rounding and within [L, L + spread].
+    margin = np.clip(margin, np.maximum(m_low, logodds),
+                     np.minimum(m_high, logodds + spread))
   pred = np.asarray(pred, np.int64)
   runner = np.where(pred != labels, pred, (labels + 1) % num_classes)
   z = np.empty((n, num_classes), np.float64)
@@ -77,11 +97,56 @@ def equivalent_logits(pred, prob, margin, logodds, labels, num_classes):
     gap = np.expm1(margin - logodds)  # e^(m-L) - 1 >= 0 in units of e^-m
     with np.errstate(divide='ignore'):
       v = -margin + np.log(gap / (num_classes - 2))
-    # An exact tie (L == m) leaves the others at -inf: keep them far below.
+    # An exact tie (L == m) leaves the others at -inf: keep them far below;
+    # and never level with the runner-up (argmax would pick the first).
     v = np.where(np.isfinite(v), v, -margin - 1e4)
+    v = np.minimum(v, -margin - _GAP * np.maximum(1.0, np.abs(margin)))
     z[:] = v[:, None]
   rows = np.arange(n)
-  z[rows, runner] = -margin
+  # A margin of 0 is a tie the record's prediction broke: break it the same
+  # way (the runner-up a hair above when it was predicted, else below).
+  tie = np.where(pred != labels, 1e-30, -1e-30) * (margin == 0)
+  z[rows, runner] = -margin + tie
   z[rows, labels] = 0.0
-  del prob  # the log-odds carry it (see the docstring)
   return z.astype(np.float32)
+
+
+def _rounding_interval(stored):
+  """(low, high) float64: the values float16 rounds to `stored` (to the
+  midpoints with its neighbours)."""
+  stored = np.asarray(stored, np.float16)
+  value = stored.astype(np.float64)
+  below = np.nextafter(stored, np.float16(-np.inf)).astype(np.float64)
+  above = np.nextafter(stored, np.float16(np.inf)).astype(np.float64)
+  return (value + below) / 2, (value + above) / 2
+
+
+def _logit(p):
+  p = np.clip(p, 0.0, 1.0)
+  with np.errstate(divide='ignore'):
+    return np.log(p) - np.log1p(-p)
+
+
+def _consistent_logodds(prob, logodds, margin=None, upper=np.inf,
+                        lower=-np.inf):
+  """float64 log-odds that round to the record's float16 `logodds` (and,
+  given, `margin`: with two classes they are one number), within
+  [`lower`, `upper`], and whose sigmoid rounds to its float16 `prob`: the middle of the intersection of
+  their rounding intervals (both are roundings of one true value, so it
+  is not empty but for double rounding, where the log-odds interval's
+  point nearest the prob's logit is taken). Without `prob` (None): the
+  log-odds as they are."""
+  stored = np.asarray(logodds, np.float16)
+  if prob is None:
+    return stored.astype(np.float64)
+  low, high = _rounding_interval(stored)
+  if margin is not None:
+    m_low, m_high = _rounding_interval(margin)
+    low, high = np.maximum(low, m_low), np.minimum(high, m_high)
+  low, high = np.maximum(low, lower), np.minimum(high, upper)
+  p_low, p_high = _rounding_interval(prob)
+  lo = np.maximum(low, _logit(p_low))
+  hi = np.minimum(high, _logit(p_high))
+  target = np.clip(_logit(np.asarray(prob, np.float64)), low, high)
+  middle = np.where(lo <= hi, (lo + hi) / 2, target)
+  return np.where(np.isfinite(middle), middle, target)

@@ -61,13 +61,13 @@ def _summaries(what, read, rows, labels, num_classes, augmentations=None):
         block).all():
       writer_lib.check_logits(what, block.reshape(-1, num_classes),
                               block.shape[0] * block.shape[1], num_classes)
-    mean = block.astype(np.float32).mean(axis=1)
+    mean = block.astype(np.float64).mean(axis=1)
     pred, prob, margin, _ = logits_lib.summarize(mean, labels_here)
     logodds = np.mean([logits_lib.summarize(block[:, a], labels_here)[3]
                        for a in range(block.shape[1])], axis=0)
-    parts.append((pred, prob, margin, logodds.astype(np.float32)))
+    parts.append((pred, prob, margin, logodds))
   if not parts:
-    return tuple(np.zeros(0, dt) for dt in (np.int32,) + (np.float32,) * 3)
+    return tuple(np.zeros(0, dt) for dt in (np.int32,) + (np.float64,) * 3)
   return tuple(np.concatenate(column) for column in zip(*parts))
 
 

@@ -258,7 +258,7 @@ def _optional_arrays(result, mask, clip16):
   for field in LOGODDS_FIELDS:
     value = getattr(result, field, None)
     if value is not None:
-      arrays[field] = clip16(np.asarray(value, np.float32))
+      arrays[field] = clip16(np.asarray(value, np.float64))
   proxies = getattr(result, 'dynamics', None)
   if proxies is not None:
     for field in DYNAMICS_FIELDS:
