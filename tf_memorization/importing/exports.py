@@ -16,7 +16,10 @@ lira        DIR/y_train.npy (int64 [n]); per trial t of k,
 datamodels  DIR/masks.npy (bool [k, n]), DIR/margins.npy (float16
             [k, n_test]: the test margins), DIR/train_margins.npy (float16
             [k, n], as the released data's train_margins), DIR/_completed.npy
-            (bool [k]), DIR/train_labels.npy and DIR/test_labels.npy.
+            (bool [k]), DIR/train_labels.npy and DIR/test_labels.npy. A
+            margin is positive where the prediction is correct (datamodels'
+            rule): a tie the model broke toward the label is written as
+            the smallest positive float16.
 
 A record keeps a summary of each model's logits (prediction, true-class
 probability, margin, log-odds), not the logits: the exported logits are
@@ -114,8 +117,10 @@ def export_trials(workdir, path, fmt, log=print):
               loaded.extra['test_logodds'][i], test_labels, num_classes)
         else:
           files['masks'][row] = loaded.masks[i]
-          files['margins'][row] = loaded.test_margin[i]
-          files['train_margins'][row] = loaded.train_margin[i]
+          files['margins'][row] = _positive_if_correct(
+              loaded.test_margin[i], loaded.test_correct[i])
+          files['train_margins'][row] = _positive_if_correct(
+              loaded.train_margin[i], loaded.train_correct[i])
         row += 1
         if progress.due(row):
           log(f'  export: {row}/{k} trials, ETA {progress.eta(row)}')
@@ -133,6 +138,16 @@ def export_trials(workdir, path, fmt, log=print):
         sort_keys=True, indent=1))
   log(f'Exported {k} trials of {workdir} in the {fmt} layout to {path}.')
   return {'format': fmt, 'path': path, 'trials': k}
+
+
+def _positive_if_correct(margin, correct):
+  """Margins where positive means correct, as datamodels counts: a tie
+  (margin 0) the model broke toward the label becomes the smallest
+  positive float16 (6e-8)."""
+  tie = correct & (margin == 0)
+  if not tie.any():
+    return margin
+  return np.where(tie, np.float16(2.0 ** -24), margin)
 
 
 def _lira_logits(path, loaded, i, labels, num_classes):

@@ -54,7 +54,9 @@ def import_trials(workdir, source, log=print):
         name=source.name, source=source.format)
     done = 0
     for t, mask, train, test in source.trials():
-      if not writer.add_summaries(t, mask, train, test):
+      if not writer.add_summaries(
+          t, mask, train, test,
+          from_margins=source.format == 'datamodels'):
         raise errors.UserError(
             f'{source.format}: trial {t} appears twice in the source: give '
             'each model its own index.')

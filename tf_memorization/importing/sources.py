@@ -12,7 +12,13 @@ time.
                 the last epoch's logits are read. LiRA has no test split:
                 --test_logits [k, n_test, C] and --test_labels add one (rows in
                 the folders' expid order)
-    datamodels  see DatamodelsSource
+    datamodels  --masks [M, n] bool, --margins [M, n_test] (the test
+                margins), --train_labels, --test_labels, and optionally
+                --train_margins [M, n] and --completed [M] bool
+                (DatamodelsSource): MadryLab/datamodels' store or released
+                data; the records hold what margins alone tell
+                (from_margins), and without train margins no train
+                predictions, so memorization is not estimated
 
 Every file is checked from its header before any trial is written: shapes
 that agree (k, n, n_test, C), numeric dtypes (an object array is refused
@@ -37,6 +43,7 @@ from tf_memorization.core import errors
 from tf_memorization.importing import logits as logits_lib
 from tf_memorization.importing import npy
 from tf_memorization.importing import writer as writer_lib
+from tf_memorization.workdir import records
 
 
 def _labels(path, what, num_classes=None):
@@ -282,3 +289,115 @@ class LiraSource:
           lambda a, b, r=row: self.test.block(r, a, b), n_test,
           self.test_labels, self.num_classes)
       yield index, mask, train, test
+
+
+def from_margins(margin, labels):
+  """(pred, prob, margin, None) of a split known only by its margins
+  (z_y - max_{c != y} z_c): pred the label where the margin is positive,
+  records.UNKNOWN_CLASS elsewhere (another class, which one unknown);
+  prob = sigmoid(margin), the true class's probability against the
+  runner-up alone (the full softmax is not in the source); no log-odds."""
+  margin = np.asarray(margin, np.float64)
+  pred = np.where(margin > 0, np.asarray(labels, np.int64),
+                  records.UNKNOWN_CLASS).astype(np.int32)
+  prob = np.where(margin >= 0, 1.0 / (1.0 + np.exp(-np.abs(margin))),
+                  np.exp(-np.abs(margin)) / (1.0 + np.exp(-np.abs(margin))))
+  return pred, prob, margin, None
+
+
+def _check_margins(what, values, rows):
+  values = np.asarray(values)
+  if values.dtype.kind != 'f' or values.shape != (rows,):
+    raise errors.UserError(f'{what} must be float margins of shape ({rows},), '
+                           f'got {values.dtype} of shape {values.shape}.')
+  if not np.isfinite(values).all():
+    raise errors.UserError(
+        f'{what} holds {int(np.count_nonzero(~np.isfinite(values)))} NaN or '
+        'infinite margins: the model diverged, or the row was never '
+        'written (a datamodels store marks finished rows in _completed.npy: '
+        'give it as --completed).')
+  return values
+
+
+class DatamodelsSource:
+  """MadryLab/datamodels' training data (see the module).
+
+  Their store (initialize_store.py, worker.py) keeps one .npy per key:
+  masks.npy (bool [M, n]: M[i, j] true if training example j was in model
+  i's subset), margins.npy (float16 [M, n_test]: the correct class's logit
+  minus the largest other, on flip-averaged logits) and _completed.npy
+  (bool [M], the rows written); their released data names them
+  train_masks_*.npy, test_margins_*.npy and train_margins_*.npy (the
+  margins on the training examples, which give memorization). A row is
+  trial `row` (only the completed ones with --completed). Correct is a
+  positive margin.
+  """
+
+  format = 'datamodels'
+
+  def __init__(self, masks, margins, train_labels, test_labels,
+               train_margins=None, completed=None, name=None):
+    if not train_labels or not test_labels:
+      raise errors.UserError(
+          '--format=datamodels needs --train_labels and --test_labels: the '
+          'margins are of the true class, which the labels name.')
+    self.masks = npy.NpyRows(masks, '--masks')
+    self.margins = npy.NpyRows(margins, '--margins')
+    self.train_margins = (npy.NpyRows(train_margins, '--train_margins')
+                          if train_margins else None)
+    if len(self.masks.shape) != 2:
+      raise errors.UserError(f'--masks={masks} must be [models, n], got '
+                             f'shape {self.masks.shape}.')
+    rows, n = self.masks.shape
+    self.train_labels = _labels(train_labels, '--train_labels')
+    self.test_labels = _labels(test_labels, '--test_labels')
+    if len(self.train_labels) != n:
+      raise errors.UserError(
+          f'--train_labels={train_labels} holds {len(self.train_labels)} '
+          f'labels, but --masks has {n} training examples.')
+    if self.margins.shape != (rows, len(self.test_labels)):
+      raise errors.UserError(
+          f'--margins={margins} has shape {self.margins.shape}, not '
+          f'[{rows}, {len(self.test_labels)}] ({rows} models as --masks, '
+          f'{len(self.test_labels)} test examples as --test_labels).')
+    if self.train_margins is not None and self.train_margins.shape != (
+        rows, n):
+      raise errors.UserError(
+          f'--train_margins={train_margins} has shape '
+          f'{self.train_margins.shape}, not [{rows}, {n}] as --masks.')
+    self.rows = np.arange(rows)
+    if completed:
+      done = npy.NpyRows(completed, '--completed').read_all()
+      if done.shape != (rows,) or done.dtype.kind not in 'biu':
+        raise errors.UserError(
+            f'--completed={completed} must be bool [{rows}] (one per '
+            f'model), got {done.dtype} of shape {done.shape}.')
+      self.rows = np.flatnonzero(done)
+    self.num_classes = max(2, int(max(self.train_labels.max(initial=0),
+                                      self.test_labels.max(initial=0))) + 1)
+    self.num_trials = len(self.rows)
+    self.name = name or 'datamodels'
+    self.notes = []
+    if self.train_margins is None:
+      self.notes.append('no --train_margins: the records hold no train '
+                        'predictions, so the estimator computes influence '
+                        'and pairs only (no memorization)')
+    if completed and len(self.rows) < rows:
+      self.notes.append(f'{len(self.rows)} of the {rows} models are '
+                        'completed; the others are left out')
+
+  def trials(self):
+    n = len(self.train_labels)
+    for row in self.rows:
+      mask = writer_lib.check_mask(f'row {row} of --masks={self.masks.path}',
+                                   self.masks[row:row + 1][0], n)
+      test = from_margins(_check_margins(
+          f'row {row} of --margins={self.margins.path}',
+          self.margins[row:row + 1][0], len(self.test_labels)),
+                          self.test_labels)
+      train = None
+      if self.train_margins is not None:
+        train = from_margins(_check_margins(
+            f'row {row} of --train_margins={self.train_margins.path}',
+            self.train_margins[row:row + 1][0], n), self.train_labels)
+      yield int(row), mask, train, test

@@ -210,9 +210,12 @@ class TrialWriter:
     test = logits_lib.summarize(test_logits, self.test_labels)
     return self.add_summaries(t, mask, train, test, seed)
 
-  def add_summaries(self, t, mask, train, test, seed=0):
+  def add_summaries(self, t, mask, train, test, seed=0, from_margins=False):
     """add() from (pred, prob, margin, logodds) of each split (checked
-    logits summarized: logits.summarize)."""
+    logits summarized: logits.summarize; logodds None where unknown).
+    `train` None: the source has no train predictions (the record says
+    so). `from_margins`: pred and prob come from margins alone
+    (sources.from_margins)."""
     digest = records.mask_digest(mask)
     job = {'index': t, 'mask': digest, 'seed': seed}
     known = self._jobs.get(t)
@@ -223,17 +226,19 @@ class TrialWriter:
     if known is None:
       self._jobs[t] = job
       self._write_plan()
-    correct = train[0] == self.train_labels
     held_out = ~mask
     # The accuracies as the trainer records them (readers derive theirs
     # from the predictions); one of no examples is left out.
-    metrics = {'subset_size': int(np.count_nonzero(mask)),
-               'heldout_accuracy': (float(correct[held_out].mean())
-                                    if held_out.any() else float('nan'))}
-    if mask.any():
-      metrics['train_accuracy'] = float(correct[mask].mean())
+    metrics = {'subset_size': int(np.count_nonzero(mask))}
+    if train is not None:
+      correct = train[0] == self.train_labels
+      metrics['heldout_accuracy'] = (float(correct[held_out].mean())
+                                     if held_out.any() else float('nan'))
+      if mask.any():
+        metrics['train_accuracy'] = float(correct[mask].mean())
     if self.n_test:
       metrics['test_accuracy'] = float(np.mean(test[0] == self.test_labels))
+    train = train if train is not None else (None,) * 4
     result = types.SimpleNamespace(
         train_pred=train[0], train_prob=train[1], train_margin=train[2],
         train_logodds=train[3], test_pred=test[0], test_prob=test[1],
@@ -241,6 +246,8 @@ class TrialWriter:
     metadata = {'fingerprint': self.fingerprint, 'seed': seed,
                 'dataset': self.dataset, 'design': None,
                 'imported': self.source}
+    if from_margins:
+      metadata['from_margins'] = True
     written = records.write_record(self.workdir, t, mask, result, metadata)
     if written is False:
       return False

@@ -92,6 +92,10 @@ class Records:
   # Of `if_present`: {field: (records without it, the first such path)}
   # for each field some record lacks (then it is in neither extra nor sums).
   missing_fields: dict = dataclasses.field(default_factory=dict)
+  # The splits the records hold predictions for: a workdir imported from
+  # data without train predictions (datamodels' test margins) has
+  # ('test',), and its train-side fields are zeros that mean nothing.
+  predicted: tuple = ('train', 'test')
 
   @property
   def num_trials(self):
@@ -199,11 +203,12 @@ class _Checker:
           f'{path}: its mask or seed is not the one trial {t} of its '
           'design (or plan) has: it was trained on another subset, or '
           f'copied from another trial. {_hint(path)}')
+    from_margins = bool(meta.get('from_margins', False))
     if meta.get('diverged') is None:
-      record_checks.check_values(path, arrays, self.num_classes)
+      record_checks.check_values(path, arrays, self.num_classes, from_margins)
       if self.labels is not None:
         record_checks.check_consistency(path, arrays, *self.labels,
-                                        self.num_classes)
+                                        self.num_classes, from_margins)
     derived = records.diverged_reason(arrays, meta['metrics'],
                                       self.num_classes)
     if (derived is None) != (meta.get('diverged') is None):
@@ -454,6 +459,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
                      members=_members(fields))
   metadata, paths, kept, by_fingerprint = [], [], [], {}
   diverged_trials = {}
+  predicted = {}  # 'splits': those of the first record (all must agree)
 
   def fill():
     """The pass over the records: fills `out` and `extra` row by row."""
@@ -464,6 +470,13 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
         diverged_trials[t] = meta['diverged']
         if diverged != 'keep':
           continue
+      splits = record_checks.predicted_splits(meta)
+      if predicted.setdefault('splits', splits) != splits:
+        raise RecordError(
+            f'{path} holds predictions for {list(splits)}, the records '
+            f'before it for {list(predicted["splits"])}: they were not '
+            'imported together. Import them into separate workdirs.')
+      arrays = _with_unpredicted(arrays, splits, n, n_test)
       mask = np.unpackbits(arrays['mask'], count=n).view(bool)
       correct = is_label(arrays['train_pred'], train_labels, 'train')
       if compact:
@@ -536,7 +549,8 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
         heldout_prob_sum=(None if records.HELDOUT_PROBS in missing
                           else prob_sum),
         heldout_count=None if records.HELDOUT_PROBS in missing else prob_count,
-        missing_fields=missing, **trimmed)
+        missing_fields=missing,
+        predicted=predicted.get('splits', records.SPLITS), **trimmed)
 
 
   try:
@@ -546,6 +560,22 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
       if isinstance(value, spill.ColumnSpill):
         value.close()
     raise
+
+
+def _with_unpredicted(arrays, splits, n, n_test):
+  """The record's arrays with a split it holds no predictions for filled
+  in (pred records.UNKNOWN_CLASS, so never correct; prob and margin 0):
+  the estimator reads Records.predicted and uses none of them."""
+  if len(splits) == len(records.SPLITS):
+    return arrays
+  arrays = dict(arrays)
+  for split, size in (('train', n), ('test', n_test)):
+    if split not in splits:
+      arrays[f'{split}_pred'] = np.full(size, records.UNKNOWN_CLASS,
+                                        arrays[f'{split}_pred'].dtype)
+      for field in ('prob', 'margin'):
+        arrays[f'{split}_{field}'] = np.zeros(size, np.float16)
+  return arrays
 
 
 def _put(target, row, values):

@@ -30,8 +30,15 @@ RecordError = records.RecordError
 _hint = records.fix_hint
 
 
+def predicted_splits(meta):
+  """The splits a record holds predictions for (check_metadata checked
+  the field): both, unless it was imported from data without them."""
+  return tuple(meta.get('predicted', records.SPLITS))
+
+
 def check_shapes(path, arrays, meta, n, n_test, workdir):
-  """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test."""
+  """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test
+  (a split the record holds no predictions for: empty arrays)."""
   if meta.get('num_train') != n or meta.get('num_test') != n_test:
     raise RecordError(
         f'{path} was written for {meta.get("num_train")} train / '
@@ -39,9 +46,13 @@ def check_shapes(path, arrays, meta, n, n_test, workdir):
         f'{os.path.join(workdir, files.DATASET_FILE)} has {n} / {n_test}: '
         'the record belongs to another dataset. Move it to the workdir it '
         'came from, or delete it.')
-  expected = {'mask': ((n + 7) // 8,), 'train_pred': (n,), 'train_prob': (n,),
-              'train_margin': (n,), 'test_pred': (n_test,),
-              'test_prob': (n_test,), 'test_margin': (n_test,)}
+  predicted = predicted_splits(meta)
+  n_pred = n if 'train' in predicted else 0
+  n_test_pred = n_test if 'test' in predicted else 0
+  expected = {'mask': ((n + 7) // 8,), 'train_pred': (n_pred,),
+              'train_prob': (n_pred,), 'train_margin': (n_pred,),
+              'test_pred': (n_test_pred,), 'test_prob': (n_test_pred,),
+              'test_margin': (n_test_pred,)}
   kinds = {'mask': 'u', 'train_pred': 'iu', 'test_pred': 'iu',
            'train_prob': 'f', 'test_prob': 'f', 'train_margin': 'f',
            'test_margin': 'f'}
@@ -78,16 +89,20 @@ def _finite(values):
   return bool(np.isfinite(values).all())
 
 
-def check_values(path, arrays, num_classes):
+def check_values(path, arrays, num_classes, from_margins=False):
   """Refuses values no model computes: classes outside the dataset's,
   probabilities outside [0, 1], NaN or infinite probabilities or margins.
+  A record imported from margins (`from_margins`) may hold
+  records.UNKNOWN_CLASS.
 
   A min/max per array (over the float16 bits), so the cost is a few fast
   passes over memory the checksum has just read.
   """
+  lowest = records.UNKNOWN_CLASS if from_margins else 0
   for field in ('train_pred', 'test_pred'):
     values = arrays[field]
-    if len(values) and (values.min() < 0 or values.max() >= num_classes):
+    if len(values) and (values.min() < lowest or
+                        values.max() >= num_classes):
       raise RecordError(
           f'{path}: {field} holds classes outside 0..{num_classes - 1} (min '
           f'{values.min()}, max {values.max()}): no model of this dataset '
@@ -107,7 +122,8 @@ def check_values(path, arrays, num_classes):
           f'not flagged as diverged. {_hint(path)}')
 
 
-def check_consistency(path, arrays, train_labels, test_labels, num_classes):
+def check_consistency(path, arrays, train_labels, test_labels, num_classes,
+                      from_margins=False):
   """Refuses predictions that contradict their own probabilities and
   margins (a re-signed record: its checksum is a plain sha256).
 
@@ -116,10 +132,20 @@ def check_consistency(path, arrays, train_labels, test_labels, num_classes):
   prediction has m >= 0 and p >= 1/C (the true class is the most likely),
   a wrong one m <= 0 and p <= 1/2 (another class is at least as likely).
   The float16 rounding of p and m keeps these (1/C less one float16 unit).
+  A record imported from margins (`from_margins`) predicts the label or
+  records.UNKNOWN_CLASS, nothing else.
   """
   floor = np.float16((1.0 / num_classes) * (1 - 2.0 ** -10))
   for split, labels in (('train', train_labels), ('test', test_labels)):
     pred, prob = arrays[f'{split}_pred'], arrays[f'{split}_prob']
+    if len(pred) != len(labels):  # a split without predictions (empty)
+      continue
+    if from_margins and np.count_nonzero(
+        (pred != records.UNKNOWN_CLASS) & (pred != labels)):
+      raise RecordError(
+          f'{path}: its {split}_pred mixes unknown classes (-1) with wrong '
+          'known ones: a record imported from margins holds the label or '
+          f'-1 for each example. {_hint(path)}')
     margin = arrays[f'{split}_margin']
     correct = pred == labels
     if prob.dtype == margin.dtype == np.float16:
@@ -190,6 +216,13 @@ def check_metadata(path, meta, n):
       refuse(field, meta.get(field), 'a JSON object')
   if 'design' not in meta or not isinstance(meta['design'], (dict, type(None))):
     refuse('design', meta.get('design'), 'a JSON object or null')
+  predicted = meta.get('predicted', list(records.SPLITS))
+  if (not isinstance(predicted, list) or not predicted or
+      any(split not in records.SPLITS for split in predicted) or
+      len(set(predicted)) != len(predicted)):
+    refuse('predicted', predicted, "a non-empty list of 'train', 'test'")
+  if not isinstance(meta.get('from_margins', False), bool):
+    refuse('from_margins', meta.get('from_margins'), 'true or false')
   if not isinstance(meta.get('diverged'), (str, type(None))):
     refuse('diverged', meta.get('diverged'), 'null or a reason')
   for field in ('written_at', 'host'):

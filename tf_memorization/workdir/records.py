@@ -25,6 +25,13 @@ executed) holding
     heldout_probs float16 [n − |subset|, C]: the class probabilities of
                   the held-out training examples, in index order (only with
                   TrialTrainer.record_heldout_probs = True)
+    A record imported from margins alone (importing/sources.py, datamodels;
+    metadata from_margins true) holds pred = label where the margin is
+    positive and UNKNOWN_CLASS (-1: another class, which one unknown)
+    elsewhere, and prob = sigmoid(margin), the true class's probability
+    against the runner-up alone. A split without predictions (metadata
+    predicted = ['test']: datamodels keeps no train margins) holds empty
+    pred, prob and margin arrays.
     metadata      a JSON string: trial_index, seed, fingerprint, dataset,
                   metrics, library versions, time, host, the sha256 of each
                   array above (member_digests) and a sha256 of all of that
@@ -80,6 +87,10 @@ LOGODDS_FIELDS = ('train_logodds', 'test_logodds')
 DYNAMICS_FIELDS = ('train_csl', 'train_final_loss', 'train_learned_epoch',
                    'train_forgetting', 'train_visits')
 HELDOUT_PROBS = 'heldout_probs'
+SPLITS = ('train', 'test')
+# A predicted class of a record imported from margins alone (importing/,
+# metadata from_margins): another class than the label, which one unknown.
+UNKNOWN_CLASS = -1
 # Fields a record of format 3 may hold; every one is checked when present.
 OPTIONAL_FIELDS = LOGODDS_FIELDS + DYNAMICS_FIELDS + (HELDOUT_PROBS,)
 _DATASET_FIELDS = ('train_labels', 'test_labels', 'train_ids', 'test_ids',
@@ -222,22 +233,28 @@ def write_record(workdir, trial_index, mask, result, metadata):
   def margin(values):
     return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
-  arrays = {
-      'mask': np.packbits(np.asarray(mask, bool)),
-      'train_pred': result.train_pred.astype(dtype),
-      'train_prob': result.train_prob.astype(np.float16),
-      'train_margin': margin(result.train_margin),
-      'test_pred': result.test_pred.astype(dtype),
-      'test_prob': result.test_prob.astype(np.float16),
-      'test_margin': margin(result.test_margin),
-  }
+  predicted = [split for split in SPLITS
+               if getattr(result, f'{split}_pred') is not None]
+  arrays = {'mask': np.packbits(np.asarray(mask, bool))}
+  for split in SPLITS:  # a split without predictions: empty arrays
+    known = split in predicted
+    arrays.update({
+        f'{split}_pred': (getattr(result, f'{split}_pred').astype(dtype)
+                          if known else np.zeros(0, dtype)),
+        f'{split}_prob': (getattr(result, f'{split}_prob').astype(np.float16)
+                          if known else np.zeros(0, np.float16)),
+        f'{split}_margin': (margin(getattr(result, f'{split}_margin'))
+                            if known else np.zeros(0, np.float16))})
   arrays.update(_optional_arrays(result, mask, margin))
   metadata = dict(metadata)
+  if predicted != list(SPLITS):
+    metadata['predicted'] = predicted
   metadata.update({
       'format_version': FORMAT_VERSION,
       'trial_index': int(trial_index),
       'num_train': int(len(mask)),
-      'num_test': int(len(result.test_pred)),
+      'num_test': int(len(result.test_pred) if 'test' in predicted
+                      else metadata['dataset']['num_test']),
       'metrics': result.metrics,
       'diverged': diverged_reason(arrays, result.metrics, num_classes),
       'versions': _library_versions(),
