@@ -135,6 +135,10 @@ def compute(settings, workdir, loaded, mem, output_dir, log,
   (`stages`: a progress.Stages timing each part)."""
   stages = stages or progress.Stages({})
   summary = {}
+  if 'train' not in loaded.predicted:
+    log('Membership inference and proxies: skipped, the records hold no '
+        'predictions on the training examples.')
+    return summary
   with stages('membership'):
     result = _membership(settings, loaded, mem, output_dir, log)
   if result:
@@ -152,6 +156,11 @@ def compute(settings, workdir, loaded, mem, output_dir, log,
 
 def _skipped(log, what, loaded, field):
   count, path = loaded.missing_fields[field]
+  source = loading.imported(loaded)
+  if source is not None:
+    log(f'{what}: skipped, the records imported from {source.get("source")} '
+        f'hold no {field} (e.g. {path}: margins alone do not give it).')
+    return
   log(f'{what}: skipped, {count} of the records lack {field} (e.g. {path}: '
       'written before record format 3, or with it turned off).')
 

@@ -25,11 +25,14 @@ whole when the run succeeds (storage.staged_output): a failed or killed
 estimate leaves the earlier estimates (and report) as they were.
 """
 
+import copy
+import dataclasses
 import functools
 import json
 import os
 import time
 import uuid
+import warnings
 
 import gin
 import numpy as np
@@ -290,6 +293,18 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
     setup = runs.build(workdir, write=False)
     check_fingerprint(workdir, setup, loaded)
 
+  no_train = 'train' not in loaded.predicted
+  pair_settings = estimator
+  if no_train:
+    log(f'Memorization: skipped, the records of {workdir} hold no '
+        'predictions on the training examples (imported without them, e.g. '
+        "datamodels' test margins alone): influence and pairs only, the "
+        'pair family every training example with the test examples of its '
+        'label (no memorization filter).')
+    pair_settings = copy.copy(estimator)
+    pair_settings.memorization_threshold = -np.inf  # every example's pairs
+    if estimator.memorization_null is None:  # its tests: on placeholders
+      pair_settings.memorization_null = estimator.memorization_threshold
   with stages('memorization'):
     mem = scores.memorization(loaded.masks, loaded.train_correct,
                               loaded.train_prob)
@@ -299,11 +314,17 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
         'were imported without test predictions): memorization, C-scores '
         'and membership only.')
   with stages('influence'):
-    trust = _influence(estimator, loaded, mem, output_dir, log)
+    trust = _influence(pair_settings, loaded, mem, output_dir, log)
   infl = trust.influence
   split = trust.summary.pop('split_half')
+  if no_train:  # nothing of the training examples' own was measured
+    mem = _unmeasured(mem)
+    _drop_memorization(trust, split)
   plan = None
-  if estimator.planner:
+  if estimator.planner and no_train:
+    log('Planner: skipped, it models memorization and pairs together, and '
+        'the records hold no train predictions.')
+  elif estimator.planner:
     with stages('planner'):
       plan = planner_lib.Plan(loaded, mem.memorization, estimator).summary(
           estimator.target_stderr, estimator.target_pair_jaccard,
@@ -324,7 +345,7 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
       analyses.write_label_noise(output_dir, noise, log)
       summary['label_noise'] = {key: v for key, v in noise.items()
                                 if not key.startswith('roc_')}
-    if loaded.test_correct.shape[1]:
+    if loaded.test_correct.shape[1] and not no_train:
       summary['memorization_vs_influence'] = (
           analyses.memorization_vs_influence(
               output_dir, mem.memorization, infl.max_influence, log,
@@ -354,6 +375,32 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
                          text.encode())
   log(estimates.format_summary(summary, shown_dir))
   return estimates.Estimates(summary=json.loads(text), **tables)
+
+
+def _unmeasured(mem):
+  """The memorization of records without train predictions: every score
+  NaN (nothing was measured), the in/out counts kept (the masks are)."""
+  nan = np.full(len(mem.k_in), np.nan)
+  return dataclasses.replace(mem, memorization=nan, stderr=nan, soft=nan,
+                             soft_stderr=nan, consistency=nan)
+
+
+def _drop_memorization(trust, split):
+  """The trust figures of memorization set to None (records without
+  train predictions: the assessment ran on placeholders)."""
+  trust.summary['memorized'] = None
+  for key in ('raw_memorized', 'memorized_fdp'):
+    if key in trust.summary.get('null', {}):
+      trust.summary['null'][key] = None
+  for rows in (trust.convergence or [], [split]):
+    for row in rows:
+      for key in list(row):
+        if key.startswith('memoriz'):
+          row[key] = None
+  tests = trust.memorization_tests
+  for key in ('pvalue', 'qvalue'):
+    tests[key] = np.full(len(tests[key]), np.nan)
+  tests['selected'] = np.zeros(len(tests['selected']), bool)
 
 
 def _write_scores(output_dir, loaded, mem, trust):
@@ -428,6 +475,19 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
                    if m.get('subset_ratio') is not None})
   defined = ~np.isnan(mem.memorization)
   accuracy = loading.mean_accuracies(loaded)
+  measured = 'train' in loaded.predicted
+  if not measured:  # records without train predictions
+    accuracy.update(train=float('nan'), heldout=float('nan'))
+  with warnings.catch_warnings():  # all NaN: no train predictions
+    warnings.simplefilter('ignore', RuntimeWarning)
+    return _summary_fields(workdir, estimator, loaded, mem, infl, split,
+                           timings, operative_config, k, n, ratios, defined,
+                           accuracy, measured)
+
+
+def _summary_fields(workdir, estimator, loaded, mem, infl, split, timings,
+                    operative_config, k, n, ratios, defined, accuracy,
+                    measured):
   return {
       'workdir': workdir,
       'dataset': loaded.dataset_info,
@@ -440,7 +500,8 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
       'mean_heldout_accuracy': accuracy['heldout'],
       'mean_test_accuracy': accuracy['test'],
       'memorization_counts': {
-          str(t): int((mem.memorization[defined] >= t).sum())
+          str(t): int((mem.memorization[defined] >= t).sum()) if measured
+                  else None
           for t in estimator.memorization_thresholds},
       'mean_memorization': float(np.nanmean(mem.memorization)),
       'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
@@ -450,10 +511,13 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
                                 >= estimator.memorization_threshold)]),
       'lemma_2_1_bound': (scores.lemma_2_1_bound(k, ratios[0])
                           if len(ratios) == 1 else None),
-      'undefined_memorization': mem.num_undefined,
+      # Examples never in or never out of a trial (their estimate is NaN).
+      'undefined_memorization': int(np.sum((mem.k_in == 0) |
+                                           (mem.k_out == 0))),
       'num_pairs': int(len(infl.pair_train)),
       'pair_thresholds': {'influence': estimator.influence_threshold,
-                          'memorization': estimator.memorization_threshold,
+                          'memorization': (estimator.memorization_threshold
+                                           if measured else None),
                           'same_label': estimator.same_label},
       'median_pair_stderr': (float(np.median(infl.pair_stderr))
                              if len(infl.pair_stderr) else None),

@@ -232,63 +232,73 @@ def _percent(value):
   return 'n/a' if value is None else f'{value:.0%}'
 
 
+def _count(value):
+  return 'n/a' if value is None else value
+
+
 def format_summary(summary, output_dir):
-  """The table the estimate binary prints at the end of a run."""
+  """The table the estimate binary prints at the end of a run (n/a where
+  a figure is None or NaN: e.g. memorization of records without train
+  predictions)."""
+  ratios = summary['subset_ratios']
   rows = [
       ('trials (k)', summary['num_trials']),
       ('train / test examples',
        f'{summary["num_train"]} / {summary["num_test"]}'),
-      ('subset ratio(s)',
-       ', '.join(f'{r:g}' for r in summary['subset_ratios'])),
+      ('subset ratio(s)', ', '.join(f'{r:g}' for r in ratios) if ratios
+       else 'n/a (masks not drawn by a subset design)'),
       ('mean accuracy train / held-out / test',
-       f'{summary["mean_train_accuracy"]:.4f} / '
-       f'{summary["mean_heldout_accuracy"]:.4f} / '
-       f'{summary["mean_test_accuracy"]:.4f}'),
+       f'{fixed(summary["mean_train_accuracy"], 4)} / '
+       f'{fixed(summary["mean_heldout_accuracy"], 4)} / '
+       f'{fixed(summary["mean_test_accuracy"], 4)}'),
   ]
   for t, count in summary['memorization_counts'].items():
-    rows.append((f'examples with memorization >= {t}', count))
+    rows.append((f'examples with memorization >= {t}', _count(count)))
   rows += [
       ('examples with no estimate (never in or out)',
        summary['undefined_memorization']),
       ('median / max memorization stderr',
-       f'{summary["median_memorization_stderr"]:.4f} / '
-       f'{summary["max_memorization_stderr"]:.4f}'),
+       f'{fixed(summary["median_memorization_stderr"], 4)} / '
+       f'{fixed(summary["max_memorization_stderr"], 4)}'),
       ('max stderr where memorization >= threshold',
-       'n/a' if summary['max_stderr_of_memorized'] is None
-       else f'{summary["max_stderr_of_memorized"]:.4f}'),
+       fixed(summary['max_stderr_of_memorized'], 4)),
       ('Lemma 2.1 bound on E[(est - true)^2]',
-       'n/a (several ratios)' if summary['lemma_2_1_bound'] is None
-       else f'{summary["lemma_2_1_bound"]:.4f}'),
+       (('n/a (several ratios)' if ratios else 'n/a (no subset design)')
+        if summary['lemma_2_1_bound'] is None
+        else f'{summary["lemma_2_1_bound"]:.4f}')),
       ('high-influence pairs (paper thresholds)', summary['num_pairs']),
   ]
   trust = summary.get('trust')
   if trust:
     pairs, memorized = trust['pairs'], trust['memorized']
-    rows += [
-        (f'controlled pairs (FDR {pairs["level"]:g}, H0 infl <= '
-         f'{pairs["null_influence"]:g})', pairs['controlled']),
-        (f'controlled memorized (FDR {memorized["level"]:g}, H0 mem <= '
-         f'{memorized["null_memorization"]:g})', memorized['controlled'])]
+    rows.append((f'controlled pairs (FDR {pairs["level"]:g}, H0 infl <= '
+                 f'{pairs["null_influence"]:g})', pairs['controlled']))
     if 'testable' in pairs:  # earlier estimates do not say
-      rows.insert(len(rows) - 1, (
-          'pair family: testable / all', f'{pairs["testable"]:,} / '
-          f'{pairs["family"]:,}'))
+      rows.append(('pair family: testable / all',
+                   f'{pairs["testable"]:,} / {pairs["family"]:,}'))
+    if memorized is None:  # records without train predictions
+      rows.append(('controlled memorized', 'n/a (no train predictions)'))
+    else:
+      rows.append((f'controlled memorized (FDR {memorized["level"]:g}, H0 '
+                   f'mem <= {memorized["null_memorization"]:g})',
+                   memorized['controlled']))
     null = trust.get('null')
     if null:
+      raw_memorized = null['raw_memorized']
       rows += [('null: raw pairs by chance (est. FDP of raw)',
                 f'{null["raw_pairs"]:.1f} '
                 f'({_percent(null["pairs_fdp"])})'),
                ('null: raw memorized by chance (est. FDP of raw)',
-                f'{null["raw_memorized"]:.1f} '
-                f'({_percent(null["memorized_fdp"])})')]
+                'n/a' if raw_memorized is None else
+                f'{raw_memorized:.1f} ({_percent(null["memorized_fdp"])})')]
   skipped = (summary.get('diverged_trials') or {}).get('skipped')
   if skipped:
     rows.append(('diverged trials left out', skipped))
   split = summary['split_half']
   if split:
     rows += [('split-half memorization Pearson / Spearman',
-              f'{split["memorization_pearson"]:.3f} / '
-              f'{split["memorization_spearman"]:.3f}'),
+              f'{fixed(split["memorization_pearson"])} / '
+              f'{fixed(split["memorization_spearman"])}'),
              ('split-half pair Jaccard', f'{split["pairs_jaccard"]:.3f}')]
     if 'controlled_pairs_jaccard' in split:
       rows.append(('split-half controlled pair Jaccard',
