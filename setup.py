@@ -28,9 +28,9 @@ setuptools.setup(
     ],
     entry_points={
         'console_scripts': [
-            f'tfmem-{name.replace("_workdir", "")}=tf_memorization.console:{name}'
+            f'tfmem-{name.replace("_workdir", "").replace("_trials", "")}=tf_memorization.console:{name}'
             for name in ('train', 'estimate', 'report', 'inspect_workdir',
-                         'compare')
+                         'compare', 'import_trials')
         ],
     },
     extras_require={

@@ -1,5 +1,5 @@
 """The console scripts setup.py installs: tfmem-train, tfmem-estimate,
-tfmem-report, tfmem-inspect and tfmem-compare.
+tfmem-report, tfmem-inspect, tfmem-compare and tfmem-import.
 
 Each does what `python -m tf_memorization.<binary>` does: starts the filter
 of TensorFlow's C++ log lines (core/quiet.py) before the binary's module
@@ -44,3 +44,7 @@ def inspect_workdir():
 
 def compare():
   _run('compare')
+
+
+def import_trials():
+  _run('import_trials')

@@ -12,16 +12,16 @@ from conftest import REPO
 
 BINARIES = {'train': 'tfmem-train', 'estimate': 'tfmem-estimate',
             'report': 'tfmem-report', 'inspect_workdir': 'tfmem-inspect',
-            'compare': 'tfmem-compare'}
+            'compare': 'tfmem-compare', 'import_trials': 'tfmem-import'}
 # A flag of each binary its --help must list.
 FLAGS = {'train': '--target_stderr', 'estimate': '--output_dir',
          'report': '--estimates_dir', 'inspect_workdir': '--upgrade_records',
-         'compare': '--published_pairs'}
+         'compare': '--published_pairs', 'import_trials': '--lira_dir'}
 
 
 @pytest.mark.slow
 def test_every_binary_answers_help():
-  """The five binaries at once (each loads TensorFlow), and the console
+  """The six binaries at once (each loads TensorFlow), and the console
   scripts setup.py installs beside this Python (./run.sh installs them)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   commands = {name: [sys.executable, '-m', f'tf_memorization.{name}',

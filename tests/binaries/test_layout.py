@@ -22,7 +22,8 @@ import pytest
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'tf_memorization')
-BINARIES = ('train', 'estimate', 'report', 'inspect_workdir', 'compare')
+BINARIES = ('train', 'estimate', 'report', 'inspect_workdir', 'compare',
+            'import_trials')
 # The top level: the binaries and what only they import.
 TOP = BINARIES + ('cli', 'configurables', 'console')
 # Each stage and the stages it may import (besides itself).
@@ -32,6 +33,7 @@ STAGES = {
     'workdir': ('core', 'stats'),
     'data': ('core',),
     'published': ('core', 'stats', 'workdir', 'reporting'),
+    'importing': ('core', 'stats', 'workdir'),
     'reporting': ('core', 'stats', 'workdir', 'data'),
     'training': ('core', 'stats', 'workdir', 'data'),
     'experiments': ('core', 'stats', 'workdir', 'data', 'training',
@@ -46,6 +48,7 @@ FORBIDDEN = {
     'core': ('keras', 'matplotlib', 'tensorflow_datasets', 'PIL'),
     'workdir': ('matplotlib', 'PIL'),
     'published': ('keras', 'matplotlib', 'PIL'),
+    'importing': ('keras', 'matplotlib', 'PIL', 'tensorflow_datasets'),
 }
 DRAWS = ('matplotlib',)  # only reporting/ imports these
 MAX_LINES = 600

@@ -42,6 +42,7 @@ from tf_memorization.stats import membership_eval
 from tf_memorization.stats import proxies as proxies_lib
 from tf_memorization.stats import ranks
 from tf_memorization.workdir import estimates
+from tf_memorization.workdir import imported
 from tf_memorization.workdir import loading
 from tf_memorization.workdir import records
 
@@ -156,7 +157,7 @@ def compute(settings, workdir, loaded, mem, output_dir, log,
 
 def _skipped(log, what, loaded, field):
   count, path = loaded.missing_fields[field]
-  source = loading.imported(loaded)
+  source = imported.source(loaded)
   if source is not None:
     log(f'{what}: skipped, the records imported from {source.get("source")} '
         f'hold no {field} (e.g. {path}: margins alone do not give it).')
@@ -256,7 +257,7 @@ def _proxies(settings, workdir, loaded, mem, output_dir, log, diverged):
   first = loaded.trial_indices[:max(counts or [1])]
   fields = records.DYNAMICS_FIELDS
   arrays = {}
-  reason = loading.imported_reason(
+  reason = imported.skipped(
       loaded, 'Learning-dynamics proxies', "they are recorded by this "
       "package's trainer while it trains")
   if reason:

@@ -53,6 +53,7 @@ from tf_memorization.stats import scores
 from tf_memorization.training import runs
 from tf_memorization.training import trainer
 from tf_memorization.workdir import estimates
+from tf_memorization.workdir import imported
 from tf_memorization.workdir import loading
 
 def _check_kinds(kinds):
@@ -281,7 +282,7 @@ def _estimate_loaded(workdir, output_dir, shown_dir, estimator, experiments,
   setup = None
   skipped = {}
   for experiment in experiments:  # they retrain with our trainer
-    reason = loading.imported_reason(
+    reason = imported.skipped(
         loaded, experiment.kind, "it retrains models with this package's "
         'trainer, which has no config for them')
     if reason:

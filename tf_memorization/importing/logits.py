@@ -57,8 +57,10 @@ def summarize(logits, labels, block=BLOCK):
       rest = np.full(len(z), -np.inf)
     margin[part] = true - top
     logodds[part] = true - rest
-    # softmax_y = 1 / (1 + exp(rest - true)), stable for any gap.
-    prob[part] = 1.0 / (1.0 + np.exp(rest - true))
+    # softmax_y = 1 / (1 + exp(rest - true)): exp overflows to inf for a
+    # gap beyond ~709, where the probability is 0 (as it comes out).
+    with np.errstate(over='ignore'):
+      prob[part] = 1.0 / (1.0 + np.exp(rest - true))
   return pred, prob, margin, logodds
 
 

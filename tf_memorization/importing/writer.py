@@ -40,6 +40,7 @@ from tf_memorization.core import files
 from tf_memorization.core import storage
 from tf_memorization.importing import logits as logits_lib
 from tf_memorization.workdir import records
+from tf_memorization.workdir import signatures
 
 # The version string of imported data (its identity is the labels' digest).
 DATA_VERSION = 'imported'
@@ -107,6 +108,48 @@ def check_logits(what, logits, rows, num_classes):
   return logits
 
 
+def write_labels_file(workdir, description, train_labels, test_labels,
+                      train_ids, test_ids):
+  """W/dataset.npz of a workdir whose trials were trained elsewhere
+  (importing/): the labels and ids given, no images. Written once; later
+  the same labels are checked against it.
+
+  Args:
+    workdir: the workdir.
+    description: the data's identity (name, version, num_classes,
+      num_train, num_test, image_shape None).
+    train_labels, test_labels: int [n], [n_test].
+    train_ids, test_ids: str [n], [n_test].
+
+  Returns:
+    The info dict (description and checksum), as write_dataset_file's.
+  """
+  arrays = {'train_labels': np.asarray(train_labels, np.int64),
+            'test_labels': np.asarray(test_labels, np.int64),
+            'train_ids': np.asarray(train_ids).astype(str),
+            'test_ids': np.asarray(test_ids).astype(str),
+            'original_train_labels': np.asarray(train_labels, np.int64)}
+  info = dict(description, checksum=signatures.arrays_digest(arrays))
+  path = os.path.join(workdir, files.DATASET_FILE)
+  if tf.io.gfile.exists(path):
+    _, existing = records.read_dataset_file(workdir)
+    if existing.get('checksum') != info['checksum']:
+      raise errors.RecordError(
+          f'{path} describes other labels or ids ({existing.get("name")}, '
+          f'{existing.get("num_train")} train / {existing.get("num_test")} '
+          f'test examples) than the ones given: its trials belong to other '
+          'data. Use a new --workdir.')
+    return existing
+  sources = {f'{split}_source_ids': np.full(len(arrays[f'{split}_labels']),
+                                            '', dtype=str)
+             for split in ('train', 'test')}
+  arrays.update(sources)
+  stored = dict(info, source_ids_checksum=signatures.arrays_digest(sources))
+  arrays['info'] = np.array(json.dumps(stored, sort_keys=True))
+  storage.atomic_write(path, storage.npz_bytes(arrays))
+  return info
+
+
 class TrialWriter:
   """Writes trial records of models trained anywhere (see the module).
 
@@ -156,7 +199,7 @@ class TrialWriter:
                         'num_classes': self.num_classes, 'num_train': self.n,
                         'num_test': self.n_test, 'image_shape': None}
     storage.check_writable(workdir)
-    self.info = records.write_labels_file(workdir, self.description,
+    self.info = write_labels_file(workdir, self.description,
                                           self.train_labels,
                                           self.test_labels, *ids)
     self.dataset = {key: self.info[key] for key in

@@ -476,7 +476,7 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
             f'{path} holds predictions for {list(splits)}, the records '
             f'before it for {list(predicted["splits"])}: they were not '
             'imported together. Import them into separate workdirs.')
-      arrays = _with_unpredicted(arrays, splits, n, n_test)
+      arrays = record_checks.with_unpredicted(arrays, splits, n, n_test)
       mask = np.unpackbits(arrays['mask'], count=n).view(bool)
       correct = is_label(arrays['train_pred'], train_labels, 'train')
       if compact:
@@ -562,22 +562,6 @@ def load(workdir, predictions=False, margins=True, trial_indices=None,
     raise
 
 
-def _with_unpredicted(arrays, splits, n, n_test):
-  """The record's arrays with a split it holds no predictions for filled
-  in (pred records.UNKNOWN_CLASS, so never correct; prob and margin 0):
-  the estimator reads Records.predicted and uses none of them."""
-  if len(splits) == len(records.SPLITS):
-    return arrays
-  arrays = dict(arrays)
-  for split, size in (('train', n), ('test', n_test)):
-    if split not in splits:
-      arrays[f'{split}_pred'] = np.full(size, records.UNKNOWN_CLASS,
-                                        arrays[f'{split}_pred'].dtype)
-      for field in ('prob', 'margin'):
-        arrays[f'{split}_{field}'] = np.zeros(size, np.float16)
-  return arrays
-
-
 def _put(target, row, values):
   """Row `row` of a field: an array's row, or the spill's next row (the
   rows are filled in order)."""
@@ -592,24 +576,6 @@ def _put(target, row, values):
 def _first_rows(array, rows):
   """The first `rows` rows of a field (a spill holds only those)."""
   return array if isinstance(array, spill.ColumnSpill) else array[:rows]
-
-
-def imported(loaded):
-  """Where the trials came from when they were imported (importing/:
-  {'source': 'lira', 'name': ...}), or None for trials this package
-  trained. The records of a workdir share one fingerprint, which holds
-  this, so the first record says it for all."""
-  source = loaded.metadata[0].get('imported') if loaded.metadata else None
-  return source if isinstance(source, dict) else None
-
-
-def imported_reason(loaded, what, why):
-  """'`what`: skipped, ...' for imported trials (one line), or None."""
-  source = imported(loaded)
-  if source is None:
-    return None
-  return (f'{what}: skipped, the trials were imported '
-          f'({source.get("source")}: {source.get("name")}) and {why}.')
 
 
 def mean_accuracies(loaded):

@@ -36,6 +36,22 @@ def predicted_splits(meta):
   return tuple(meta.get('predicted', records.SPLITS))
 
 
+def with_unpredicted(arrays, splits, n, n_test):
+  """The record's arrays with a split it holds no predictions for filled
+  in (pred records.UNKNOWN_CLASS, so never correct; prob and margin 0):
+  the estimator reads Records.predicted and uses none of them."""
+  if len(splits) == len(records.SPLITS):
+    return arrays
+  arrays = dict(arrays)
+  for split, size in (('train', n), ('test', n_test)):
+    if split not in splits:
+      arrays[f'{split}_pred'] = np.full(size, records.UNKNOWN_CLASS,
+                                        arrays[f'{split}_pred'].dtype)
+      for field in ('prob', 'margin'):
+        arrays[f'{split}_{field}'] = np.zeros(size, np.float16)
+  return arrays
+
+
 def check_shapes(path, arrays, meta, n, n_test, workdir):
   """Refuses a record whose arrays do not fit W/dataset.npz's n and n_test
   (a split the record holds no predictions for: empty arrays)."""
@@ -221,6 +237,11 @@ def check_metadata(path, meta, n):
       any(split not in records.SPLITS for split in predicted) or
       len(set(predicted)) != len(predicted)):
     refuse('predicted', predicted, "a non-empty list of 'train', 'test'")
+  source = meta.get('imported', {})
+  if not isinstance(source, dict) or not all(
+      isinstance(v, str) for v in source.values()):
+    refuse('imported', source, 'an object of strings (where the trials '
+           'came from)')
   if not isinstance(meta.get('from_margins', False), bool):
     refuse('from_margins', meta.get('from_margins'), 'true or false')
   if not isinstance(meta.get('diverged'), (str, type(None))):

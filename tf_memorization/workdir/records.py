@@ -25,13 +25,9 @@ executed) holding
     heldout_probs float16 [n − |subset|, C]: the class probabilities of
                   the held-out training examples, in index order (only with
                   TrialTrainer.record_heldout_probs = True)
-    A record imported from margins alone (importing/sources.py, datamodels;
-    metadata from_margins true) holds pred = label where the margin is
-    positive and UNKNOWN_CLASS (-1: another class, which one unknown)
-    elsewhere, and prob = sigmoid(margin), the true class's probability
-    against the runner-up alone. A split without predictions (metadata
-    predicted = ['test']: datamodels keeps no train margins) holds empty
-    pred, prob and margin arrays.
+    Imported from margins alone (metadata from_margins): pred is the label
+    or UNKNOWN_CLASS, prob sigmoid(margin); a split without predictions
+    (metadata predicted = ['test']) holds empty pred, prob and margin.
     metadata      a JSON string: trial_index, seed, fingerprint, dataset,
                   metrics, library versions, time, host, the sha256 of each
                   array above (member_digests) and a sha256 of all of that
@@ -518,48 +514,6 @@ def write_dataset_file(workdir, dataset, train_labels=None, write=True):
   return info
 
 
-def write_labels_file(workdir, description, train_labels, test_labels,
-                      train_ids, test_ids):
-  """W/dataset.npz of a workdir whose trials were trained elsewhere
-  (importing/): the labels and ids given, no images. Written once; later
-  the same labels are checked against it.
-
-  Args:
-    workdir: the workdir.
-    description: the data's identity (name, version, num_classes,
-      num_train, num_test, image_shape None).
-    train_labels, test_labels: int [n], [n_test].
-    train_ids, test_ids: str [n], [n_test].
-
-  Returns:
-    The info dict (description and checksum), as write_dataset_file's.
-  """
-  arrays = {'train_labels': np.asarray(train_labels, np.int64),
-            'test_labels': np.asarray(test_labels, np.int64),
-            'train_ids': np.asarray(train_ids).astype(str),
-            'test_ids': np.asarray(test_ids).astype(str),
-            'original_train_labels': np.asarray(train_labels, np.int64)}
-  info = dict(description, checksum=signatures.arrays_digest(arrays))
-  path = os.path.join(workdir, files.DATASET_FILE)
-  if tf.io.gfile.exists(path):
-    _, existing = read_dataset_file(workdir)
-    if existing.get('checksum') != info['checksum']:
-      raise RecordError(
-          f'{path} describes other labels or ids ({existing.get("name")}, '
-          f'{existing.get("num_train")} train / {existing.get("num_test")} '
-          f'test examples) than the ones given: its trials belong to other '
-          'data. Use a new --workdir.')
-    return existing
-  sources = {f'{split}_source_ids': np.full(len(arrays[f'{split}_labels']),
-                                            '', dtype=str)
-             for split in ('train', 'test')}
-  arrays.update(sources)
-  stored = dict(info, source_ids_checksum=signatures.arrays_digest(sources))
-  arrays['info'] = np.array(json.dumps(stored, sort_keys=True))
-  storage.atomic_write(path, storage.npz_bytes(arrays))
-  return info
-
-
 def _check_dataset_dtypes(path, arrays, sources):
   """Refuses labels that are not integers and ids that are not strings (a
   re-signed dataset.npz: its checksum is a plain sha256)."""
@@ -634,8 +588,6 @@ def read_dataset_file(workdir):
 
 # --------------------------------------------------------------------------
 # An experiment folder's plan (experiments/base.py writes it)
-
-
 
 
 def mask_digest(mask):
