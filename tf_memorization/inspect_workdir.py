@@ -22,6 +22,7 @@ from tf_memorization.core import files  # pylint: disable=g-import-not-at-top
 from tf_memorization.estimation import settings  # pylint: disable=g-import-not-at-top
 from tf_memorization.stats import planner  # pylint: disable=g-import-not-at-top
 from tf_memorization.training import sequential  # pylint: disable=g-import-not-at-top
+from tf_memorization.workdir import imported  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import records  # pylint: disable=g-import-not-at-top
 from tf_memorization.workdir import upgrading  # pylint: disable=g-import-not-at-top
@@ -67,10 +68,17 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   accuracy = loading.mean_accuracies(loaded)
   seconds = planner.seconds_per_trial(loaded)
   in_counts = loaded.masks.sum(axis=0)
+  source = imported.source(loaded)
+  measured = 'train' in loaded.predicted
+  if not measured:
+    accuracy.update(train=float('nan'), heldout=float('nan'))
   return '\n'.join([
       f'{workdir}: {loaded.num_trials} trials of {info["name"]} '
       f'({info["num_train"]} train / {info["num_test"]} test), fingerprint '
       f'{loaded.fingerprint}',
+  ] + ([f'  imported from {source.get("source")} ({source.get("name")})'
+        + ('' if measured else ': no train predictions, so no '
+           'memorization and no plan')] if source else []) + [
       f'  mean accuracy: train (in subset) {accuracy["train"]:.4f}, '
       f'held-out {accuracy["heldout"]:.4f}, test {accuracy["test"]:.4f}',
       f'  trials per example: in {in_counts.min()}..{in_counts.max()}, out '
@@ -82,8 +90,9 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   ] + ([f'  diverged: {len(loaded.diverged)} trials '
         f'{sorted(loaded.diverged)[:10]} (the estimator refuses them unless '
         "Estimator.diverged_trials = 'skip')"] if loaded.diverged else [])
-      + sequential.planner_lines(loaded, settings.Estimator(), target_stderr,
-                                 target_pair_jaccard))
+      + (sequential.planner_lines(loaded, settings.Estimator(),
+                                  target_stderr, target_pair_jaccard)
+         if measured else []))
 
 
 def _main():

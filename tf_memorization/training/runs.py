@@ -187,6 +187,13 @@ def check_workdir(directory, setup, selected):
   fixed = records.read_run_file(directory)
   fixed_by = (f'{directory} is fixed (by '
               f'{records.run_file_path(directory)}) to')
+  source = ((fixed or {}).get('description') or {}).get('imported')
+  if fixed is not None and isinstance(source, dict):
+    raise errors.UserError(
+        f'{directory} holds trials imported from {source.get("source")} '
+        f'({source.get("name")}; {records.run_file_path(directory)}): the '
+        'train binary adds no trials to it. Train into a new --workdir (or '
+        'add trials of the same models with tf_memorization.TrialWriter).')
   if fixed is not None and fixed['fingerprint'] != setup.fingerprint:
     raise _another_config(fixed_by, fixed['fingerprint'], setup, directory)
   if fixed is None:
