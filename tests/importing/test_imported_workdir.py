@@ -1,0 +1,72 @@
+"""What the other binaries do with an imported workdir: inspect_workdir
+says where its trials came from (and gives no plan without train
+predictions), and the train binary refuses to add trials to it, in one
+line, touching nothing."""
+
+import os
+
+import numpy as np
+
+from tf_memorization import inspect_workdir
+from tf_memorization import train
+from tf_memorization.importing import run
+from tf_memorization.importing import sources
+from tf_memorization.importing import writer as writer_lib
+
+from conftest import GIN_DIR, TINY_BINDINGS, error_line, run_in_process
+from conftest import snapshot
+
+
+def _writer_workdir(path, k=8, n=64, n_test=24, classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  train_labels = rng.integers(0, classes, n)
+  test_labels = rng.integers(0, classes, n_test)
+  with writer_lib.TrialWriter(path, train_labels, test_labels,
+                              name='loop') as writer:
+    for t in range(k):
+      writer.add(t, rng.random(n) < 0.5,
+                 rng.normal(size=(n, classes)).astype(np.float16),
+                 rng.normal(size=(n_test, classes)).astype(np.float16))
+  return path
+
+
+def _margins_workdir(folder, k=8, n=64, n_test=24, classes=3, seed=1):
+  rng = np.random.default_rng(seed)
+  files = {'masks': rng.random((k, n)) < 0.5,
+           'margins': rng.normal(size=(k, n_test)).astype(np.float16),
+           'train_labels': rng.integers(0, classes, n),
+           'test_labels': rng.integers(0, classes, n_test)}
+  for name, array in files.items():
+    np.save(os.path.join(folder, f'{name}.npy'), array)
+  path = os.path.join(folder, 'W')
+  source = sources.DatamodelsSource(
+      *(os.path.join(folder, f'{name}.npy') for name in
+        ('masks', 'margins', 'train_labels', 'test_labels')))
+  run.import_trials(path, source, log=lambda _: None)
+  return path
+
+
+def test_inspect_says_where_the_trials_came_from(tmp_path):
+  text = inspect_workdir.summarize(_writer_workdir(str(tmp_path / 'loop')))
+  assert 'imported from writer (loop)' in text
+  assert 'training time: not recorded' in text
+  assert 'Planner:' in text  # a plan: the records hold train predictions
+
+  text = inspect_workdir.summarize(_margins_workdir(str(tmp_path)))
+  assert ('imported from datamodels (datamodels): no train predictions, so '
+          'no memorization and no plan') in text
+  assert 'train (in subset) nan, held-out nan' in text
+  assert 'Planner:' not in text and 'mem stderr' not in text
+
+
+def test_the_train_binary_refuses_an_imported_workdir(tmp_path,
+                                                      digits_data_dir):
+  workdir = _writer_workdir(str(tmp_path / 'loop'))
+  before = snapshot(workdir)
+  status, out, err = run_in_process(lambda: train.run(
+      workdir, [os.path.join(GIN_DIR, 'tiny.gin')], list(TINY_BINDINGS),
+      data_dir=digits_data_dir))
+  line = error_line(status, out, err)
+  assert f'{workdir} holds trials imported from writer (loop' in line
+  assert 'Train into a new --workdir' in line
+  assert snapshot(workdir) == before
