@@ -6,6 +6,7 @@ line, touching nothing."""
 import os
 
 import numpy as np
+import pytest
 
 from tf_memorization import inspect_workdir
 from tf_memorization import train
@@ -70,3 +71,57 @@ def test_the_train_binary_refuses_an_imported_workdir(tmp_path,
   assert f'{workdir} holds trials imported from writer (loop' in line
   assert 'Train into a new --workdir' in line
   assert snapshot(workdir) == before
+
+
+def test_writers_at_once_share_a_workdir(tmp_path):
+  """Four writers start together on one new workdir (threads: the same
+  exclusive creates as processes), each adding its own trials: every
+  record loads and is checked against its own plan entry; a trial two of
+  them write with different masks is refused to the second."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  from tf_memorization.core import errors  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  n, n_test, classes, k = 50, 20, 3, 16
+  train_labels = rng.integers(0, classes, n)
+  test_labels = rng.integers(0, classes, n_test)
+  masks = rng.random((k, n)) < 0.5
+  logits = rng.normal(size=(k, n + n_test, classes)).astype(np.float32)
+  workdir = str(tmp_path / 'shared')
+
+  def worker(w):
+    writer = writer_lib.TrialWriter(workdir, train_labels, test_labels,
+                                    name='cluster')
+    for t in range(w, k, 4):
+      assert writer.add(t, masks[t], logits[t, :n], logits[t, n:])
+
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    list(pool.map(worker, range(4)))
+  loaded = loading.load(workdir)
+  np.testing.assert_array_equal(loaded.trial_indices, np.arange(k))
+  np.testing.assert_array_equal(loaded.masks, masks)
+  writer = writer_lib.TrialWriter(workdir, train_labels, test_labels,
+                                  name='cluster')
+  assert not writer.add(3, masks[3], logits[3, :n], logits[3, n:])
+  with pytest.raises(errors.UserError, match='Trial 3 .* another mask'):
+    writer.add(3, ~masks[3], logits[3, :n], logits[3, n:])
+
+
+def test_a_record_without_its_plan_entry_is_refused(tmp_path):
+  """An imported record copied in from a workdir of the same models, or
+  whose plan entry was deleted or altered, does not load."""
+  from tf_memorization.core import errors  # pylint: disable=g-import-not-at-top
+  from tf_memorization.workdir import loading  # pylint: disable=g-import-not-at-top
+  workdir = _writer_workdir(str(tmp_path / 'a'))
+  entry = os.path.join(workdir, 'plan', 'trial_000002.json')
+  text = open(entry).read()
+  os.remove(entry)
+  with pytest.raises(errors.RecordError, match='trial_000002.json .*missing'):
+    loading.load(workdir)
+  open(entry, 'w').write(text.replace('"index": 2', '"index": 5'))
+  with pytest.raises(errors.RecordError, match='not the plan entry of trial'):
+    loading.load(workdir)
+  other = _writer_workdir(str(tmp_path / 'b'), seed=1)  # other masks
+  os.replace(os.path.join(other, 'plan', 'trial_000002.json'), entry)
+  with pytest.raises(errors.RecordError, match='mask or seed'):
+    loading.load(workdir)

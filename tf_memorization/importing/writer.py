@@ -11,9 +11,9 @@
 
 The records it writes are the train binary's (workdir/records.py), signed
 the same way, with `design` None: their masks were not drawn by one of our
-subset designs, so W/plan.json keeps each trial's mask digest (as an
-experiment's folder does), and every load checks each record's mask
-against it. W/run.json fixes the writer's fingerprint (its name and the
+subset designs, so W/plan/trial_<t>.json keeps each trial's mask digest
+(one file a trial: writers in many processes at once never rewrite each
+other's), and every load checks each record's mask against it. W/run.json fixes the writer's fingerprint (its name and the
 labels), so trials of another model or data are refused, never mixed.
 What needs our trainer (ablation, removal, leave-one-out, learning-dynamics
 proxies) is skipped by the estimator with one line saying why.
@@ -39,6 +39,7 @@ from tf_memorization.core import errors
 from tf_memorization.core import files
 from tf_memorization.core import storage
 from tf_memorization.importing import logits as logits_lib
+from tf_memorization.workdir import record_checks
 from tf_memorization.workdir import records
 from tf_memorization.workdir import signatures
 
@@ -132,22 +133,27 @@ def write_labels_file(workdir, description, train_labels, test_labels,
   info = dict(description, checksum=signatures.arrays_digest(arrays))
   path = os.path.join(workdir, files.DATASET_FILE)
   if tf.io.gfile.exists(path):
-    _, existing = records.read_dataset_file(workdir)
-    if existing.get('checksum') != info['checksum']:
-      raise errors.RecordError(
-          f'{path} describes other labels or ids ({existing.get("name")}, '
-          f'{existing.get("num_train")} train / {existing.get("num_test")} '
-          f'test examples) than the ones given: its trials belong to other '
-          'data. Use a new --workdir.')
-    return existing
+    return _same_labels(workdir, path, info)
   sources = {f'{split}_source_ids': np.full(len(arrays[f'{split}_labels']),
                                             '', dtype=str)
              for split in ('train', 'test')}
   arrays.update(sources)
   stored = dict(info, source_ids_checksum=signatures.arrays_digest(sources))
   arrays['info'] = np.array(json.dumps(stored, sort_keys=True))
-  storage.atomic_write(path, storage.npz_bytes(arrays))
+  if not storage.atomic_write(path, storage.npz_bytes(arrays)):
+    return _same_labels(workdir, path, info)  # another writer was first
   return info
+
+
+def _same_labels(workdir, path, info):
+  _, existing = records.read_dataset_file(workdir)
+  if existing.get('checksum') != info['checksum']:
+    raise errors.RecordError(
+        f'{path} describes other labels or ids ({existing.get("name")}, '
+        f'{existing.get("num_train")} train / {existing.get("num_test")} '
+        f'test examples) than the ones given: its trials belong to other '
+        'data. Use a new --workdir.')
+  return existing
 
 
 class TrialWriter:
@@ -216,16 +222,6 @@ class TrialWriter:
           f'the one of these imported trials ({self.fingerprint}: '
           f'{self.source}): the workdir holds other models. Use a new '
           '--workdir.')
-    self._plan_path = os.path.join(workdir, files.PLAN_FILE)
-    self._jobs = {}
-    if tf.io.gfile.exists(self._plan_path):
-      plan = storage.read_json(self._plan_path)
-      if not isinstance(plan, dict) or plan.get('fingerprint') != (
-          self.fingerprint):
-        raise errors.RecordError(
-            f'{self._plan_path} is not the plan of these imported trials: '
-            'use a new --workdir.')
-      self._jobs = {int(job['index']): job for job in plan['jobs']}
     self.written = 0
 
   def add(self, trial_index, mask, train_logits, test_logits, seed=0):
@@ -259,16 +255,7 @@ class TrialWriter:
     `train` None: the source has no train predictions (the record says
     so). `from_margins`: pred and prob come from margins alone
     (sources.from_margins)."""
-    digest = records.mask_digest(mask)
-    job = {'index': t, 'mask': digest, 'seed': seed}
-    known = self._jobs.get(t)
-    if known is not None and known != job:
-      raise errors.UserError(
-          f'Trial {t} of {self.workdir} was written with another mask or '
-          'seed: give each model its own trial index.')
-    if known is None:
-      self._jobs[t] = job
-      self._write_plan()
+    self._plan(t, mask, seed)
     held_out = ~mask
     # The accuracies as the trainer records them (readers derive theirs
     # from the predictions); one of no examples is left out.
@@ -297,11 +284,20 @@ class TrialWriter:
     self.written += 1
     return True
 
-  def _write_plan(self):
-    plan = {'fingerprint': self.fingerprint, 'imported': self.source,
-            'jobs': [self._jobs[t] for t in sorted(self._jobs)]}
-    storage.atomic_write_text(self._plan_path,
-                              json.dumps(plan, sort_keys=True))
+  def _plan(self, t, mask, seed):
+    """Writes trial t's plan entry (W/plan/trial_<t>.json: its mask
+    digest and seed) unless it exists, created exclusively: writers in
+    many processes at once each write their own trials' entries, and a
+    second writer of trial t with another mask is refused."""
+    path = record_checks.plan_entry_path(self.workdir, t)
+    job = {'index': t, 'mask': records.mask_digest(mask), 'seed': seed}
+    text = json.dumps(job, sort_keys=True)
+    if storage.atomic_write(path, text.encode()):
+      return
+    if storage.read_json(path) != job:
+      raise errors.UserError(
+          f'Trial {t} of {self.workdir} was written with another mask or '
+          f'seed ({path}): give each model its own trial index.')
 
   def close(self):
     """Nothing is buffered: every add is on disk when it returns."""

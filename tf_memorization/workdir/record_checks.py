@@ -420,6 +420,9 @@ class DesignJobs:
   def __call__(self, path, meta):
     """(mask or its digest, seed, {metadata field: planned value})."""
     fields = meta.get('design')
+    if fields is None and 'design' in meta and 'imported' in meta:
+      # An imported trial: checked against its entry in W/plan/.
+      return imported_job(self._directory, path, meta)
     if fields is None and 'design' in meta:
       # A model an experiment planned: checked against its folder's plan.
       plan = os.path.join(self._directory, files.PLAN_FILE)
@@ -454,6 +457,31 @@ class DesignJobs:
     except ValueError as e:  # a balanced design's trial index out of range
       raise RecordError(f'{path}: trial {t} is not a trial of its design '
                         f'{fields!r} ({e}). {_hint(path)}') from e
+
+
+def plan_entry_path(directory, trial_index):
+  """W/plan/trial_<t>.json: an imported trial's mask digest and seed."""
+  return os.path.join(directory, files.PLAN_DIR,
+                      f'trial_{int(trial_index):06d}.json')
+
+
+def imported_job(directory, path, meta):
+  """(mask digest, seed, {}) of an imported trial, from its plan entry
+  (written by the writer before the record, so a record without one was
+  not written here)."""
+  entry = plan_entry_path(directory, meta['trial_index'])
+  fix = (f'It was not written into {directory} by its TrialWriter or '
+         'import: move it back where it came from, or delete it.')
+  if not tf.io.gfile.exists(entry):
+    raise RecordError(f'{path} is an imported trial, but {entry} (its '
+                      f'mask digest) is missing. {fix}')
+  job = storage.read_json(entry, fix)
+  if (not isinstance(job, dict) or job.get('index') != meta['trial_index']
+      or not isinstance(job.get('mask'), str) or
+      not isinstance(job.get('seed'), int)):
+    raise RecordError(f'{entry} is not the plan entry of trial '
+                      f'{meta["trial_index"]}: it was altered. {fix}')
+  return job['mask'], job['seed'], {}
 
 
 def planned(directory):
