@@ -468,7 +468,10 @@ def test_margins_only_planted_influence(margins_only):
            if line.startswith('Estimates written to')]
   assert len(table) == 1
   table = table[0].splitlines()
-  row = lambda name: next(l for l in table if l.strip().startswith(name))
+
+  def row(name):
+    return next(line for line in table if line.strip().startswith(name))
+
   assert row('controlled memorized').endswith('n/a (no train predictions)')
   assert row('examples with memorization >= 0.25').endswith('n/a')
   assert 'n/a / n/a /' in row('mean accuracy train / held-out / test')
@@ -581,13 +584,19 @@ def test_a_wrong_known_class_in_a_margins_record_is_refused(margins_only,
 
 
 @pytest.mark.parametrize('metadata, message', [
-    ({'predicted': ['bogus']}, "metadata field 'predicted'"),
-    ({'predicted': []}, "metadata field 'predicted'"),
-    ({'predicted': 'test'}, "metadata field 'predicted'"),
-    ({'predicted': ['test', 'test']}, "metadata field 'predicted'"),
-    ({'from_margins': 'yes'}, "metadata field 'from_margins'"),
+    pytest.param({'predicted': ['bogus']}, "metadata field 'predicted'",
+                 id='predicted_bogus'),
+    pytest.param({'predicted': []}, "metadata field 'predicted'",
+                 id='predicted_empty'),
+    pytest.param({'predicted': 'test'}, "metadata field 'predicted'",
+                 id='predicted_string'),
+    pytest.param({'predicted': ['test', 'test']},
+                 "metadata field 'predicted'", id='predicted_twice'),
+    pytest.param({'from_margins': 'yes'}, "metadata field 'from_margins'",
+                 id='from_margins_string'),
     # Without the flag, its -1 predictions are classes no model predicts.
-    ({'from_margins': False}, 'test_pred holds classes outside'),
+    pytest.param({'from_margins': False}, 'test_pred holds classes outside',
+                 id='from_margins_dropped'),
 ])
 def test_altered_margins_metadata_is_refused(margins_only, tmp_path,
                                              metadata, message):
@@ -598,16 +607,9 @@ def test_altered_margins_metadata_is_refused(margins_only, tmp_path,
     loading.load(workdir)
 
 
-# --------------------------------------------------------------- bug found
+# ------------------------------------------- exports of margins-only records
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'exports.export_trials(fmt="datamodels") of a workdir whose records '
-    'hold no train predictions (predicted == ("test",)) writes '
-    'train_margins.npy of zeros, which datamodels\' rule (positive iff '
-    'correct) reads as every model wrong on every training example: '
-    're-imported as the layout says, memorization is 0 everywhere instead '
-    'of not measured.'))
 def test_export_of_margins_only_records_claims_no_train_predictions(
     margins_only, tmp_path):
   exported = str(tmp_path / 'dm')
@@ -618,3 +620,16 @@ def test_export_of_margins_only_records_claims_no_train_predictions(
   run.import_trials(workdir, datamodels_source(exported, train_margins=given),
                     log=lambda _: None)
   assert loading.load(workdir).predicted == ('test',)
+  assert not given  # no zeros that would read as every model wrong
+  with open(os.path.join(exported, exports.MARKER)) as f:
+    assert '"train_predictions": false' in f.read()
+
+
+def test_a_lira_export_of_margins_records_is_refused(margins_only,
+                                                     tmp_path):
+  exported = str(tmp_path / 'lira')
+  with pytest.raises(errors.UserError, match='margins do not give.*'
+                     '--format=datamodels'):
+    exports.export_trials(margins_only['workdir'], exported, 'lira',
+                          log=lambda _: None)
+  assert not os.path.exists(exported)

@@ -15,7 +15,8 @@ lira        DIR/y_train.npy (int64 [n]); per trial t of k,
             their own experiments.
 datamodels  DIR/masks.npy (bool [k, n]), DIR/margins.npy (float16
             [k, n_test]: the test margins), DIR/train_margins.npy (float16
-            [k, n], as the released data's train_margins), DIR/_completed.npy
+            [k, n], as the released data's train_margins; not written for
+            records without train predictions), DIR/_completed.npy
             (bool [k]), DIR/train_labels.npy and DIR/test_labels.npy. A
             margin is positive where the prediction is correct (datamodels'
             rule): a tie the model broke toward the label is written as
@@ -81,6 +82,17 @@ def export_trials(workdir, path, fmt, log=print):
     raise errors.RecordError(f'{workdir} holds no trial records to export.')
   indices = np.array(sorted(found), np.int64)
   k = len(indices)
+  # What the records hold (each is checked when its chunk loads, and all
+  # must agree with the first).
+  first = records.read_metadata(found[int(indices[0])])
+  has_train = 'train' in first.get('predicted', records.SPLITS)
+  if fmt == 'lira' and (first.get('from_margins') or not has_train):
+    raise errors.UserError(
+        f'{workdir} holds trials imported from margins'
+        + ('' if has_train else ' without train predictions') +
+        ': LiRA\'s layout needs logits (or log-odds) of every training '
+        'example, which margins do not give. Export them with '
+        '--format=datamodels.')
   num_classes = int(info['num_classes'])
   train_labels, test_labels = dataset['train_labels'], dataset['test_labels']
   n, n_test = len(train_labels), len(test_labels)
@@ -94,11 +106,13 @@ def export_trials(workdir, path, fmt, log=print):
           dtype=np.float32, shape=(k, n_test, num_classes))
       fields = ('train_logodds', 'test_logodds')
     else:
+      layout = [('masks', bool, (k, n)),
+                ('margins', np.float16, (k, n_test))]
+      if has_train:  # none written for records without train predictions
+        layout.append(('train_margins', np.float16, (k, n)))
       files = {name: np.lib.format.open_memmap(
           os.path.join(stage, f'{name}.npy'), mode='w+', dtype=dtype,
-          shape=shape) for name, dtype, shape in (
-              ('masks', bool, (k, n)), ('margins', np.float16, (k, n_test)),
-              ('train_margins', np.float16, (k, n)))}
+          shape=shape) for name, dtype, shape in layout}
       np.save(os.path.join(stage, '_completed.npy'), np.ones(k, bool))
       np.save(os.path.join(stage, 'train_labels.npy'), train_labels)
       np.save(os.path.join(stage, 'test_labels.npy'), test_labels)
@@ -119,8 +133,9 @@ def export_trials(workdir, path, fmt, log=print):
           files['masks'][row] = loaded.masks[i]
           files['margins'][row] = _positive_if_correct(
               loaded.test_margin[i], loaded.test_correct[i])
-          files['train_margins'][row] = _positive_if_correct(
-              loaded.train_margin[i], loaded.train_correct[i])
+          if has_train:
+            files['train_margins'][row] = _positive_if_correct(
+                loaded.train_margin[i], loaded.train_correct[i])
         row += 1
         if progress.due(row):
           log(f'  export: {row}/{k} trials, ETA {progress.eta(row)}')
@@ -133,6 +148,7 @@ def export_trials(workdir, path, fmt, log=print):
       del files
     storage.atomic_write_text(os.path.join(stage, MARKER), json.dumps({
         'format': fmt, 'workdir': workdir, 'trials': [int(t) for t in indices],
+        'train_predictions': has_train,
         'dataset': {key: info.get(key) for key in ('name', 'version',
                                                    'num_classes', 'checksum')}},
         sort_keys=True, indent=1))
