@@ -19,10 +19,17 @@ FLAGS = {'train': '--target_stderr', 'estimate': '--output_dir',
          'compare': '--published_pairs', 'import_trials': '--lira_dir'}
 
 
+# The console script run as a process (the others share its code path,
+# console._run, and are checked to name their binary's function).
+RUN_SCRIPT = 'import_trials'
+
+
 @pytest.mark.slow
 def test_every_binary_answers_help():
   """The six binaries at once (each loads TensorFlow), and the console
-  scripts setup.py installs beside this Python (./run.sh installs them)."""
+  scripts setup.py installs beside this Python (./run.sh installs them):
+  one run, every one naming its binary's console function."""
+  from tf_memorization import console  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   commands = {name: [sys.executable, '-m', f'tf_memorization.{name}',
                      '--help'] for name in BINARIES}
@@ -31,7 +38,11 @@ def test_every_binary_answers_help():
     path = os.path.join(scripts, script)
     assert os.path.exists(path), (
         f'{path} is missing: install the package (./run.sh test does)')
-    commands[script] = [path, '--help']
+    text = open(path).read()
+    assert f'from tf_memorization.console import {name}' in text, text
+    assert callable(getattr(console, name))
+    if name == RUN_SCRIPT:
+      commands[script] = [path, '--help']
   running = {name: subprocess.Popen(
       command, cwd=REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True) for name, command in

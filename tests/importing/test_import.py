@@ -628,7 +628,7 @@ def test_import_refuses_a_workdir_in_use(tmp_path):
 # The binary's own cases (flags, main, exit status): each a subprocess
 # (each spends ~5-7 s importing TensorFlow), two at a time. The in-process
 # cases above cover the other kinds of bad input.
-BINARY_CASES = ('nan_last_trial', 'lira_missing_keep', 'ok')
+BINARY_CASES = ('nan_last_trial', 'ok')
 MAX_PROCESSES = 2
 
 
@@ -671,7 +671,6 @@ def binary_runs(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize('name, message', [
     ('nan_last_trial', 'NaN or infinite'),
-    ('lira_missing_keep', 'keep.npy is missing'),
 ])
 def test_the_binary_exits_2_with_one_line(binary_runs, name, message):
   status, out, err, listing, case = binary_runs[name]

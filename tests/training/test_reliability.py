@@ -152,8 +152,10 @@ def _finish(process):
   return out
 
 
-KILL_RUN = ['--gin_bindings=SubsetDesign.num_trials = 3',
-            '--gin_bindings=TrialTrainer.epochs = 4',
+# Two trials of three epochs: the first is killed after its first epoch's
+# checkpoint, then right after its record (the second trial's start).
+KILL_RUN = ['--gin_bindings=SubsetDesign.num_trials = 2',
+            '--gin_bindings=TrialTrainer.epochs = 3',
             '--gin_bindings=TrialTrainer.checkpoint_seconds = 0']
 
 

@@ -524,7 +524,7 @@ _TWO_STRATEGIES = textwrap.dedent("""
     for width in (8, 4):  # e.g. two configs run one after the other
       trainer = trainer_lib.TrialTrainer(
           digits, strategy.get_strategy('mirrored'),
-          model_fn=functools.partial(models.small_resnet, width=width),
+          model_fn=functools.partial(models.mlp, widths=(width,)),
           epochs=1, batch_size=32, eval_batch_size=512)
       trainer.train_trial(mask, seed=width)
       print('trained width', width, flush=True)
