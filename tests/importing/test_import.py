@@ -617,10 +617,10 @@ def test_import_refuses_a_workdir_in_use(tmp_path):
   with pytest.raises(errors.UserError, match='is not empty'):
     run.import_trials(str(workdir), source, log=lambda _: None)
   assert snapshot(str(workdir)) == before
-  with pytest.raises(errors.UserError, match='--test_labels needs'):
+  with pytest.raises(errors.UserError, match='--test_logits and --test_labels go together'):
     sources.ArraysSource(paths['masks'], paths['train_logits'], None,
                          paths['train_labels'], paths['test_labels'])
-  with pytest.raises(errors.UserError, match='--test_logits needs'):
+  with pytest.raises(errors.UserError, match='--test_logits and --test_labels go together'):
     sources.ArraysSource(paths['masks'], paths['train_logits'],
                          paths['test_logits'], paths['train_labels'], None)
 

@@ -51,6 +51,33 @@ def _labels(path, what, num_classes=None):
   return writer_lib.check_labels(f'{what}={path}', labels, num_classes)
 
 
+def _test_rows(test_logits, test_labels):
+  """The --test_logits rows, or None (then no --test_labels either)."""
+  if bool(test_logits) != bool(test_labels):
+    raise errors.UserError('--test_logits and --test_labels go together: '
+                           'give both, or neither (no test split).')
+  return npy.NpyRows(test_logits, '--test_logits') if test_logits else None
+
+
+def _test_split(rows, test_logits, test_labels, k, num_classes, order):
+  """The test labels, checked against the --test_logits `rows` ([k,
+  n_test, C]); empty without a test split."""
+  if rows is None:
+    return np.zeros(0, np.int64)
+  if len(rows.shape) != 3 or rows.shape[0] != k or (
+      rows.shape[2] != num_classes):
+    raise errors.UserError(
+        f'--test_logits={test_logits} has shape {rows.shape}, not '
+        f'[{k}, n_test, {num_classes}] ({order}; {num_classes} classes as '
+        'the train logits).')
+  labels = _labels(test_labels, '--test_labels', num_classes)
+  if len(labels) != rows.shape[1]:
+    raise errors.UserError(
+        f'--test_labels={test_labels} holds {len(labels)} labels, but '
+        f'--test_logits has {rows.shape[1]} test examples.')
+  return labels
+
+
 def _summaries(what, read, rows, labels, num_classes, augmentations=None):
   """(pred, prob, margin, logodds) of one trial's logits, read and checked
   a block of examples at a time: read(a, b) -> logits of examples a..b-1,
@@ -64,10 +91,8 @@ def _summaries(what, read, rows, labels, num_classes, augmentations=None):
       writer_lib.check_logits(what, block, stop - start, num_classes)
       parts.append(logits_lib.summarize(block, labels_here))
       continue
-    if not np.issubdtype(block.dtype, np.floating) or not np.isfinite(
-        block).all():
-      writer_lib.check_logits(what, block.reshape(-1, num_classes),
-                              block.shape[0] * block.shape[1], num_classes)
+    writer_lib.check_logits(what, block.reshape(-1, num_classes),
+                            block.shape[0] * block.shape[1], num_classes)
     mean = block.astype(np.float64).mean(axis=1)
     pred, prob, margin, _ = logits_lib.summarize(mean, labels_here)
     logodds = np.mean([logits_lib.summarize(block[:, a], labels_here)[3]
@@ -87,8 +112,7 @@ class ArraysSource:
                test_labels, name=None):
     self.masks = npy.NpyRows(masks, '--masks')
     self.train = npy.NpyRows(train_logits, '--train_logits')
-    self.test = (npy.NpyRows(test_logits, '--test_logits') if test_logits
-                 else None)
+    self.test = _test_rows(test_logits, test_labels)
     if self.masks.dtype.kind not in 'biuf' or len(self.masks.shape) != 2:
       raise errors.UserError(
           f'--masks={masks} must be a bool or 0/1 array [k, n] (trials, '
@@ -110,26 +134,8 @@ class ArraysSource:
       raise errors.UserError(
           f'--train_labels={train_labels} holds {len(self.train_labels)} '
           f'labels, but --masks has {n} training examples.')
-    if self.test is None:
-      if test_labels:
-        raise errors.UserError('--test_labels needs --test_logits.')
-      self.test_labels = np.zeros(0, np.int64)
-    else:
-      if not test_labels:
-        raise errors.UserError('--test_logits needs --test_labels.')
-      if len(self.test.shape) != 3 or self.test.shape[0] != k or (
-          self.test.shape[2] != self.num_classes):
-        raise errors.UserError(
-            f'--test_logits={test_logits} has shape {self.test.shape}, not '
-            f'[{k}, n_test, {self.num_classes}] ({k} trials and '
-            f'{self.num_classes} classes, as --train_logits).')
-      self.test_labels = _labels(test_labels, '--test_labels',
-                                 self.num_classes)
-      if len(self.test_labels) != self.test.shape[1]:
-        raise errors.UserError(
-            f'--test_labels={test_labels} holds {len(self.test_labels)} '
-            f'labels, but --test_logits has {self.test.shape[1]} test '
-            'examples.')
+    self.test_labels = _test_split(self.test, test_logits, test_labels, k,
+                                   self.num_classes, 'rows as --masks')
     self.num_trials = k
     self.name = name or 'arrays'
     self.notes = []
@@ -246,28 +252,12 @@ class LiraSource:
             f'{index} cover {n} training examples.')
     self.num_trials = len(self.models)
     self.notes = []
-    self.test = None
-    if test_logits:
-      if not test_labels:
-        raise errors.UserError('--test_logits needs --test_labels.')
-      self.test = npy.NpyRows(test_logits, '--test_logits')
-      if len(self.test.shape) != 3 or self.test.shape[0] != self.num_trials or (
-          self.test.shape[2] != self.num_classes):
-        raise errors.UserError(
-            f'--test_logits={test_logits} has shape {self.test.shape}, not '
-            f'[{self.num_trials}, n_test, {self.num_classes}] (one row per '
-            f'model of {lira_dir}, in their id order).')
-      self.test_labels = _labels(test_labels, '--test_labels',
-                                 self.num_classes)
-      if len(self.test_labels) != self.test.shape[1]:
-        raise errors.UserError(
-            f'--test_labels={test_labels} holds {len(self.test_labels)} '
-            f'labels, but --test_logits has {self.test.shape[1]} test '
-            'examples.')
-    else:
-      if test_labels:
-        raise errors.UserError('--test_labels needs --test_logits.')
-      self.test_labels = np.zeros(0, np.int64)
+    self.test = _test_rows(test_logits, test_labels)
+    self.test_labels = _test_split(
+        self.test, test_logits, test_labels, self.num_trials,
+        self.num_classes, f'one row per model of {lira_dir}, in their id '
+        'order')
+    if self.test is None:
       self.notes.append('LiRA keeps no test split: influence is not '
                         'estimated (give --test_logits and --test_labels '
                         'to add one)')
