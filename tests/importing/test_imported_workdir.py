@@ -125,3 +125,18 @@ def test_a_record_without_its_plan_entry_is_refused(tmp_path):
   os.replace(os.path.join(other, 'plan', 'trial_000002.json'), entry)
   with pytest.raises(errors.RecordError, match='mask or seed'):
     loading.load(workdir)
+
+
+def test_the_report_of_imported_trials(tmp_path):
+  """The report says why the retraining sections and the images are
+  absent, rather than naming bindings that cannot help."""
+  from tf_memorization.estimation import pipeline  # pylint: disable=g-import-not-at-top
+  workdir = _writer_workdir(str(tmp_path / 'loop'))
+  pipeline.run(workdir, gin_bindings=['Estimator.null_permutations = 0'],
+               log=lambda _: None)
+  page = open(os.path.join(workdir, 'report', 'index.html')).read()
+  assert ("the trials of this workdir were imported from another trainer, "
+          'so they do not run') in page
+  assert "Estimator.experiments = ('removal',)" not in page  # no binding
+  assert 'label_noise.fraction' not in page
+  assert 'imported with labels and predictions only' in page

@@ -39,12 +39,12 @@ from tf_memorization.core import errors
 from tf_memorization.core import files
 from tf_memorization.core import storage
 from tf_memorization.importing import logits as logits_lib
+from tf_memorization.workdir import imported
 from tf_memorization.workdir import record_checks
 from tf_memorization.workdir import records
 from tf_memorization.workdir import signatures
 
-# The version string of imported data (its identity is the labels' digest).
-DATA_VERSION = 'imported'
+DATA_VERSION = imported.DATA_VERSION
 
 
 def check_labels(what, labels, num_classes=None):

@@ -21,6 +21,7 @@ import numpy as np
 
 from tf_memorization.core import config
 from tf_memorization.core import files
+from tf_memorization.workdir import imported
 
 THUMBNAIL_SIZE = 64      # side of a streaming dataset's thumbnails
 
@@ -176,6 +177,11 @@ def load_images(inputs, train_indices, test_indices, log):
   kwargs = load_dataset_kwargs()
   name, source = kwargs.get('name'), kwargs.get('source')
   if not isinstance(name, str) and source is None:
+    dataset = (getattr(inputs, 'summary', None) or {}).get('dataset')
+    if isinstance(dataset, dict) and (
+        dataset.get('version') == imported.DATA_VERSION):
+      return Images(note='the trials were imported with labels and '
+                    'predictions only, so no images are shown')
     return Images(note='the config names no dataset (load_dataset.name or '
                   'load_dataset.source), so no images are shown')
   pipelines = _data()

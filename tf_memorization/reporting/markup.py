@@ -443,9 +443,18 @@ def ratio_sweep_table(sweep):
                numeric=tuple(range(len(header))))
 
 
-def not_run(kinds, label_noise):
+def not_run(kinds, label_noise, imported=False):
   """The experiments `kinds` did not run and `label_noise` (whether the
-  label-noise section is shown), as a list with the binding enabling each."""
+  label-noise section is shown), as a list with the binding enabling each;
+  for `imported` trials, which need this package's trainer."""
+  if imported:
+    if not kinds:
+      return None
+    return markup('<p>These sections retrain models with this package\'s '
+                  'train binary; the trials of this workdir were imported '
+                  'from another trainer, so they do not run:</p><ul>{}</ul>',
+                  join(markup('<li>{}</li>', estimates.TITLES[kind])
+                       for kind in kinds))
   items = [markup('<li>{}: <code>{}</code> (estimate binary)</li>',
                   estimates.TITLES[kind],
                   f'Estimator.experiments = ({kind!r},)') for kind in kinds]

@@ -49,6 +49,7 @@ from tf_memorization.reporting import images as images_lib
 from tf_memorization.reporting import markup
 from tf_memorization.workdir import estimate_inputs
 from tf_memorization.workdir import estimates as estimates_lib
+from tf_memorization.workdir import imported
 
 INDEX_HTML = 'index.html'
 
@@ -523,7 +524,9 @@ def _not_run_section(page, sections):
   ids = {s.id for s in sections}
   body = markup.not_run([kind for kind in estimates_lib.TITLES
                          if kind.replace('_', '-') not in ids],
-                        page.summary.obj('label_noise'))
+                        page.summary.obj('label_noise'),
+                        page.summary.obj('dataset').get('version')
+                        == imported.DATA_VERSION)
   return _Section('not-run', 'Not run', body) if body else None
 
 

@@ -10,6 +10,11 @@ skipped for them with one line naming why.
 """
 
 
+# The dataset version of imported data (W/dataset.npz; its identity is the
+# labels' digest): how readers of the estimates alone (the report) know.
+DATA_VERSION = 'imported'
+
+
 def source(loaded):
   """Where the trials came from when they were imported (importing/:
   {'source': 'lira', 'name': ...}), or None for trials this package
