@@ -54,7 +54,6 @@ def _torch():
 def test_the_trialwriter_example_runs_as_documented(tmp_path):
   rng = np.random.default_rng(0)
   n, n_test, classes = 240, 90, 4
-  features = rng.normal(size=(n + n_test, 2))
   labels = rng.integers(0, classes, n + n_test)
   train_labels, test_labels = labels[:n], labels[n:]
 
