@@ -70,8 +70,6 @@ def summarize(workdir, target_stderr=0.05, target_pair_jaccard=0.7):
   in_counts = loaded.masks.sum(axis=0)
   source = imported.source(loaded)
   measured = 'train' in loaded.predicted
-  if not measured:
-    accuracy.update(train=float('nan'), heldout=float('nan'))
   return '\n'.join([
       f'{workdir}: {loaded.num_trials} trials of {info["name"]} '
       f'({info["num_train"]} train / {info["num_test"]} test), fingerprint '

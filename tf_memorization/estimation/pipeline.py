@@ -477,18 +477,11 @@ def _summary(workdir, estimator, loaded, mem, infl, split, timings,
   defined = ~np.isnan(mem.memorization)
   accuracy = loading.mean_accuracies(loaded)
   measured = 'train' in loaded.predicted
-  if not measured:  # records without train predictions
-    accuracy.update(train=float('nan'), heldout=float('nan'))
-  with warnings.catch_warnings():  # all NaN: no train predictions
+  with warnings.catch_warnings():  # all NaN without train predictions
     warnings.simplefilter('ignore', RuntimeWarning)
-    return _summary_fields(workdir, estimator, loaded, mem, infl, split,
-                           timings, operative_config, k, n, ratios, defined,
-                           accuracy, measured)
-
-
-def _summary_fields(workdir, estimator, loaded, mem, infl, split, timings,
-                    operative_config, k, n, ratios, defined, accuracy,
-                    measured):
+    spread = {'mean_memorization': float(np.nanmean(mem.memorization)),
+              'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
+              'max_memorization_stderr': float(np.nanmax(mem.stderr))}
   return {
       'workdir': workdir,
       'dataset': loaded.dataset_info,
@@ -504,9 +497,7 @@ def _summary_fields(workdir, estimator, loaded, mem, infl, split, timings,
           str(t): int((mem.memorization[defined] >= t).sum()) if measured
                   else None
           for t in estimator.memorization_thresholds},
-      'mean_memorization': float(np.nanmean(mem.memorization)),
-      'median_memorization_stderr': float(np.nanmedian(mem.stderr)),
-      'max_memorization_stderr': float(np.nanmax(mem.stderr)),
+      **spread,
       'max_stderr_of_memorized': _max_or_none(
           mem.stderr[defined & (mem.memorization
                                 >= estimator.memorization_threshold)]),

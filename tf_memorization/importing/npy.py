@@ -74,27 +74,23 @@ class NpyRows:
     if not isinstance(rows, slice) or rows.step not in (None, 1):
       raise TypeError('NpyRows reads contiguous row slices only.')
     start, stop, _ = rows.indices(len(self))
-    count = max(0, stop - start)
-    out = np.empty((count,) + self.row_shape, self.dtype)
-    with open(self.path, 'rb') as f:
-      f.seek(self.offset + start * self.row_bytes)
-      read = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
-    if read != count * self.row_bytes:
-      _refuse(self.what, self.path, 'changed while it was read', 'Write it '
-              'again, then import again.')
-    return out
+    return self._read(self.offset + start * self.row_bytes,
+                      (max(0, stop - start),) + self.row_shape)
 
   def block(self, index, start, stop):
     """Rows start..stop-1 of entry `index` of a 3-D (or more) array, i.e.
     array[index, start:stop] (one trial's logits of some examples)."""
-    inner = self.shape[1]
-    row = self.row_bytes // inner
-    count = stop - start
-    out = np.empty((count,) + self.shape[2:], self.dtype)
+    row = self.row_bytes // self.shape[1]
+    return self._read(self.offset + index * self.row_bytes + start * row,
+                      (stop - start,) + self.shape[2:])
+
+  def _read(self, offset, shape):
+    """A fresh array of `shape` read from byte `offset` of the file."""
+    out = np.empty(shape, self.dtype)
     with open(self.path, 'rb') as f:
-      f.seek(self.offset + index * self.row_bytes + start * row)
+      f.seek(offset)
       read = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
-    if read != count * row:
+    if read != out.nbytes:
       _refuse(self.what, self.path, 'changed while it was read', 'Write it '
               'again, then import again.')
     return out

@@ -56,7 +56,7 @@ def import_trials(workdir, source, log=print):
     for t, mask, train, test in source.trials():
       if not writer.add_summaries(
           t, mask, train, test,
-          from_margins=source.format == 'datamodels'):
+          from_margins=source.from_margins):
         raise errors.UserError(
             f'{source.format}: trial {t} appears twice in the source: give '
             'each model its own index.')

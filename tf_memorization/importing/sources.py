@@ -95,8 +95,10 @@ def _summaries(what, read, rows, labels, num_classes, augmentations=None):
                             block.shape[0] * block.shape[1], num_classes)
     mean = block.astype(np.float64).mean(axis=1)
     pred, prob, margin, _ = logits_lib.summarize(mean, labels_here)
-    logodds = np.mean([logits_lib.summarize(block[:, a], labels_here)[3]
-                       for a in range(block.shape[1])], axis=0)
+    count = block.shape[1]  # each augmentation's log-odds, then their mean
+    logodds = logits_lib.summarize(
+        block.reshape(-1, num_classes),
+        np.repeat(labels_here, count))[3].reshape(-1, count).mean(axis=1)
     parts.append((pred, prob, margin, logodds))
   if not parts:
     return tuple(np.zeros(0, dt) for dt in (np.int32,) + (np.float64,) * 3)
@@ -107,6 +109,7 @@ class ArraysSource:
   """Masks and logits saved as .npy arrays (see the module)."""
 
   format = 'arrays'
+  from_margins = False  # the records' predictions come from logits
 
   def __init__(self, masks, train_logits, test_logits, train_labels,
                test_labels, name=None):
@@ -169,6 +172,7 @@ class LiraSource:
   """A LiRA experiment root (see the module)."""
 
   format = 'lira'
+  from_margins = False
 
   def __init__(self, lira_dir, test_logits=None, test_labels=None,
                name=None, log=print):
@@ -324,6 +328,7 @@ class DatamodelsSource:
   """
 
   format = 'datamodels'
+  from_margins = True  # the records hold what margins alone tell
 
   def __init__(self, masks, margins, train_labels, test_labels,
                train_margins=None, completed=None, name=None):

@@ -44,8 +44,6 @@ from tf_memorization.workdir import record_checks
 from tf_memorization.workdir import records
 from tf_memorization.workdir import signatures
 
-DATA_VERSION = imported.DATA_VERSION
-
 
 def check_labels(what, labels, num_classes=None):
   """int64 [n] labels, or a UserError naming `what`."""
@@ -201,7 +199,7 @@ class TrialWriter:
       if given.shape != (length,):
         raise errors.UserError(f'{split} must have one id per example '
                                f'({length}), got shape {given.shape}.')
-    self.description = {'name': str(name), 'version': DATA_VERSION,
+    self.description = {'name': str(name), 'version': imported.DATA_VERSION,
                         'num_classes': self.num_classes, 'num_train': self.n,
                         'num_test': self.n_test, 'image_shape': None}
     storage.check_writable(workdir)

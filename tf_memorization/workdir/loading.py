@@ -581,7 +581,8 @@ def _first_rows(array, rows):
 def mean_accuracies(loaded):
   """Mean train (in-subset), held-out and test accuracy over the trials,
   computed from the predictions the records hold (never read from their
-  metadata): {'train': ..., 'heldout': ..., 'test': ...}."""
+  metadata): {'train': ..., 'heldout': ..., 'test': ...}; NaN for a split
+  the records hold no predictions for (Records.predicted)."""
   masks, test = loaded.masks, loaded.test_correct
   k = len(masks)
   in_subset, right_in, right_out = bits.row_counts(masks, loaded.train_correct)
@@ -591,6 +592,8 @@ def mean_accuracies(loaded):
         'train': right_in / in_subset,
         'heldout': right_out / held_out,
         'test': np.count_nonzero(test, axis=1) / test.shape[1]}
+  split = {'train': 'train', 'heldout': 'train', 'test': 'test'}
   return {name: (float(np.nanmean(values))
-                 if k and not np.isnan(values).all() else float('nan'))
+                 if k and not np.isnan(values).all()
+                 and split[name] in loaded.predicted else float('nan'))
           for name, values in per_trial.items()}
